@@ -1,0 +1,158 @@
+"""The one definition of a training sample record, shared by writer, reader, miner and tests.
+
+A record is a fixed-width little-endian binary struct (a numpy structured dtype), never a
+pickle, so a batch of records decodes with one ``np.frombuffer``:
+
+=========== ========== ===================================================================
+field       type       meaning
+=========== ========== ===================================================================
+version     uint8      ``SCHEMA_VERSION``; a reader refuses records of another version
+kind        uint8      ``Kind``: 0 negative, 1 positive, 2 part face, 3 landmark
+size        uint16     side of the square image in pixels (12, 24 or 48)
+box         float32[4] regression offsets (see ``prepare.boxes``); NaN where the kind has none
+landmarks   float32[10] x1..x5, y1..y5 normalised to the crop; NaN where the kind has none
+image       uint8[size, size, 3]  the crop, RGB
+=========== ========== ===================================================================
+
+Which targets a kind carries (``HAS_BOX``, ``HAS_LANDMARKS``, ``CLASS_LABEL``) is decided
+here too, so the loss masks, the writer's checks and the tests agree.
+
+Keys inside a shard: ``b"%08d" % i`` for record ``i`` (fixed width, so LMDB's byte order is the
+record order), plus ``META_KEY`` (JSON describing the shard) and ``KINDS_KEY`` (one uint8 kind
+per record, so a reader can build per-kind indices without touching the images).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+NET_SIZES = (12, 24, 48)
+NUM_BOX = 4
+NUM_LANDMARK_VALUES = 10
+
+META_KEY = b"__meta__"
+KINDS_KEY = b"__kinds__"
+
+
+class Kind(enum.IntEnum):
+    NEGATIVE = 0
+    POSITIVE = 1
+    PART = 2
+    LANDMARK = 3
+
+
+KIND_NAMES = {Kind.NEGATIVE: "neg", Kind.POSITIVE: "pos", Kind.PART: "part", Kind.LANDMARK: "landmark"}
+KIND_BY_NAME = {name: kind for kind, name in KIND_NAMES.items()}
+
+# Indexed by kind value. Classification uses negatives and positives only (the paper);
+# box regression positives and part faces; landmark regression landmark samples.
+CLASS_LABEL = np.array([0, 1, -1, -1], dtype=np.int64)  # -1: not used for classification
+HAS_BOX = np.array([False, True, True, False])
+HAS_LANDMARKS = np.array([False, False, False, True])
+
+
+def record_key(index: int) -> bytes:
+    return b"%08d" % index
+
+
+@lru_cache(maxsize=None)
+def record_dtype(size: int) -> np.dtype:
+    """The packed structured dtype of one record with a ``size`` x ``size`` RGB image."""
+    return np.dtype(
+        [
+            ("version", "u1"),
+            ("kind", "u1"),
+            ("size", "<u2"),
+            ("box", "<f4", (NUM_BOX,)),
+            ("landmarks", "<f4", (NUM_LANDMARK_VALUES,)),
+            ("image", "u1", (size, size, 3)),
+        ]
+    )
+
+
+def record_nbytes(size: int) -> int:
+    return record_dtype(size).itemsize
+
+
+class SchemaError(ValueError):
+    """A record or shard that does not follow this schema."""
+
+
+@dataclass(frozen=True, eq=False)
+class Sample:
+    """One training sample. ``box`` / ``landmarks`` are None where the kind has no such target."""
+
+    image: np.ndarray  # uint8, (size, size, 3), RGB
+    kind: Kind
+    box: np.ndarray | None = None  # 4 offsets
+    landmarks: np.ndarray | None = None  # 10 values
+
+    def __post_init__(self):
+        kind = Kind(self.kind)
+        object.__setattr__(self, "kind", kind)
+        img = self.image
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or img.shape[0] != img.shape[1]:
+            raise SchemaError(f"image must be uint8 (S, S, 3), got {img.dtype} {img.shape}")
+        if img.shape[0] not in NET_SIZES:
+            raise SchemaError(f"image size {img.shape[0]} is not one of {NET_SIZES}")
+        if (self.box is not None) != bool(HAS_BOX[kind]):
+            raise SchemaError(f"a {KIND_NAMES[kind]} sample {'needs' if HAS_BOX[kind] else 'has no'} box offsets")
+        if (self.landmarks is not None) != bool(HAS_LANDMARKS[kind]):
+            raise SchemaError(
+                f"a {KIND_NAMES[kind]} sample {'needs' if HAS_LANDMARKS[kind] else 'has no'} landmarks"
+            )
+
+    @property
+    def size(self) -> int:
+        return int(self.image.shape[0])
+
+    def to_bytes(self) -> bytes:
+        rec = np.zeros((), dtype=record_dtype(self.size))
+        rec["version"] = SCHEMA_VERSION
+        rec["kind"] = int(self.kind)
+        rec["size"] = self.size
+        rec["box"] = np.nan if self.box is None else np.asarray(self.box, dtype=np.float32).reshape(NUM_BOX)
+        rec["landmarks"] = (
+            np.nan
+            if self.landmarks is None
+            else np.asarray(self.landmarks, dtype=np.float32).reshape(NUM_LANDMARK_VALUES)
+        )
+        rec["image"] = self.image
+        return rec.tobytes()
+
+    @classmethod
+    def from_bytes(cls, buf: bytes) -> "Sample":
+        size = peek_size(buf)
+        rec = decode_records([buf], size)[0]
+        kind = Kind(int(rec["kind"]))
+        return cls(
+            image=rec["image"].copy(),
+            kind=kind,
+            box=rec["box"].copy() if HAS_BOX[kind] else None,
+            landmarks=rec["landmarks"].copy() if HAS_LANDMARKS[kind] else None,
+        )
+
+
+def peek_size(buf: bytes) -> int:
+    """The image size written in a record's header."""
+    if len(buf) < 4:
+        raise SchemaError("record shorter than its header")
+    return int.from_bytes(buf[2:4], "little")
+
+
+def decode_records(buffers, size: int) -> np.ndarray:
+    """Decode raw records of one image size into a structured array, checking version and length."""
+    dtype = record_dtype(size)
+    joined = b"".join(buffers)
+    if len(joined) != dtype.itemsize * len(buffers):
+        raise SchemaError(f"records are not {dtype.itemsize} bytes long (size {size})")
+    recs = np.frombuffer(joined, dtype=dtype)
+    if len(recs) and not (recs["version"] == SCHEMA_VERSION).all():
+        bad = int(recs["version"][recs["version"] != SCHEMA_VERSION][0])
+        raise SchemaError(f"record schema version {bad}, this reader reads version {SCHEMA_VERSION}")
+    return recs
