@@ -1,0 +1,65 @@
+"""The JSON manifest that describes (and commits) a built shard set, and atomic file writing.
+
+A build writes its shards first and ``manifest.json`` last: a folder without a manifest, or
+with one whose fingerprint differs from the current config, is not a finished build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from lmdb_builders.schema import KIND_NAMES, SCHEMA_VERSION, SchemaError
+
+MANIFEST_NAME = "manifest.json"
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def fingerprint(obj) -> str:
+    """A short stable hash of a JSON-able config: equal configs give equal fingerprints."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def empty_counts() -> dict[str, int]:
+    return {name: 0 for name in KIND_NAMES.values()}
+
+
+def load_manifest(path) -> dict:
+    """Read a manifest (or the manifest inside a build folder) and check its schema version."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no manifest; the build is missing or did not finish")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SchemaError(f"{path}:{e.lineno}: manifest is not valid JSON: {e.msg}") from None
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise SchemaError(f"{path}: schema version {version}, this code reads version {SCHEMA_VERSION}")
+    manifest["_path"] = str(path)
+    return manifest

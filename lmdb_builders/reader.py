@@ -1,0 +1,187 @@
+"""Streaming reader of a shard set: a torch Dataset and a kind-mixing batch sampler.
+
+``ShardDataset(build_dir, size)`` checks the manifest (schema version, shard checksums' presence,
+per-kind counts against each shard's own kinds index) and keeps only the small kinds arrays in
+memory; LMDB environments are opened lazily, once per process, so the dataset can be sent to
+DataLoader workers (an open environment cannot be pickled). ``__getitems__`` reads a whole batch
+in one transaction and decodes it with one ``np.frombuffer``.
+
+Use::
+
+    ds = ShardDataset("data/pnet", size=12)
+    train, val = split_by_kind(ds.kinds, val_fraction=0.05, seed=0)
+    sampler = MixedKindBatchSampler(train, batch_size=384, ratio=PAPER_RATIO, seed=0)
+    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=keep_batch, num_workers=1)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from lmdb_builders.manifest import load_manifest
+from lmdb_builders.schema import CLASS_LABEL, HAS_BOX, HAS_LANDMARKS, KIND_NAMES, Kind, SchemaError, decode_records, record_key
+from lmdb_builders.writer import open_for_read, shard_kinds
+
+# neg : pos : part : landmark, as in the paper.
+PAPER_RATIO = {Kind.NEGATIVE: 3, Kind.POSITIVE: 1, Kind.PART: 1, Kind.LANDMARK: 2}
+
+
+def keep_batch(batch):
+    """DataLoader collate_fn for a dataset whose ``__getitems__`` already returns a batch."""
+    return batch
+
+
+class ShardDataset(Dataset):
+    """All records of one bucket (image size) of a build, addressed by a global index."""
+
+    def __init__(self, build_dir, size: int):
+        self.manifest = load_manifest(build_dir)
+        self.root = Path(self.manifest["_path"]).parent
+        self.size = int(size)
+        shards = [s for s in self.manifest["shards"] if s["size"] == self.size]
+        if not shards:
+            raise SchemaError(f"{self.manifest['_path']}: no {size} px shards in this build")
+        self.paths = [self.root / s["path"] for s in shards]
+        kinds = []
+        for entry, path in zip(shards, self.paths):
+            if not path.exists():
+                raise SchemaError(f"{path}: listed in the manifest but missing")
+            k = shard_kinds(path)
+            counts = {KIND_NAMES[Kind(v)]: int(n) for v, n in zip(*np.unique(k, return_counts=True))}
+            expected = {name: n for name, n in entry["counts"].items() if n}
+            if len(k) != entry["samples"] or counts != expected:
+                raise SchemaError(f"{path}: holds {len(k)} records {counts}, manifest says {entry['samples']} {expected}")
+            kinds.append(k)
+        self.kinds = np.concatenate(kinds)
+        self.starts = np.cumsum([0] + [len(k) for k in kinds])
+        self._envs = None
+        self._pid = None
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_envs"] = None  # reopened lazily in the worker
+        return state
+
+    def _env(self, shard: int):
+        if self._envs is None or self._pid != os.getpid():
+            self._envs = [None] * len(self.paths)
+            self._pid = os.getpid()
+        if self._envs[shard] is None:
+            self._envs[shard] = open_for_read(self.paths[shard])
+        return self._envs[shard]
+
+    def read_records(self, indices) -> np.ndarray:
+        """Structured records (see ``schema.record_dtype``) for global ``indices``, in that order."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"index out of range for {len(self)} records")
+        shard_of = np.searchsorted(self.starts, idx, side="right") - 1
+        buffers = [None] * len(idx)
+        for shard in np.unique(shard_of):
+            positions = np.flatnonzero(shard_of == shard)
+            with self._env(shard).begin(buffers=False) as txn:
+                for p in positions:
+                    buffers[p] = txn.get(record_key(int(idx[p] - self.starts[shard])))
+        return decode_records(buffers, self.size)
+
+    def __getitems__(self, indices) -> dict[str, torch.Tensor]:
+        return records_to_batch(self.read_records(indices))
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([index]).items()}
+
+
+def records_to_batch(recs: np.ndarray) -> dict[str, torch.Tensor]:
+    """Decoded records to tensors: uint8 images (B, S, S, 3), targets, and the loss masks."""
+    kind = recs["kind"].astype(np.int64)
+    return {
+        "image": torch.from_numpy(np.ascontiguousarray(recs["image"])),
+        "kind": torch.from_numpy(kind),
+        "label": torch.from_numpy(CLASS_LABEL[kind]),
+        "box": torch.from_numpy(np.ascontiguousarray(recs["box"])),
+        "landmarks": torch.from_numpy(np.ascontiguousarray(recs["landmarks"])),
+        "has_box": torch.from_numpy(HAS_BOX[kind]),
+        "has_landmarks": torch.from_numpy(HAS_LANDMARKS[kind]),
+    }
+
+
+def split_by_kind(kinds: np.ndarray, val_fraction: float, seed: int):
+    """Hold out ``val_fraction`` of each kind; returns (train, val) as dicts kind -> sorted indices."""
+    rng = np.random.default_rng([seed, 0x5E1])
+    train, val = {}, {}
+    for kind in Kind:
+        idx = np.flatnonzero(kinds == kind)
+        n_val = int(round(len(idx) * val_fraction))
+        perm = rng.permutation(len(idx))
+        val[kind] = np.sort(idx[perm[:n_val]])
+        train[kind] = np.sort(idx[perm[n_val:]])
+    return train, val
+
+
+def kind_quotas(batch_size: int, ratio: dict, available: dict) -> dict:
+    """Samples per kind in a batch: ``ratio`` over the kinds that have samples, summing to batch_size."""
+    active = {k: r for k, r in ratio.items() if r > 0 and len(available.get(k, ())) > 0}
+    if not active:
+        raise ValueError("no samples of any kind the ratio asks for")
+    total = sum(active.values())
+    quotas = {k: int(batch_size * r // total) for k, r in active.items()}
+    # Hand the rounding remainder to the kinds with the largest fractional parts.
+    remainder = batch_size - sum(quotas.values())
+    by_fraction = sorted(active, key=lambda k: (-(batch_size * active[k] / total - quotas[k]), int(k)))
+    for k in by_fraction[:remainder]:
+        quotas[k] += 1
+    return quotas
+
+
+class MixedKindBatchSampler(Sampler):
+    """Batches with a fixed share of each kind (default the paper's 3:1:1:2).
+
+    Each kind is drawn from its own stream of reshuffled permutations, so every sample of a kind
+    is seen once before any is repeated. The stream of epoch ``e`` depends only on
+    ``(seed, e)``; ``start_batch`` skips batches already consumed (exact resume).
+    """
+
+    def __init__(self, indices_by_kind: dict, batch_size: int, ratio: dict = PAPER_RATIO, seed: int = 0,
+                 batches_per_epoch: int | None = None):
+        self.indices = {Kind(k): np.asarray(v, dtype=np.int64) for k, v in indices_by_kind.items()}
+        self.batch_size = batch_size
+        self.quotas = kind_quotas(batch_size, {Kind(k): r for k, r in ratio.items()}, self.indices)
+        self.seed = seed
+        total = sum(len(self.indices[k]) for k in self.quotas)
+        self.batches_per_epoch = batches_per_epoch or max(1, math.ceil(total / batch_size))
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch = epoch
+        self.start_batch = start_batch
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch - self.start_batch
+
+    def _kind_stream(self, rng, pool: np.ndarray, per_batch: int):
+        buffer = np.zeros(0, dtype=np.int64)
+        while True:
+            while len(buffer) < per_batch:
+                buffer = np.concatenate([buffer, pool[rng.permutation(len(pool))]])
+            yield buffer[:per_batch]
+            buffer = buffer[per_batch:]
+
+    def __iter__(self):
+        streams = [
+            self._kind_stream(np.random.default_rng([self.seed, self.epoch, int(k)]), self.indices[k], q)
+            for k, q in sorted(self.quotas.items())
+        ]
+        for b in range(self.batches_per_epoch):
+            batch = np.sort(np.concatenate([next(s) for s in streams]))  # sorted: LMDB locality
+            if b >= self.start_batch:
+                yield batch.tolist()
