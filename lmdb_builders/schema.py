@@ -93,37 +93,21 @@ class Sample:
     landmarks: np.ndarray | None = None  # 10 values
 
     def __post_init__(self):
-        kind = Kind(self.kind)
-        object.__setattr__(self, "kind", kind)
-        img = self.image
-        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or img.shape[0] != img.shape[1]:
-            raise SchemaError(f"image must be uint8 (S, S, 3), got {img.dtype} {img.shape}")
-        if img.shape[0] not in NET_SIZES:
-            raise SchemaError(f"image size {img.shape[0]} is not one of {NET_SIZES}")
-        if (self.box is not None) != bool(HAS_BOX[kind]):
-            raise SchemaError(f"a {KIND_NAMES[kind]} sample {'needs' if HAS_BOX[kind] else 'has no'} box offsets")
-        if (self.landmarks is not None) != bool(HAS_LANDMARKS[kind]):
-            raise SchemaError(
-                f"a {KIND_NAMES[kind]} sample {'needs' if HAS_LANDMARKS[kind] else 'has no'} landmarks"
-            )
+        object.__setattr__(self, "kind", Kind(self.kind))
+        self.to_record()  # validates shapes and which targets the kind carries
 
     @property
     def size(self) -> int:
         return int(self.image.shape[0])
 
+    def to_record(self) -> np.ndarray:
+        """This sample as a one-element structured array of ``record_dtype(size)``."""
+        return make_records(self.image[None], self.kind,
+                            None if self.box is None else np.asarray(self.box)[None],
+                            None if self.landmarks is None else np.asarray(self.landmarks)[None])
+
     def to_bytes(self) -> bytes:
-        rec = np.zeros((), dtype=record_dtype(self.size))
-        rec["version"] = SCHEMA_VERSION
-        rec["kind"] = int(self.kind)
-        rec["size"] = self.size
-        rec["box"] = np.nan if self.box is None else np.asarray(self.box, dtype=np.float32).reshape(NUM_BOX)
-        rec["landmarks"] = (
-            np.nan
-            if self.landmarks is None
-            else np.asarray(self.landmarks, dtype=np.float32).reshape(NUM_LANDMARK_VALUES)
-        )
-        rec["image"] = self.image
-        return rec.tobytes()
+        return self.to_record().tobytes()
 
     @classmethod
     def from_bytes(cls, buf: bytes) -> "Sample":
@@ -136,6 +120,42 @@ class Sample:
             box=rec["box"].copy() if HAS_BOX[kind] else None,
             landmarks=rec["landmarks"].copy() if HAS_LANDMARKS[kind] else None,
         )
+
+
+def make_records(images: np.ndarray, kind: Kind, boxes=None, landmarks=None) -> np.ndarray:
+    """Encode N samples of one kind: uint8 images (N, S, S, 3) plus the targets the kind has.
+
+    Returns a structured array of ``record_dtype(S)``; ``.tobytes()`` of element i is record i.
+    """
+    kind = Kind(kind)
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3 or images.shape[1] != images.shape[2]:
+        raise SchemaError(f"images must be uint8 (N, S, S, 3), got {images.dtype} {images.shape}")
+    size = images.shape[1]
+    if size not in NET_SIZES:
+        raise SchemaError(f"image size {size} is not one of {NET_SIZES}")
+    for name, values, needed, width in (("box offsets", boxes, HAS_BOX[kind], NUM_BOX),
+                                        ("landmarks", landmarks, HAS_LANDMARKS[kind], NUM_LANDMARK_VALUES)):
+        if (values is not None) != bool(needed):
+            raise SchemaError(f"a {KIND_NAMES[kind]} sample {'needs' if needed else 'has no'} {name}")
+        if values is not None and np.shape(values) != (len(images), width):
+            raise SchemaError(f"{name} must have shape ({len(images)}, {width}), got {np.shape(values)}")
+    recs = np.zeros(len(images), dtype=record_dtype(size))
+    recs["version"] = SCHEMA_VERSION
+    recs["kind"] = int(kind)
+    recs["size"] = size
+    recs["box"] = np.nan if boxes is None else boxes
+    recs["landmarks"] = np.nan if landmarks is None else landmarks
+    recs["image"] = images
+    return recs
+
+
+def record_size(records: np.ndarray) -> int:
+    """The image size of a structured record array (checked against the schema's dtype)."""
+    size = records.dtype["image"].shape[0] if records.dtype.names and "image" in records.dtype.names else None
+    if size not in NET_SIZES or records.dtype != record_dtype(size):
+        raise SchemaError(f"not an array of schema records: {records.dtype}")
+    return size
 
 
 def peek_size(buf: bytes) -> int:

@@ -29,11 +29,10 @@ from lmdb_builders.schema import (
     KIND_NAMES,
     KINDS_KEY,
     META_KEY,
-    NET_SIZES,
     SCHEMA_VERSION,
     Kind,
-    Sample,
     record_key,
+    record_size,
 )
 
 SHARD_GLOB = "shard-*.lmdb"
@@ -95,15 +94,19 @@ class _OpenShard:
         self.record_bytes = 0
         self.digest = hashlib.sha256()
 
-    def add(self, sample: Sample) -> None:
-        key = record_key(len(self.kinds))
-        value = sample.to_bytes()
-        self.pending.append((key, value))
-        self.digest.update(key)
-        self.digest.update(value)
-        self.kinds.append(int(sample.kind))
-        self.counts[KIND_NAMES[sample.kind]] += 1
-        self.record_bytes += len(value)
+    def add(self, records: np.ndarray) -> None:
+        """Append a structured array of records (``schema.record_dtype(self.size)``)."""
+        blob, width, first = records.tobytes(), records.dtype.itemsize, len(self.kinds)
+        for j in range(len(records)):
+            key, value = record_key(first + j), blob[j * width : (j + 1) * width]
+            self.pending.append((key, value))
+            self.digest.update(key)
+            self.digest.update(value)
+        kinds = records["kind"]
+        self.kinds.extend(kinds.tobytes())
+        for kind, n in zip(*np.unique(kinds, return_counts=True)):
+            self.counts[KIND_NAMES[Kind(int(kind))]] += int(n)
+        self.record_bytes += len(blob)
         if len(self.pending) >= self.cfg.commit_every:
             self.flush()
 
@@ -196,17 +199,19 @@ class ShardWriter:
         return self.next_image
 
     # -- writing ------------------------------------------------------------------------------
-    def add_image(self, image_index: int, samples) -> None:
-        """Add all samples of one image; images must arrive in index order without gaps."""
+    def add_image(self, image_index: int, record_arrays) -> None:
+        """Add all records of one image (structured arrays of any bucket sizes, see
+        ``schema.make_records``); images must arrive in index order without gaps."""
         if image_index != self.next_image:
             raise ValueError(f"image {image_index} arrived, expected image {self.next_image}")
-        for sample in samples:
-            if sample.size not in NET_SIZES:
-                raise ValueError(f"sample size {sample.size} is not a bucket ({NET_SIZES})")
-            shard = self.open.get(sample.size)
+        for records in record_arrays:
+            if not len(records):
+                continue
+            size = record_size(records)
+            shard = self.open.get(size)
             if shard is None:
-                shard = self.open[sample.size] = _OpenShard(self.out_dir, sample.size, self.part, self.cfg)
-            shard.add(sample)
+                shard = self.open[size] = _OpenShard(self.out_dir, size, self.part, self.cfg)
+            shard.add(records)
         self.next_image = image_index + 1
         if any(s.record_bytes >= self.cfg.shard_bytes for s in self.open.values()):
             self._close_part()

@@ -47,7 +47,7 @@ def synthetic_samples(image_index: int, sizes=(12,)):
 def write_build(out, n_images, sizes=(12,), shard_bytes=4096):
     writer = ShardWriter(out, "fp-test", WriterConfig(shard_bytes=shard_bytes, commit_every=7))
     for i in range(writer.resume_image, n_images):
-        writer.add_image(i, synthetic_samples(i, sizes))
+        writer.add_image(i, [s.to_record() for s in synthetic_samples(i, sizes)])
     return writer.finish(n_images, {"note": "test"})
 
 
@@ -101,7 +101,7 @@ KILLED_WRITER = textwrap.dedent("""
     from lmdb_builders.writer import ShardWriter, WriterConfig
     w = ShardWriter({out!r}, "fp-test", WriterConfig(shard_bytes=4096, commit_every=7))
     for i in range(w.resume_image, 200):
-        w.add_image(i, synthetic_samples(i))
+        w.add_image(i, [s.to_record() for s in synthetic_samples(i)])
         time.sleep(0.01)
     w.finish(200, {{"note": "test"}})
 """)

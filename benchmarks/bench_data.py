@@ -1,0 +1,181 @@
+"""Data-stage benchmarks, run by ``make bench`` (figures are printed, never asserted).
+
+1. ``prepare.generate`` (pnet-data, 12 px) over a WIDER-format set: wall time, images/s,
+   samples/s and peak resident memory of the whole process tree (sampled from /proc).
+2. The same at full WIDER scale: a WIDER-format tree that lists the given images ``--repeat``
+   times under new names (symlinks), 12,870 images for the shared 1,430; time should grow
+   linearly and memory stay flat.
+3. LMDB read throughput into batched tensors: 12 px samples through the kind-mixing sampler
+   and a DataLoader with one worker.
+
+    python -m benchmarks.bench_data --wider ../shared/data/wider --landmarks ../shared/data/landmarks/trainImageList.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmdb_builders.manifest import load_manifest
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    wider: str
+    landmarks: str | None
+    workers: int = 0
+    repeat: int = 9
+    read_batches: int = 400
+    batch_size: int = 384
+    work_dir: str | None = None
+    skip_full_scale: bool = False
+
+
+def tree_rss_bytes(root_pid: int) -> int:
+    """Resident memory of a process and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            continue
+        pid = int(entry)
+        children.setdefault(int(fields.get("PPid", "0").strip()), []).append(pid)
+        rss[pid] = int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
+    total, stack = 0, [root_pid]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def run_measured(cmd: list[str]) -> tuple[float, int]:
+    """Run a command; return (wall seconds, peak RSS in bytes of its process tree)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def watch():
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, tree_rss_bytes(proc.pid))
+            done.wait(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    _, err = proc.communicate()
+    done.set()
+    watcher.join()
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{err[-2000:]}")
+    return time.perf_counter() - t0, peak
+
+
+def repeated_wider_tree(wider: Path, out: Path, repeat: int) -> Path:
+    """A WIDER-format tree whose txt lists every image ``repeat`` times (symlinked copies)."""
+    txt = wider / "wider_face_split" / "wider_face_train_bbx_gt.txt"
+    lines = txt.read_text().splitlines()
+    images = out / "WIDER_train" / "images"
+    out_txt = out / "wider_face_split" / "wider_face_train_bbx_gt.txt"
+    out_txt.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for r in range(repeat):
+        for line in lines:
+            if line.strip().lower().endswith(".jpg"):
+                rel = Path(line.strip())
+                new_rel = rel.with_name(f"{rel.stem}_r{r}{rel.suffix}")
+                link = images / new_rel
+                link.parent.mkdir(parents=True, exist_ok=True)
+                if not link.exists():
+                    link.symlink_to((wider / "WIDER_train" / "images" / rel).resolve())
+                written.append(str(new_rel))
+            else:
+                written.append(line)
+    out_txt.write_text("\n".join(written) + "\n")
+    return out
+
+
+def bench_generate(wider: Path, landmarks: str | None, out: Path, workers: int) -> dict:
+    cmd = [sys.executable, "-m", "prepare.generate",
+           "--wider-txt", str(wider / "wider_face_split" / "wider_face_train_bbx_gt.txt"),
+           "--wider-images", str(wider / "WIDER_train" / "images"), "--out", str(out),
+           "--net-size", "12", "--workers", str(workers)]
+    if landmarks:
+        cmd += ["--landmarks", landmarks]
+    seconds, peak = run_measured(cmd)
+    manifest = load_manifest(out)
+    images = manifest["report"]["wider_images"] + manifest["report"]["landmark_images"]
+    samples = sum(b["samples"] for b in manifest["buckets"].values())
+    return {"seconds": seconds, "peak_rss_mb": peak / 2**20, "wider_images": manifest["report"]["wider_images"],
+            "images_per_s": images / seconds, "samples": samples, "samples_per_s": samples / seconds}
+
+
+def bench_read(build: Path, batches: int, batch_size: int) -> dict:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from lmdb_builders.reader import MixedKindBatchSampler, ShardDataset, keep_batch, split_by_kind
+
+    ds = ShardDataset(build, 12)
+    train, _ = split_by_kind(ds.kinds, 0.0, seed=0)
+    sampler = MixedKindBatchSampler(train, batch_size, seed=0, batches_per_epoch=batches)
+    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=keep_batch, num_workers=1, prefetch_factor=4)
+    n = 0
+    it = iter(loader)
+    first = next(it)  # worker start-up is not throughput
+    t0 = time.perf_counter()
+    for batch in it:
+        n += batch["image"].shape[0]
+        assert batch["image"].dtype == torch.uint8
+    seconds = time.perf_counter() - t0
+    return {"samples": n, "seconds": seconds, "samples_per_s": n / seconds, "batch_size": first["image"].shape[0]}
+
+
+def show(title: str, figures: dict) -> None:
+    body = ", ".join(f"{k} {v:,.1f}" if isinstance(v, float) else f"{k} {v:,}" for k, v in figures.items())
+    print(f"{title}: {body}", flush=True)
+
+
+def main(cfg: BenchConfig) -> dict:
+    wider = Path(cfg.wider)
+    work = Path(cfg.work_dir or tempfile.mkdtemp(prefix="mtcnn-bench-"))
+    results = {}
+    results["pnet_data"] = bench_generate(wider, cfg.landmarks, work / "pnet", cfg.workers)
+    show(f"pnet-data on {wider}", results["pnet_data"])
+    results["read"] = bench_read(work / "pnet", cfg.read_batches, cfg.batch_size)
+    show("LMDB read, 12 px, sampler + DataLoader(num_workers=1)", results["read"])
+    if not cfg.skip_full_scale and cfg.repeat > 1:
+        tree = repeated_wider_tree(wider, work / "wider_x", cfg.repeat)
+        results["full_scale"] = bench_generate(tree, cfg.landmarks, work / "pnet_x", cfg.workers)
+        show(f"pnet-data at {cfg.repeat}x ({results['full_scale']['wider_images']:,} WIDER images)", results["full_scale"])
+        ratio = results["full_scale"]["seconds"] / results["pnet_data"]["seconds"]
+        print(f"time ratio full/small {ratio:.2f} for {cfg.repeat}x the WIDER images (landmark images are not repeated)")
+    print(f"(work folder {work})")
+    return results
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--wider", required=True, help="WIDER root with wider_face_split/ and WIDER_train/")
+    p.add_argument("--landmarks", default=None)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--repeat", type=int, default=9)
+    p.add_argument("--read-batches", type=int, default=400)
+    p.add_argument("--work-dir", default=None)
+    p.add_argument("--skip-full-scale", action="store_true")
+    a = p.parse_args()
+    main(BenchConfig(wider=a.wider, landmarks=a.landmarks, workers=a.workers, repeat=a.repeat,
+                     read_batches=a.read_batches, work_dir=a.work_dir, skip_full_scale=a.skip_full_scale))

@@ -1,0 +1,316 @@
+"""Random-crop sample generation: WIDER faces + a 5-point landmark list -> LMDB shards.
+
+``make pnet-data`` runs::
+
+    python -m prepare.generate --wider-txt .../wider_face_train_bbx_gt.txt \
+        --wider-images .../WIDER_train/images --landmarks .../trainImageList.txt \
+        --out data/pnet --net-size 12 --workers 2
+
+and writes ``data/pnet/12/shard-*.lmdb`` plus ``data/pnet/manifest.json`` (last), and
+``data/pnet/report.json`` (timing). Negatives, positives and part faces come from each WIDER image
+(``prepare.sampling``), landmark samples from each face of the landmark list
+(``prepare.landmark_aug``). Work item ``i`` (WIDER images first, then landmark images) draws every
+random number from ``np.random.default_rng([seed, i])`` and results are written in item order, so
+the same seed gives byte-identical shards with any number of workers. A killed run resumes where
+its last complete part ended (``lmdb_builders.writer``); a finished one is left alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from annotations.errors import AnnotationError
+from annotations.landmarks import LANDMARK_COLUMNS, load_landmarks
+from annotations.wider import parse_wider
+from lmdb_builders.manifest import MANIFEST_NAME, atomic_write_json, fingerprint, load_manifest
+from lmdb_builders.schema import NET_SIZES, Kind, make_records
+from lmdb_builders.writer import ShardWriter, WriterConfig
+from prepare.boxes import regression_targets, xywh_to_xyxy
+from prepare.crops import CropSource, cut_and_resize
+from prepare.landmark_aug import LandmarkAugConfig, landmark_samples
+from prepare.sampling import SamplingConfig, sample_image_crops
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    wider_txt: str
+    """WIDER ``wider_face_*_bbx_gt.txt``."""
+    wider_images: str
+    """Folder the txt's image paths are relative to (``WIDER_train/images``)."""
+    out: str
+    """Build folder: shards go to ``<out>/<net_size>/``, the manifest to ``<out>/manifest.json``."""
+    landmarks: str | None = None
+    """CNN_FacePoint ``trainImageList.txt`` or a CelebA folder; None for no landmark samples."""
+    net_size: int = 12
+    seed: int = 0
+    workers: int = 0
+    """Worker processes (0: as many as CPUs). Does not change the output."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    landmark_aug: LandmarkAugConfig = field(default_factory=LandmarkAugConfig)
+    writer: WriterConfig = field(default_factory=WriterConfig)
+    limit_images: int | None = None
+    """Use only the first N WIDER images (quick runs)."""
+
+
+def tiny_config(wider_txt, wider_images, landmarks, out, **overrides) -> GenerateConfig:
+    """A small variant for demos and tests: fewer crops per image, small shards."""
+    return GenerateConfig(
+        wider_txt=str(wider_txt), wider_images=str(wider_images), landmarks=str(landmarks) if landmarks else None,
+        out=str(out), sampling=SamplingConfig(negatives_per_image=12, jitter_attempts_per_face=8, min_face=12),
+        landmark_aug=LandmarkAugConfig(samples_per_face=3), writer=WriterConfig(shard_bytes=64 << 10, commit_every=50),
+        **overrides,
+    )
+
+
+# -- work items -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WiderItem:
+    path: str
+    faces: np.ndarray  # kept faces, inclusive xyxy
+    all_faces: np.ndarray  # every annotated box with positive size, dropped ones included
+
+
+@dataclass(frozen=True)
+class LandmarkItem:
+    path: str
+    boxes: np.ndarray  # (N, 4) inclusive xyxy
+    points: np.ndarray  # (N, 5, 2)
+
+
+def build_items(cfg: GenerateConfig) -> tuple[list, dict]:
+    """Parse the annotations into the ordered list of work items, plus what the parsers dropped."""
+    wider = parse_wider(cfg.wider_txt, cfg.wider_images)
+    images = wider.images
+    if cfg.limit_images is not None:
+        images = images.iloc[: cfg.limit_images]
+    root = Path(cfg.wider_images)
+    kept = wider.faces.groupby("image_index")
+    boxes = wider.all_boxes[(wider.all_boxes.w > 0) & (wider.all_boxes.h > 0)].groupby("image_index")
+    kept_groups, all_groups = dict(list(kept)), dict(list(boxes))
+
+    def xyxy(groups, index):
+        g = groups.get(index)
+        return np.zeros((0, 4)) if g is None else xywh_to_xyxy(g[["x1", "y1", "w", "h"]].to_numpy())
+
+    items: list = [
+        WiderItem(str(root / row.image), xyxy(kept_groups, row.image_index), xyxy(all_groups, row.image_index))
+        for row in images.itertuples()
+    ]
+    dropped = {"wider": dict(wider.dropped)}
+    if cfg.landmarks:
+        marks = load_landmarks(cfg.landmarks)
+        for image, group in marks.faces.groupby("image", sort=False):
+            items.append(
+                LandmarkItem(
+                    str(Path(marks.images_root) / image),
+                    group[["x1", "y1", "x2", "y2"]].to_numpy(dtype=np.float64),
+                    group[list(LANDMARK_COLUMNS)].to_numpy(dtype=np.float64).reshape(-1, 5, 2),
+                )
+            )
+        dropped["landmarks"] = dict(marks.dropped)
+    return items, dropped
+
+
+def read_rgb(path: str) -> np.ndarray | None:
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def item_records(item, rng, cfg: GenerateConfig) -> list[np.ndarray]:
+    """Every sample of one work item as schema record arrays (pixels are read here, in the worker)."""
+    image = read_rgb(item.path)
+    if image is None:
+        raise FileNotFoundError(item.path)
+    size = cfg.net_size
+    if isinstance(item, LandmarkItem):
+        pairs = [pair for box, points in zip(item.boxes, item.points)
+                 for pair in landmark_samples(rng, image, box, points, size, cfg.landmark_aug)]
+        if not pairs:
+            return []
+        patches, values = zip(*pairs)
+        return [make_records(np.stack(patches), Kind.LANDMARK, landmarks=np.stack(values))]
+    height, width = image.shape[:2]
+    crops = sample_image_crops(rng, width, height, item.faces, item.all_faces, size, cfg.sampling)
+    source = CropSource(image)
+    records = [make_records(cut_and_resize(source, crops.negatives, size), Kind.NEGATIVE)]
+    for kind, boxes, faces in ((Kind.POSITIVE, crops.positives, crops.positive_faces),
+                               (Kind.PART, crops.parts, crops.part_faces)):
+        if len(boxes):
+            targets = regression_targets(boxes, faces)
+            records.append(make_records(cut_and_resize(source, boxes, size), kind, boxes=targets))
+    return records
+
+
+def _work(args):
+    index, item, cfg = args
+    try:
+        return index, item_records(item, np.random.default_rng([cfg.seed, index]), cfg), None
+    except (FileNotFoundError, cv2.error) as e:
+        return index, [], f"{item.path}: {e.__class__.__name__}: unreadable or missing image"
+
+
+def _init_worker():
+    cv2.setNumThreads(1)  # one process per core already
+
+
+def _ordered_results(items, cfg: GenerateConfig, start: int, workers: int):
+    """(index, samples, error) for items[start:], in order, with at most a few items in flight."""
+    tasks = ((i, items[i], cfg) for i in range(start, len(items)))
+    if workers <= 1:
+        _init_worker()
+        yield from map(_work, tasks)
+        return
+    ctx = multiprocessing.get_context("spawn")  # no forked copies of the parent's state
+    with ctx.Pool(workers, initializer=_init_worker) as pool:
+        # A bounded window of pending results keeps memory flat however many images there are.
+        window = collections.deque()
+        for task in tasks:
+            window.append(pool.apply_async(_work, (task,)))
+            if len(window) >= 4 * workers:
+                yield window.popleft().get()
+        while window:
+            yield window.popleft().get()
+
+
+# -- the stage --------------------------------------------------------------------------------
+def file_digest(path) -> str:
+    h = hashlib.sha256()
+    p = Path(path)
+    files = sorted(p.glob("list_*_celeba.txt")) if p.is_dir() else [p]
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build_fingerprint(cfg: GenerateConfig) -> tuple[str, dict]:
+    """The config that decides the output (not paths, not worker count) and its hash."""
+    described = dataclasses.asdict(cfg)
+    for key in ("out", "workers", "wider_txt", "wider_images", "landmarks"):
+        described.pop(key)
+    described["inputs"] = {
+        "wider_txt": file_digest(cfg.wider_txt),
+        "landmarks": file_digest(cfg.landmarks) if cfg.landmarks else None,
+    }
+    return fingerprint(described), described
+
+
+def main(cfg: GenerateConfig) -> dict:
+    if cfg.net_size not in NET_SIZES:
+        raise ValueError(f"net size must be one of {NET_SIZES}")
+    out = Path(cfg.out)
+    key, described = build_fingerprint(cfg)
+    if (out / MANIFEST_NAME).exists():
+        manifest = load_manifest(out)
+        if manifest.get("fingerprint") == key:
+            print(f"{out / MANIFEST_NAME} is up to date (fingerprint {key}); nothing to do")
+            return manifest
+    items, dropped = build_items(cfg)
+    num_wider = sum(isinstance(i, WiderItem) for i in items)
+    writer = ShardWriter(out, key, cfg.writer)
+    start = writer.resume_image
+    if start:
+        print(f"resuming after {start} of {len(items)} items (earlier shards kept)")
+    workers = cfg.workers or os.cpu_count() or 1
+    skipped: list[str] = []
+    n_samples = 0
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(items), initial=start, unit="img", desc=f"{cfg.net_size}px samples", dynamic_ncols=True)
+    try:
+        for index, records, error in _ordered_results(items, cfg, start, workers):
+            if error:
+                skipped.append(error)
+            writer.add_image(index, records)
+            n_samples += sum(len(r) for r in records)
+            bar.update(1)
+            bar.set_postfix_str(f"{n_samples / max(bar.format_dict['elapsed'], 1e-9):.0f} samples/s", refresh=False)
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+    # Errors of items done by an earlier, interrupted run are re-checked cheaply here so the
+    # report lists every unreadable image, not only those of this run.
+    skipped = sorted(set(skipped) | {f"{it.path}: missing" for it in items[:start] if not os.path.exists(it.path)})
+    manifest = writer.finish(len(items), {
+        "stage": "generate",
+        "net_size": cfg.net_size,
+        "seed": cfg.seed,
+        "config": described,
+        "report": {
+            "wider_images": num_wider,
+            "landmark_images": len(items) - num_wider,
+            "skipped_images": skipped,
+            "dropped_annotations": dropped,
+        },
+    })
+    timing = {"seconds": round(elapsed, 2), "items_processed": len(items) - start, "workers": workers,
+              "items_per_s": round((len(items) - start) / max(elapsed, 1e-9), 1),
+              "samples_per_s": round(n_samples / max(elapsed, 1e-9), 1)}
+    atomic_write_json(out / "report.json", {"timing": timing, "skipped_images": skipped})
+    print_summary(out, manifest, timing)
+    return manifest
+
+
+def print_summary(out: Path, manifest: dict, timing: dict) -> None:
+    report = manifest["report"]
+    print(f"wrote {out / MANIFEST_NAME}")
+    for size, bucket in manifest["buckets"].items():
+        counts = "  ".join(f"{k} {v:,}" for k, v in bucket["counts"].items())
+        print(f"  {size} px: {bucket['samples']:,} samples ({counts}) in "
+              f"{sum(s['size'] == int(size) for s in manifest['shards'])} shard(s)")
+    print(f"  images: {report['wider_images']:,} WIDER + {report['landmark_images']:,} landmark; "
+          f"skipped {len(report['skipped_images'])} unreadable")
+    for name in report["skipped_images"][:10]:
+        print(f"    skipped {name}")
+    print(f"  time {timing['seconds']} s, {timing['items_per_s']} images/s, {timing['samples_per_s']} samples/s")
+
+
+def parse_args(argv=None) -> GenerateConfig:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--wider-txt", required=True)
+    p.add_argument("--wider-images", required=True)
+    p.add_argument("--landmarks", default=None)
+    p.add_argument("--out", required=True)
+    p.add_argument("--net-size", type=int, default=12, choices=NET_SIZES)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--limit-images", type=int, default=None)
+    p.add_argument("--negatives-per-image", type=int, default=SamplingConfig.negatives_per_image)
+    p.add_argument("--min-face", type=int, default=SamplingConfig.min_face)
+    p.add_argument("--landmark-samples-per-face", type=int, default=LandmarkAugConfig.samples_per_face)
+    p.add_argument("--shard-mb", type=float, default=WriterConfig.shard_bytes / 2**20)
+    p.add_argument("--tiny", action="store_true", help="the small demo/test variant of the sampling config")
+    a = p.parse_args(argv)
+    if a.tiny:
+        return tiny_config(a.wider_txt, a.wider_images, a.landmarks, a.out, net_size=a.net_size, seed=a.seed,
+                           workers=a.workers, limit_images=a.limit_images)
+    return GenerateConfig(
+        wider_txt=a.wider_txt, wider_images=a.wider_images, landmarks=a.landmarks, out=a.out,
+        net_size=a.net_size, seed=a.seed, workers=a.workers, limit_images=a.limit_images,
+        sampling=SamplingConfig(negatives_per_image=a.negatives_per_image, min_face=a.min_face),
+        landmark_aug=LandmarkAugConfig(samples_per_face=a.landmark_samples_per_face),
+        writer=WriterConfig(shard_bytes=int(a.shard_mb * 2**20)),
+    )
+
+
+if __name__ == "__main__":
+    try:
+        main(parse_args())
+    except (AnnotationError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,154 @@
+"""End-to-end pnet-data stage on the tiny fixture: output, determinism, resume, errors, Makefile."""
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import prepare.generate as generate
+from lmdb_builders.manifest import MANIFEST_NAME, load_manifest
+from lmdb_builders.reader import ShardDataset
+from lmdb_builders.writer import WriterConfig, read_shard_meta
+from prepare.generate import main, tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def config(paths, out, **kw):
+    return tiny_config(paths.train_txt, paths.train_images, paths.landmarks_txt, out, **kw)
+
+
+def strip(manifest):
+    return {k: v for k, v in manifest.items() if k != "_path"}
+
+
+@pytest.fixture(scope="module")
+def built(tiny_wider, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pnet")
+    return main(config(tiny_wider, out, workers=1)), out
+
+
+def test_every_kind_is_produced_and_readable(built):
+    manifest, out = built
+    counts = manifest["buckets"]["12"]["counts"]
+    assert all(counts[k] > 0 for k in ("neg", "pos", "part", "landmark")), counts
+    ds = ShardDataset(out, 12)
+    batch = ds.__getitems__(list(range(len(ds))))
+    kind = batch["kind"].numpy()
+    assert batch["image"].shape[1:] == (12, 12, 3)
+    assert torch.isfinite(batch["box"][batch["has_box"]]).all()
+    lms = batch["landmarks"][batch["has_landmarks"]]
+    assert ((lms >= 0) & (lms <= 1)).all()
+    assert np.bincount(kind, minlength=4).tolist() == [counts["neg"], counts["pos"], counts["part"], counts["landmark"]]
+    assert (out / "report.json").exists()
+
+
+def test_manifest_describes_the_build(built, tiny_wider):
+    manifest, out = built
+    assert manifest["seed"] == 0 and manifest["net_size"] == 12
+    assert manifest["report"]["wider_images"] == 5 and manifest["report"]["landmark_images"] == 8
+    assert manifest["report"]["dropped_annotations"]["wider"]["invalid"] == 1
+    for shard in manifest["shards"]:
+        meta = read_shard_meta(out / shard["path"])
+        assert meta["sha256"] == shard["sha256"] and meta["samples"] == shard["samples"]
+    assert "config" in manifest and manifest["config"]["sampling"]["negatives_per_image"] == 12
+
+
+def test_same_seed_same_bytes_whatever_the_worker_count(built, tiny_wider, tmp_path):
+    manifest, _ = built
+    two = main(config(tiny_wider, tmp_path / "two", workers=2))
+    assert strip(two) == strip(manifest)
+    other = main(config(tiny_wider, tmp_path / "seed1", workers=1, seed=1))
+    assert [s["sha256"] for s in other["shards"]] != [s["sha256"] for s in manifest["shards"]]
+
+
+def test_finished_build_is_left_alone(built, tiny_wider, capsys):
+    manifest, out = built
+    stamp = (out / MANIFEST_NAME).stat().st_mtime_ns
+    again = main(config(tiny_wider, out, workers=1))
+    assert "up to date" in capsys.readouterr().out
+    assert (out / MANIFEST_NAME).stat().st_mtime_ns == stamp and strip(again) == strip(manifest)
+
+
+def test_interrupted_build_resumes_to_identical_output(built, tiny_wider, tmp_path, monkeypatch):
+    manifest, _ = built
+    out = tmp_path / "interrupted"
+    real_work = generate._work
+
+    def dies_at_item_9(args):
+        if args[0] == 9:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C (the writer drops its open part)
+        return real_work(args)
+
+    monkeypatch.setattr(generate, "_work", dies_at_item_9)
+    with pytest.raises(KeyboardInterrupt):
+        main(config(tiny_wider, out, workers=1))
+    assert not (out / MANIFEST_NAME).exists()
+    assert not list(out.glob("12/*.tmp"))
+    assert list(out.glob("12/shard-*.lmdb"))  # earlier parts survived
+    monkeypatch.setattr(generate, "_work", real_work)
+    resumed = main(config(tiny_wider, out, workers=1))
+    assert strip(resumed) == strip(manifest)
+
+
+def test_unreadable_image_is_skipped_and_reported(tiny_wider, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_wider.root, root)
+    txt = root / tiny_wider.train_txt.relative_to(tiny_wider.root)
+    images = root / tiny_wider.train_images.relative_to(tiny_wider.root)
+    victim = sorted(images.rglob("*.jpg"))[1]
+    victim.write_bytes(b"not a jpeg")
+    manifest = main(tiny_config(txt, images, None, tmp_path / "out", workers=1))
+    skipped = manifest["report"]["skipped_images"]
+    assert len(skipped) == 1 and str(victim) in skipped[0]
+    assert manifest["buckets"]["12"]["counts"]["landmark"] == 0
+
+
+def test_malformed_annotation_gives_file_and_line(tmp_path, tiny_wider):
+    bad = tmp_path / "bad_bbx_gt.txt"
+    bad.write_text("0--Parade/a.jpg\n2\n1 2 3 4 0 0 0 0 0 0\n1 2 three 4 0 0 0 0 0 0\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "prepare.generate", "--wider-txt", str(bad), "--wider-images",
+         str(tiny_wider.train_images), "--out", str(tmp_path / "out"), "--workers", "1"],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert proc.returncode == 2
+    assert f"{bad}:4:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_makefile_target_is_a_real_file(tiny_wider, tmp_path):
+    root = tmp_path / "wider"
+    shutil.copytree(tiny_wider.root, root)
+    make = ["make", "-C", str(REPO), "--no-print-directory", f"WIDER={root}", f"OUT={tmp_path / 'out'}",
+            f"LANDMARKS={root / tiny_wider.landmarks_txt.relative_to(tiny_wider.root)}",
+            "GEN_FLAGS=--tiny", "WORKERS=1", f"PY={sys.executable}", "VENV_STAMP="]
+    subprocess.run(make + ["pnet-data"], check=True, capture_output=True)
+    assert (tmp_path / "out" / "pnet" / MANIFEST_NAME).exists()
+    assert subprocess.run(make + ["-q", "pnet-data"]).returncode == 0  # up to date
+    txt = root / "wider_face_split" / "wider_face_train_bbx_gt.txt"
+    os.utime(txt, (txt.stat().st_atime + 10, txt.stat().st_mtime + 10))
+    assert subprocess.run(make + ["-q", "pnet-data"]).returncode == 1  # a changed input reruns it
+
+
+@pytest.mark.slow
+def test_real_wider_subset(shared_data, tmp_path):
+    wider = shared_data / "wider"
+    cfg = generate.GenerateConfig(
+        wider_txt=str(wider / "wider_face_split" / "wider_face_train_bbx_gt.txt"),
+        wider_images=str(wider / "WIDER_train" / "images"), landmarks=None, out=str(tmp_path / "real"),
+        limit_images=40, workers=2, writer=WriterConfig(shard_bytes=1 << 20),
+    )
+    manifest = main(cfg)
+    counts = manifest["buckets"]["12"]["counts"]
+    assert counts["neg"] > 40 * 40 and counts["pos"] > 100 and counts["part"] > counts["pos"]
+    assert len(manifest["shards"]) > 1 and not manifest["report"]["skipped_images"]
+    assert len(ShardDataset(tmp_path / "real", 12)) == manifest["buckets"]["12"]["samples"]
+    assert load_manifest(tmp_path / "real")["fingerprint"] == manifest["fingerprint"]
+    assert replace(cfg, workers=1) != cfg  # workers are not part of the fingerprint ...
+    assert generate.build_fingerprint(replace(cfg, workers=1))[0] == manifest["fingerprint"]  # ... by design
