@@ -24,7 +24,7 @@ from pathlib import Path
 import lmdb
 import numpy as np
 
-from lmdb_builders.manifest import MANIFEST_NAME, atomic_write_json, empty_counts
+from lmdb_builders.manifest import MANIFEST_NAME, atomic_write_json, empty_counts, load_manifest
 from lmdb_builders.schema import (
     KIND_NAMES,
     KINDS_KEY,
@@ -262,7 +262,7 @@ class ShardWriter:
             **manifest_extra,
         }
         atomic_write_json(self.out_dir / MANIFEST_NAME, manifest)
-        return manifest
+        return load_manifest(self.out_dir)  # as a reader will see it (JSON types)
 
     def abort(self) -> None:
         """Drop the part being written (its images are redone by the next run)."""

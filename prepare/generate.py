@@ -52,10 +52,11 @@ class GenerateConfig:
     wider_images: str
     """Folder the txt's image paths are relative to (``WIDER_train/images``)."""
     out: str
-    """Build folder: shards go to ``<out>/<net_size>/``, the manifest to ``<out>/manifest.json``."""
+    """Build folder: shards go to ``<out>/<size>/``, the manifest to ``<out>/manifest.json``."""
     landmarks: str | None = None
     """CNN_FacePoint ``trainImageList.txt`` or a CelebA folder; None for no landmark samples."""
-    net_size: int = 12
+    net_sizes: tuple[int, ...] = (12,)
+    """Sample sizes to write; each crop is resized to every size (one bucket of shards each)."""
     seed: int = 0
     workers: int = 0
     """Worker processes (0: as many as CPUs). Does not change the output."""
@@ -135,23 +136,26 @@ def item_records(item, rng, cfg: GenerateConfig) -> list[np.ndarray]:
     image = read_rgb(item.path)
     if image is None:
         raise FileNotFoundError(item.path)
-    size = cfg.net_size
     if isinstance(item, LandmarkItem):
-        pairs = [pair for box, points in zip(item.boxes, item.points)
-                 for pair in landmark_samples(rng, image, box, points, size, cfg.landmark_aug)]
-        if not pairs:
-            return []
-        patches, values = zip(*pairs)
-        return [make_records(np.stack(patches), Kind.LANDMARK, landmarks=np.stack(values))]
+        records = []
+        for size in cfg.net_sizes:
+            pairs = [pair for box, points in zip(item.boxes, item.points)
+                     for pair in landmark_samples(rng, image, box, points, size, cfg.landmark_aug)]
+            if pairs:
+                patches, values = zip(*pairs)
+                records.append(make_records(np.stack(patches), Kind.LANDMARK, landmarks=np.stack(values)))
+        return records
     height, width = image.shape[:2]
-    crops = sample_image_crops(rng, width, height, item.faces, item.all_faces, size, cfg.sampling)
+    crops = sample_image_crops(rng, width, height, item.faces, item.all_faces, min(cfg.net_sizes), cfg.sampling)
     source = CropSource(image)
-    records = [make_records(cut_and_resize(source, crops.negatives, size), Kind.NEGATIVE)]
-    for kind, boxes, faces in ((Kind.POSITIVE, crops.positives, crops.positive_faces),
-                               (Kind.PART, crops.parts, crops.part_faces)):
-        if len(boxes):
-            targets = regression_targets(boxes, faces)
-            records.append(make_records(cut_and_resize(source, boxes, size), kind, boxes=targets))
+    records = []
+    for size in cfg.net_sizes:
+        records.append(make_records(cut_and_resize(source, crops.negatives, size), Kind.NEGATIVE))
+        for kind, boxes, faces in ((Kind.POSITIVE, crops.positives, crops.positive_faces),
+                                   (Kind.PART, crops.parts, crops.part_faces)):
+            if len(boxes):
+                targets = regression_targets(boxes, faces)
+                records.append(make_records(cut_and_resize(source, boxes, size), kind, boxes=targets))
     return records
 
 
@@ -209,8 +213,8 @@ def build_fingerprint(cfg: GenerateConfig) -> tuple[str, dict]:
 
 
 def main(cfg: GenerateConfig) -> dict:
-    if cfg.net_size not in NET_SIZES:
-        raise ValueError(f"net size must be one of {NET_SIZES}")
+    if not cfg.net_sizes or not set(cfg.net_sizes) <= set(NET_SIZES):
+        raise ValueError(f"net sizes must be among {NET_SIZES}, got {cfg.net_sizes}")
     out = Path(cfg.out)
     key, described = build_fingerprint(cfg)
     if (out / MANIFEST_NAME).exists():
@@ -228,7 +232,7 @@ def main(cfg: GenerateConfig) -> dict:
     skipped: list[str] = []
     n_samples = 0
     t0 = time.perf_counter()
-    bar = tqdm(total=len(items), initial=start, unit="img", desc=f"{cfg.net_size}px samples", dynamic_ncols=True)
+    bar = tqdm(total=len(items), initial=start, unit="img", desc=f"{'/'.join(map(str, cfg.net_sizes))} px samples", dynamic_ncols=True)
     try:
         for index, records, error in _ordered_results(items, cfg, start, workers):
             if error:
@@ -248,7 +252,7 @@ def main(cfg: GenerateConfig) -> dict:
     skipped = sorted(set(skipped) | {f"{it.path}: missing" for it in items[:start] if not os.path.exists(it.path)})
     manifest = writer.finish(len(items), {
         "stage": "generate",
-        "net_size": cfg.net_size,
+        "net_sizes": list(cfg.net_sizes),
         "seed": cfg.seed,
         "config": described,
         "report": {
@@ -286,7 +290,8 @@ def parse_args(argv=None) -> GenerateConfig:
     p.add_argument("--wider-images", required=True)
     p.add_argument("--landmarks", default=None)
     p.add_argument("--out", required=True)
-    p.add_argument("--net-size", type=int, default=12, choices=NET_SIZES)
+    p.add_argument("--net-size", type=int, nargs="+", default=[12], choices=NET_SIZES,
+                   help="one or more sample sizes (e.g. 12 24 48 for held-out evaluation samples)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--limit-images", type=int, default=None)
@@ -297,11 +302,11 @@ def parse_args(argv=None) -> GenerateConfig:
     p.add_argument("--tiny", action="store_true", help="the small demo/test variant of the sampling config")
     a = p.parse_args(argv)
     if a.tiny:
-        return tiny_config(a.wider_txt, a.wider_images, a.landmarks, a.out, net_size=a.net_size, seed=a.seed,
+        return tiny_config(a.wider_txt, a.wider_images, a.landmarks, a.out, net_sizes=tuple(a.net_size), seed=a.seed,
                            workers=a.workers, limit_images=a.limit_images)
     return GenerateConfig(
         wider_txt=a.wider_txt, wider_images=a.wider_images, landmarks=a.landmarks, out=a.out,
-        net_size=a.net_size, seed=a.seed, workers=a.workers, limit_images=a.limit_images,
+        net_sizes=tuple(a.net_size), seed=a.seed, workers=a.workers, limit_images=a.limit_images,
         sampling=SamplingConfig(negatives_per_image=a.negatives_per_image, min_face=a.min_face),
         landmark_aug=LandmarkAugConfig(samples_per_face=a.landmark_samples_per_face),
         writer=WriterConfig(shard_bytes=int(a.shard_mb * 2**20)),

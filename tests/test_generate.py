@@ -51,7 +51,7 @@ def test_every_kind_is_produced_and_readable(built):
 
 def test_manifest_describes_the_build(built, tiny_wider):
     manifest, out = built
-    assert manifest["seed"] == 0 and manifest["net_size"] == 12
+    assert manifest["seed"] == 0 and manifest["net_sizes"] == [12]
     assert manifest["report"]["wider_images"] == 5 and manifest["report"]["landmark_images"] == 8
     assert manifest["report"]["dropped_annotations"]["wider"]["invalid"] == 1
     for shard in manifest["shards"]:
@@ -95,6 +95,15 @@ def test_interrupted_build_resumes_to_identical_output(built, tiny_wider, tmp_pa
     monkeypatch.setattr(generate, "_work", real_work)
     resumed = main(config(tiny_wider, out, workers=1))
     assert strip(resumed) == strip(manifest)
+
+
+def test_several_sizes_share_the_same_crops(tiny_wider, tmp_path):
+    manifest = main(config(tiny_wider, tmp_path / "multi", workers=1, net_sizes=(12, 48)))
+    assert manifest["buckets"]["12"]["counts"] == manifest["buckets"]["48"]["counts"]
+    small, large = ShardDataset(tmp_path / "multi", 12), ShardDataset(tmp_path / "multi", 48)
+    a, b = small.__getitems__([0, 5]), large.__getitems__([0, 5])
+    assert torch.equal(a["kind"], b["kind"]) and torch.equal(a["box"].nan_to_num(), b["box"].nan_to_num())
+    assert b["image"].shape[1:] == (48, 48, 3)
 
 
 def test_unreadable_image_is_skipped_and_reported(tiny_wider, tmp_path):

@@ -1,0 +1,261 @@
+"""Parsers of 5-point facial landmark lists into one pandas table.
+
+A library module (no command of its own): landmark sample generation and ``annotations.stats``
+read landmark lists through ``load_landmarks``. It reads text files only and writes nothing.
+
+Two formats are read:
+
+* CNN_FacePoint's ``trainImageList.txt`` (``parse_facepoint``), one face per line, the box in
+  the order ``x1 x2 y1 y2`` (sic) and Windows paths::
+
+      lfw_5590\\Aaron_Eckhart_0001.jpg 27.20 51.84 29.76 54.40 34.32 34.80 47.28 36.24 ...
+
+* CelebA's ``list_bbox_celeba.txt`` + ``list_landmarks_celeba.txt`` (``parse_celeba``), each a
+  count line, a header line and one line per image, joined on the image id.
+
+Both become ``LandmarkAnnotations.faces`` with columns ``image`` (forward slashes, relative to
+``images_root``), ``image_index`` (position of the record in the list, dropped ones counted),
+``x1 y1 x2 y2`` (float face box) and ``LANDMARK_COLUMNS`` (float pixels). Faces whose annotation
+cannot be right are dropped and counted, each under one reason, tested in this order:
+
+* ``degenerate``: ``x2 <= x1`` or ``y2 <= y1``;
+* ``landmarks_outside_box``: a point lies farther outside the box than half the box's width
+  (for x) or height (for y); real landmarks sit inside or near the box, so such a line is broken.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from annotations.errors import AnnotationError, numbered_lines
+
+LANDMARK_COLUMNS = ("lex", "ley", "rex", "rey", "nx", "ny", "lmx", "lmy", "rmx", "rmy")
+BOX_COLUMNS = ("x1", "y1", "x2", "y2")
+DROP_REASONS = ("degenerate", "landmarks_outside_box")
+
+# How far outside its box a landmark may lie, as a fraction of the box's width / height.
+MAX_OUTSIDE_FRACTION = 0.5
+
+FACEPOINT_FIELDS = ("path", "x1", "x2", "y1", "y2") + LANDMARK_COLUMNS
+CELEBA_BBOX_NAME = "list_bbox_celeba.txt"
+CELEBA_LANDMARKS_NAME = "list_landmarks_celeba.txt"
+CELEBA_BBOX_HEADER = ("image_id", "x_1", "y_1", "width", "height")
+CELEBA_LANDMARKS_HEADER = (
+    "lefteye_x", "lefteye_y", "righteye_x", "righteye_y", "nose_x", "nose_y",
+    "leftmouth_x", "leftmouth_y", "rightmouth_x", "rightmouth_y",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, eq=False)
+class LandmarkAnnotations:
+    """A parsed landmark list: ``faces`` (kept faces), ``dropped`` (reason -> count, every reason of
+    ``DROP_REASONS`` present), ``source`` (the file(s) read) and ``images_root`` (the folder the
+    ``image`` column is relative to)."""
+
+    faces: pd.DataFrame
+    dropped: dict[str, int]
+    source: str
+    images_root: Path
+
+
+def load_landmarks(path: str | os.PathLike) -> LandmarkAnnotations:
+    """A ``.txt`` file is a CNN_FacePoint list; a folder holding CelebA's two lists is CelebA."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".txt":
+        return parse_facepoint(path)
+    if path.is_dir():
+        bbox, landmarks = path / CELEBA_BBOX_NAME, path / CELEBA_LANDMARKS_NAME
+        if bbox.is_file() and landmarks.is_file():
+            return parse_celeba(bbox, landmarks)
+        raise AnnotationError(
+            path,
+            None,
+            f"a landmark folder must hold CelebA's {CELEBA_BBOX_NAME} and {CELEBA_LANDMARKS_NAME}; "
+            "for a CNN_FacePoint list pass the .txt file itself",
+        )
+    if not path.exists():
+        raise AnnotationError(path, None, "no such landmark list or folder")
+    raise AnnotationError(
+        path,
+        None,
+        "not a landmark list: expected a CNN_FacePoint .txt file (like trainImageList.txt) "
+        f"or a folder with CelebA's {CELEBA_BBOX_NAME} and {CELEBA_LANDMARKS_NAME}",
+    )
+
+
+def parse_facepoint(txt_path: str | os.PathLike) -> LandmarkAnnotations:
+    """Parse a CNN_FacePoint list (``path x1 x2 y1 y2`` then five ``x y`` points per line)."""
+    txt_path = Path(txt_path)
+    images: list[str] = []
+    values: list[float] = []
+    for line_no, text in numbered_lines(txt_path):
+        if not text:
+            continue
+        fields = text.split()
+        if len(fields) != len(FACEPOINT_FIELDS):
+            raise AnnotationError(
+                txt_path,
+                line_no,
+                f"expected {len(FACEPOINT_FIELDS)} fields ({' '.join(FACEPOINT_FIELDS)}), "
+                f"got {len(fields)}: {text!r}",
+            )
+        images.append(fields[0].replace("\\", "/"))
+        values.extend(_parse_floats(txt_path, line_no, fields[1:], FACEPOINT_FIELDS[1:], text))
+    table = np.asarray(values, dtype=np.float64).reshape(-1, len(FACEPOINT_FIELDS) - 1)
+    # File order x1 x2 y1 y2 -> x1 y1 x2 y2.
+    boxes = table[:, [0, 2, 1, 3]]
+    return _build(images, boxes, table[:, 4:], source=str(txt_path), images_root=txt_path.parent)
+
+
+def parse_celeba(bbox_txt: str | os.PathLike, landmarks_txt: str | os.PathLike) -> LandmarkAnnotations:
+    """Join CelebA's box list and landmark list on the image id (order of the box list).
+
+    Images are looked up in ``img_celeba/`` beside the lists, else ``../Img/img_celeba/`` (the
+    official ``Anno/`` + ``Img/`` layout), else beside the lists.
+    """
+    bbox_txt, landmarks_txt = Path(bbox_txt), Path(landmarks_txt)
+    bbox_ids, bbox_lines, bbox_values = _read_celeba_list(bbox_txt, CELEBA_BBOX_HEADER[1:])
+    lm_ids, lm_lines, lm_values = _read_celeba_list(landmarks_txt, CELEBA_LANDMARKS_HEADER)
+
+    lm_row = {}
+    for row, image_id in enumerate(lm_ids):
+        if image_id in lm_row:
+            raise AnnotationError(landmarks_txt, lm_lines[row], f"image {image_id} is listed twice")
+        lm_row[image_id] = row
+    seen = set()
+    order = []
+    for row, image_id in enumerate(bbox_ids):
+        if image_id in seen:
+            raise AnnotationError(bbox_txt, bbox_lines[row], f"image {image_id} is listed twice")
+        seen.add(image_id)
+        if image_id not in lm_row:
+            raise AnnotationError(bbox_txt, bbox_lines[row], f"image {image_id} has no line in {landmarks_txt}")
+        order.append(lm_row[image_id])
+    if len(lm_ids) != len(bbox_ids):
+        extra = next(row for row, image_id in enumerate(lm_ids) if image_id not in seen)
+        raise AnnotationError(
+            landmarks_txt, lm_lines[extra], f"image {lm_ids[extra]} has no line in {bbox_txt}"
+        )
+
+    x, y, width, height = bbox_values.T
+    # CelebA's width/height count pixels, so the inclusive right edge is x + width - 1.
+    boxes = np.stack([x, y, x + width - 1, y + height - 1], axis=1)
+    points = lm_values[np.asarray(order, dtype=np.int64)] if order else lm_values
+    return _build(
+        bbox_ids,
+        boxes,
+        points,
+        source=f"{bbox_txt} + {landmarks_txt}",
+        images_root=celeba_images_root(bbox_txt.parent),
+    )
+
+
+def celeba_images_root(lists_dir: Path) -> Path:
+    for candidate in (lists_dir / "img_celeba", lists_dir.parent / "Img" / "img_celeba"):
+        if candidate.is_dir():
+            return candidate
+    return lists_dir
+
+
+def landmark_drop_reasons(boxes, points) -> np.ndarray:
+    """Drop reason per face ("" when kept) for (N, 4) ``x1 y1 x2 y2`` boxes and (N, 10) points; pure."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    p = np.asarray(points, dtype=np.float64).reshape(-1, len(LANDMARK_COLUMNS))
+    width, height = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    degenerate = (width <= 0) | (height <= 0)
+    xs, ys = p[:, 0::2], p[:, 1::2]
+    margin_x = (MAX_OUTSIDE_FRACTION * width)[:, None]
+    margin_y = (MAX_OUTSIDE_FRACTION * height)[:, None]
+    far_outside = (
+        (xs < b[:, 0:1] - margin_x)
+        | (xs > b[:, 2:3] + margin_x)
+        | (ys < b[:, 1:2] - margin_y)
+        | (ys > b[:, 3:4] + margin_y)
+    ).any(axis=1)
+    reasons = np.full(len(b), "", dtype=object)
+    reasons[far_outside & ~degenerate] = "landmarks_outside_box"
+    reasons[degenerate] = "degenerate"
+    return reasons
+
+
+def _build(images, boxes, points, source: str, images_root: Path) -> LandmarkAnnotations:
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    points = np.asarray(points, dtype=np.float64).reshape(-1, len(LANDMARK_COLUMNS))
+    reasons = landmark_drop_reasons(boxes, points)
+    kept = reasons == ""
+    columns = {
+        "image": np.asarray(images, dtype=object)[kept] if len(images) else np.zeros(0, dtype=object),
+        "image_index": np.flatnonzero(kept).astype(np.int64),
+    }
+    for column, name in enumerate(BOX_COLUMNS):
+        columns[name] = boxes[kept, column]
+    for column, name in enumerate(LANDMARK_COLUMNS):
+        columns[name] = points[kept, column]
+    dropped = {reason: int(np.count_nonzero(reasons == reason)) for reason in DROP_REASONS}
+    return LandmarkAnnotations(
+        faces=pd.DataFrame(columns), dropped=dropped, source=source, images_root=Path(images_root)
+    )
+
+
+def _read_celeba_list(path: Path, value_names: tuple[str, ...]) -> tuple[list[str], list[int], np.ndarray]:
+    """Image ids, their line numbers and the (N, len(value_names)) values of a CelebA list."""
+    lines = numbered_lines(path)
+    count_line, count_text = next(lines, (None, ""))
+    if count_line is None or not count_text:
+        raise AnnotationError(path, 1, "expected the number of images on the first line, found an empty line")
+    try:
+        declared = int(count_text)
+    except ValueError:
+        raise AnnotationError(path, 1, f"expected the number of images on the first line, got {count_text!r}") from None
+    header_line, header_text = next(lines, (None, ""))
+    header = tuple(header_text.split())
+    # CelebA's landmark header names only the values; accept an image_id column name either way.
+    if header[:1] == ("image_id",):
+        header = header[1:]
+    if header_line is None or len(header) != len(value_names):
+        raise AnnotationError(
+            path, 2, f"expected the header line {' '.join(value_names)!r}, got {header_text!r}"
+        )
+    ids: list[str] = []
+    line_numbers: list[int] = []
+    values: list[float] = []
+    fields_expected = 1 + len(value_names)
+    for line_no, text in lines:
+        if not text:
+            continue
+        fields = text.split()
+        if len(fields) != fields_expected:
+            raise AnnotationError(
+                path,
+                line_no,
+                f"expected {fields_expected} fields (image_id {' '.join(value_names)}), got {len(fields)}: {text!r}",
+            )
+        ids.append(fields[0])
+        line_numbers.append(line_no)
+        values.extend(_parse_floats(path, line_no, fields[1:], value_names, text))
+    if declared != len(ids):
+        raise AnnotationError(path, 1, f"the first line declares {declared} images but the list has {len(ids)}")
+    return ids, line_numbers, np.asarray(values, dtype=np.float64).reshape(-1, len(value_names))
+
+
+def _parse_floats(path: Path, line_no: int, fields, names, text: str) -> list[float]:
+    try:
+        numbers = [float(field) for field in fields]
+    except ValueError:
+        numbers = None
+    if numbers is not None and all(map(math.isfinite, numbers)):
+        return numbers
+    for name, field in zip(names, fields):
+        try:
+            ok = math.isfinite(float(field))
+        except ValueError:
+            ok = False
+        if not ok:
+            raise AnnotationError(path, line_no, f"field {name} is not a finite number: {field!r} in {text!r}")
+    raise AssertionError("unreachable: a field failed to parse but none was found")

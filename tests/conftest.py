@@ -1,0 +1,88 @@
+"""Shared pytest fixtures: a tiny synthetic WIDER set, the real shared data, and no network.
+
+Used by every test file (``pytest`` loads it by itself). ``tiny_wider`` writes a handful of images
+into pytest's session temp folder; nothing is written into the project.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# The tiny fixture's shape; tests/test_annotations.py checks exact counts for exactly this.
+TINY_TRAIN_IMAGES = 5
+TINY_VAL_IMAGES = 2
+TINY_LANDMARK_FACES = 8
+TINY_SEED = 0
+
+
+@pytest.fixture(scope="session")
+def tiny_wider(tmp_path_factory):
+    """``prepare.demo_data.DemoPaths`` of a small WIDER-layout set with every edge case the parsers
+    handle (read-only: it is shared by the whole session).
+
+    Train image 0 holds a face flagged invalid, a face hanging off the left border and a zero-width
+    box; the last train image has no faces (with the official zeros line).
+    """
+    # Imported here, not at the top, so that a broken demo builder fails only the tests using it.
+    from prepare.demo_data import build_demo_dataset
+
+    root = tmp_path_factory.mktemp("tiny_wider")
+    return build_demo_dataset(
+        root,
+        num_train_images=TINY_TRAIN_IMAGES,
+        num_val_images=TINY_VAL_IMAGES,
+        num_landmark_faces=TINY_LANDMARK_FACES,
+        seed=TINY_SEED,
+        with_edge_cases=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The read-only real data (``../shared/data`` beside the project); skips the test when absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _is_local(sock: socket.socket, address) -> bool:
+    if sock.family == getattr(socket, "AF_UNIX", None):
+        return True
+    host = address[0] if isinstance(address, tuple) else address
+    if isinstance(host, bytes):
+        host = host.decode()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:  # a host name other than localhost would need DNS, i.e. the network
+        return False
+
+
+def _guarded_connect(sock, address, *args, **kwargs):
+    if not _is_local(sock, address):
+        raise RuntimeError(f"tests must not use the network: connect to {address!r} refused")
+    return _real_connect(sock, address, *args, **kwargs)
+
+
+def _guarded_connect_ex(sock, address, *args, **kwargs):
+    if not _is_local(sock, address):
+        raise RuntimeError(f"tests must not use the network: connect_ex to {address!r} refused")
+    return _real_connect_ex(sock, address, *args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Every test runs with outgoing connections refused, loopback and Unix sockets excepted."""
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
