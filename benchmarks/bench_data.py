@@ -125,14 +125,13 @@ def bench_generate(wider: Path, landmarks: str | None, out: Path, workers: int) 
 
 def bench_read(build: Path, batches: int, batch_size: int) -> dict:
     import torch
-    from torch.utils.data import DataLoader
 
-    from lmdb_builders.reader import MixedKindBatchSampler, ShardDataset, keep_batch, split_by_kind
+    from lmdb_builders.reader import MixedKindBatchSampler, ShardDataset, ShardLoader, split_by_kind
 
     ds = ShardDataset(build, 12)
     train, _ = split_by_kind(ds.kinds, 0.0, seed=0)
     sampler = MixedKindBatchSampler(train, batch_size, seed=0, batches_per_epoch=batches)
-    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=keep_batch, num_workers=1, prefetch_factor=4)
+    loader = ShardLoader(ds, sampler, num_workers=1, prefetch_factor=4)
     n = 0
     it = iter(loader)
     first = next(it)  # worker start-up is not throughput
@@ -156,7 +155,7 @@ def main(cfg: BenchConfig) -> dict:
     results["pnet_data"] = bench_generate(wider, cfg.landmarks, work / "pnet", cfg.workers)
     show(f"pnet-data on {wider}", results["pnet_data"])
     results["read"] = bench_read(work / "pnet", cfg.read_batches, cfg.batch_size)
-    show("LMDB read, 12 px, sampler + DataLoader(num_workers=1)", results["read"])
+    show("LMDB read, 12 px, sampler + ShardLoader(num_workers=1) into tensors", results["read"])
     if not cfg.skip_full_scale and cfg.repeat > 1:
         tree = repeated_wider_tree(wider, work / "wider_x", cfg.repeat)
         results["full_scale"] = bench_generate(tree, cfg.landmarks, work / "pnet_x", cfg.workers)

@@ -1,17 +1,22 @@
-"""Streaming reader of a shard set: a torch Dataset and a kind-mixing batch sampler.
+"""Streaming reader of a shard set: a torch Dataset, a kind-mixing batch sampler and a loader.
 
-``ShardDataset(build_dir, size)`` checks the manifest (schema version, shard checksums' presence,
-per-kind counts against each shard's own kinds index) and keeps only the small kinds arrays in
-memory; LMDB environments are opened lazily, once per process, so the dataset can be sent to
-DataLoader workers (an open environment cannot be pickled). ``__getitems__`` reads a whole batch
-in one transaction and decodes it with one ``np.frombuffer``.
+``ShardDataset(build_dir, size)`` checks the manifest (schema version, per-kind counts against
+each shard's own kinds index) and keeps only the small kinds arrays in memory; LMDB environments
+are opened lazily, once per process, so the dataset can be sent to DataLoader workers (an open
+environment cannot be pickled). ``__getitems__`` reads a whole batch in one transaction and
+returns the raw structured records (one ``np.frombuffer``).
+
+``ShardLoader`` runs a DataLoader over those record batches and turns each into tensors in the
+consuming process: one numpy buffer crosses the process boundary per batch, which is about three
+times faster than sending seven tensors through shared memory.
 
 Use::
 
     ds = ShardDataset("data/pnet", size=12)
     train, val = split_by_kind(ds.kinds, val_fraction=0.05, seed=0)
     sampler = MixedKindBatchSampler(train, batch_size=384, ratio=PAPER_RATIO, seed=0)
-    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=keep_batch, num_workers=1)
+    for batch in ShardLoader(ds, sampler, num_workers=1):
+        batch["image"], batch["label"], batch["box"], ...
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lmdb_builders.manifest import load_manifest
 from lmdb_builders.schema import CLASS_LABEL, HAS_BOX, HAS_LANDMARKS, KIND_NAMES, Kind, SchemaError, decode_records, record_key
@@ -33,7 +38,7 @@ PAPER_RATIO = {Kind.NEGATIVE: 3, Kind.POSITIVE: 1, Kind.PART: 1, Kind.LANDMARK: 
 
 
 def keep_batch(batch):
-    """DataLoader collate_fn for a dataset whose ``__getitems__`` already returns a batch."""
+    """DataLoader collate_fn for a dataset whose ``__getitems__`` already returns the whole batch."""
     return batch
 
 
@@ -79,7 +84,7 @@ class ShardDataset(Dataset):
             self._envs[shard] = open_for_read(self.paths[shard])
         return self._envs[shard]
 
-    def read_records(self, indices) -> np.ndarray:
+    def __getitems__(self, indices) -> np.ndarray:
         """Structured records (see ``schema.record_dtype``) for global ``indices``, in that order."""
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
@@ -88,23 +93,50 @@ class ShardDataset(Dataset):
         buffers = [None] * len(idx)
         for shard in np.unique(shard_of):
             positions = np.flatnonzero(shard_of == shard)
+            keys = [record_key(int(i)) for i in idx[positions] - self.starts[shard]]
             with self._env(shard).begin(buffers=False) as txn:
-                for p in positions:
-                    buffers[p] = txn.get(record_key(int(idx[p] - self.starts[shard])))
+                found = txn.cursor().getmulti(keys)
+            if len(found) != len(keys):
+                raise SchemaError(f"{self.paths[shard]}: {len(keys) - len(found)} records missing")
+            for p, (_, value) in zip(positions, found):
+                buffers[p] = value
         return decode_records(buffers, self.size)
 
-    def __getitems__(self, indices) -> dict[str, torch.Tensor]:
-        return records_to_batch(self.read_records(indices))
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.__getitems__([index])[0]
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {k: v[0] for k, v in self.__getitems__([index]).items()}
+
+class ShardLoader:
+    """Batches of tensors (``records_to_batch``) from a dataset and a batch sampler.
+
+    Workers read and return raw record arrays; decoding into tensors happens here, in the
+    consumer. ``num_workers=0`` reads in the calling process.
+    """
+
+    def __init__(self, dataset: ShardDataset, batch_sampler, num_workers: int = 1, prefetch_factor: int = 4,
+                 pin_memory: bool = False, persistent_workers: bool = False):
+        extra = {"prefetch_factor": prefetch_factor, "persistent_workers": persistent_workers} if num_workers else {}
+        self.batch_sampler = batch_sampler
+        self.pin_memory = pin_memory
+        self.loader = DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=keep_batch,
+                                 num_workers=num_workers, **extra)
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+    def __iter__(self):
+        for records in self.loader:
+            batch = records_to_batch(records)
+            if self.pin_memory:
+                batch = {k: v.pin_memory() for k, v in batch.items()}
+            yield batch
 
 
 def records_to_batch(recs: np.ndarray) -> dict[str, torch.Tensor]:
     """Decoded records to tensors: uint8 images (B, S, S, 3), targets, and the loss masks."""
     kind = recs["kind"].astype(np.int64)
     return {
-        "image": torch.from_numpy(np.ascontiguousarray(recs["image"])),
+        "image": torch.from_numpy(np.array(recs["image"])),  # a writable, contiguous copy
         "kind": torch.from_numpy(kind),
         "label": torch.from_numpy(CLASS_LABEL[kind]),
         "box": torch.from_numpy(np.ascontiguousarray(recs["box"])),

@@ -13,7 +13,7 @@ import torch
 
 import prepare.generate as generate
 from lmdb_builders.manifest import MANIFEST_NAME, load_manifest
-from lmdb_builders.reader import ShardDataset
+from lmdb_builders.reader import ShardDataset, records_to_batch
 from lmdb_builders.writer import WriterConfig, read_shard_meta
 from prepare.generate import main, tiny_config
 
@@ -39,7 +39,7 @@ def test_every_kind_is_produced_and_readable(built):
     counts = manifest["buckets"]["12"]["counts"]
     assert all(counts[k] > 0 for k in ("neg", "pos", "part", "landmark")), counts
     ds = ShardDataset(out, 12)
-    batch = ds.__getitems__(list(range(len(ds))))
+    batch = records_to_batch(ds.__getitems__(list(range(len(ds)))))
     kind = batch["kind"].numpy()
     assert batch["image"].shape[1:] == (12, 12, 3)
     assert torch.isfinite(batch["box"][batch["has_box"]]).all()
@@ -101,7 +101,7 @@ def test_several_sizes_share_the_same_crops(tiny_wider, tmp_path):
     manifest = main(config(tiny_wider, tmp_path / "multi", workers=1, net_sizes=(12, 48)))
     assert manifest["buckets"]["12"]["counts"] == manifest["buckets"]["48"]["counts"]
     small, large = ShardDataset(tmp_path / "multi", 12), ShardDataset(tmp_path / "multi", 48)
-    a, b = small.__getitems__([0, 5]), large.__getitems__([0, 5])
+    a, b = records_to_batch(small.__getitems__([0, 5])), records_to_batch(large.__getitems__([0, 5]))
     assert torch.equal(a["kind"], b["kind"]) and torch.equal(a["box"].nan_to_num(), b["box"].nan_to_num())
     assert b["image"].shape[1:] == (48, 48, 3)
 

@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from lmdb_builders.manifest import MANIFEST_NAME, load_manifest
 from lmdb_builders.reader import (
     PAPER_RATIO,
     MixedKindBatchSampler,
     ShardDataset,
-    keep_batch,
+    ShardLoader,
     kind_quotas,
+    records_to_batch,
     split_by_kind,
 )
 from lmdb_builders.schema import HAS_BOX, HAS_LANDMARKS, Kind, Sample, SchemaError, record_dtype
@@ -62,7 +62,7 @@ def test_round_trip_is_bit_exact(tmp_path):
         expected = [s for i in range(30) for s in synthetic_samples(i, (12, 24)) if s.size == size]
         ds = ShardDataset(tmp_path, size)
         assert len(ds) == len(expected) == manifest["buckets"][str(size)]["samples"]
-        batch = ds.__getitems__(list(range(len(ds))))
+        batch = records_to_batch(ds.__getitems__(list(range(len(ds)))))
         for i, s in enumerate(expected):
             assert torch.equal(batch["image"][i], torch.from_numpy(s.image))
             assert batch["kind"][i].item() == s.kind
@@ -80,7 +80,7 @@ def test_round_trip_is_bit_exact(tmp_path):
 
 def test_batch_masks_follow_the_kind(tmp_path):
     write_build(tmp_path, 10)
-    batch = ShardDataset(tmp_path, 12).__getitems__(list(range(12)))
+    batch = records_to_batch(ShardDataset(tmp_path, 12).__getitems__(list(range(12))))
     kind = batch["kind"].numpy()
     assert (batch["label"].numpy() == np.select([kind == 0, kind == 1], [0, 1], -1)).all()
     assert (batch["has_box"].numpy() == np.isin(kind, [1, 2])).all()
@@ -194,10 +194,10 @@ def test_dataloader_workers_open_lmdb_lazily(tmp_path):
     ds = ShardDataset(tmp_path, 12)
     train, _ = split_by_kind(ds.kinds, 0.0, seed=0)
     sampler = MixedKindBatchSampler(train, batch_size=14, seed=0)
-    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=keep_batch, num_workers=2)
+    loader = ShardLoader(ds, sampler, num_workers=2)
     batches = list(loader)
-    assert len(batches) == len(sampler)
-    ref = ds.__getitems__(next(iter(sampler)))
+    assert len(batches) == len(sampler) == len(loader)
+    ref = records_to_batch(ds.__getitems__(next(iter(sampler))))
     assert torch.equal(batches[0]["image"], ref["image"])
 
 
