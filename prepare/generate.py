@@ -37,7 +37,7 @@ from annotations.errors import AnnotationError
 from annotations.landmarks import LANDMARK_COLUMNS, load_landmarks
 from annotations.wider import parse_wider
 from lmdb_builders.manifest import MANIFEST_NAME, atomic_write_json, fingerprint, load_manifest
-from lmdb_builders.schema import NET_SIZES, Kind, make_records
+from lmdb_builders.schema import KIND_NAMES, NET_SIZES, Kind, make_records
 from lmdb_builders.writer import ShardWriter, WriterConfig
 from prepare.boxes import regression_targets, xywh_to_xyxy
 from prepare.crops import CropSource, cut_and_resize
@@ -274,7 +274,7 @@ def print_summary(out: Path, manifest: dict, timing: dict) -> None:
     report = manifest["report"]
     print(f"wrote {out / MANIFEST_NAME}")
     for size, bucket in manifest["buckets"].items():
-        counts = "  ".join(f"{k} {v:,}" for k, v in bucket["counts"].items())
+        counts = "  ".join(f"{name} {bucket['counts'][name]:,}" for name in KIND_NAMES.values())
         print(f"  {size} px: {bucket['samples']:,} samples ({counts}) in "
               f"{sum(s['size'] == int(size) for s in manifest['shards'])} shard(s)")
     print(f"  images: {report['wider_images']:,} WIDER + {report['landmark_images']:,} landmark; "
