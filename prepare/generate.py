@@ -1,15 +1,20 @@
-"""Random-crop sample generation: WIDER faces + a 5-point landmark list -> LMDB shards.
+"""Sample generation: WIDER faces + a 5-point landmark list -> LMDB shards, for any stage.
 
 ``make pnet-data`` runs::
 
     python -m prepare.generate --wider-txt .../wider_face_train_bbx_gt.txt \
         --wider-images .../WIDER_train/images --landmarks .../trainImageList.txt \
-        --out data/pnet --net-size 12 --workers 2
+        --out build/pnet --net-size 12 --workers 2
 
-and writes ``data/pnet/12/shard-*.lmdb`` plus ``data/pnet/manifest.json`` (last), and
-``data/pnet/report.json`` (timing). Negatives, positives and part faces come from each WIDER image
-(``prepare.sampling``), landmark samples from each face of the landmark list
-(``prepare.landmark_aug``). Work item ``i`` (WIDER images first, then landmark images) draws every
+and writes ``build/pnet/12/shard-*.lmdb`` plus ``build/pnet/manifest.json`` (last), and
+``build/pnet/report.json`` (timing). Negatives, positives and part faces come from random crops of
+each WIDER image (``prepare.sampling``), landmark samples from each face of the landmark list
+(``prepare.landmark_aug``).
+
+``make rnet-data`` / ``make onet-data`` add ``--mine-with build/weights --net-size 24`` (or 48):
+the crops of a WIDER image are then the detections of the earlier stages of the cascade
+(P-Net for 24 px, P-Net then R-Net for 48 px; ``detector.cascade``), squared and cut as the next
+stage will see them, labelled by IoU with the faces (``sampling.label_detections``): hard examples. Work item ``i`` (WIDER images first, then landmark images) draws every
 random number from ``np.random.default_rng([seed, i])`` and results are written in item order, so
 the same seed gives byte-identical shards with any number of workers. A killed run resumes where
 its last complete part ended (``lmdb_builders.writer``); a finished one is left alone.
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -39,10 +45,10 @@ from annotations.wider import parse_wider
 from lmdb_builders.manifest import MANIFEST_NAME, atomic_write_json, fingerprint, load_manifest
 from lmdb_builders.schema import KIND_NAMES, NET_SIZES, Kind, make_records
 from lmdb_builders.writer import ShardWriter, WriterConfig
-from prepare.boxes import regression_targets, xywh_to_xyxy
+from prepare.boxes import regression_targets, square, xywh_to_xyxy
 from prepare.crops import CropSource, cut_and_resize
 from prepare.landmark_aug import LandmarkAugConfig, landmark_samples
-from prepare.sampling import SamplingConfig, sample_image_crops
+from prepare.sampling import SamplingConfig, label_detections, sample_image_crops
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,17 @@ class GenerateConfig:
     writer: WriterConfig = field(default_factory=WriterConfig)
     limit_images: int | None = None
     """Use only the first N WIDER images (quick runs)."""
+    mine_with: str | None = None
+    """Hard-example mining: a folder with the earlier stages' weights (pnet.pt [, rnet.pt]).
+    None: random crops (P-Net data, held-out evaluation samples)."""
+    mine_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    mine_min_face: float = 20.0
+    mine_negatives_per_image: int = 60
+    mine_device: str = "cpu"
+
+    def mining_stages(self) -> tuple[str, ...]:
+        """The cascade stages whose detections feed a ``net_sizes`` bucket (24: P-Net; 48: P- and R-Net)."""
+        return {24: ("pnet",), 48: ("pnet", "rnet")}[self.net_sizes[0]]
 
 
 def tiny_config(wider_txt, wider_images, landmarks, out, **overrides) -> GenerateConfig:
@@ -145,8 +162,13 @@ def item_records(item, rng, cfg: GenerateConfig) -> list[np.ndarray]:
                 patches, values = zip(*pairs)
                 records.append(make_records(np.stack(patches), Kind.LANDMARK, landmarks=np.stack(values)))
         return records
-    height, width = image.shape[:2]
-    crops = sample_image_crops(rng, width, height, item.faces, item.all_faces, min(cfg.net_sizes), cfg.sampling)
+    if cfg.mine_with:
+        detections = mining_detector(cfg).detect_stages(image, cfg.mining_stages())[cfg.mining_stages()[-1]]
+        boxes = np.floor(square(detections.boxes)).astype(np.int64)  # the crops the next stage is fed
+        crops = label_detections(rng, boxes, item.faces, item.all_faces, cfg.mine_negatives_per_image, cfg.sampling)
+    else:
+        height, width = image.shape[:2]
+        crops = sample_image_crops(rng, width, height, item.faces, item.all_faces, min(cfg.net_sizes), cfg.sampling)
     source = CropSource(image)
     records = []
     for size in cfg.net_sizes:
@@ -159,6 +181,22 @@ def item_records(item, rng, cfg: GenerateConfig) -> list[np.ndarray]:
     return records
 
 
+@functools.lru_cache(maxsize=2)
+def mining_detector(cfg: GenerateConfig):
+    """The cascade used for mining, loaded once per worker process."""
+    from detector.cascade import DetectorConfig, Detector, load_nets  # torch only when mining
+
+    nets = load_nets(Path(cfg.mine_with), cfg.mine_device)
+    stages = cfg.mining_stages()
+    missing = [name for name in stages if name not in nets]
+    if missing:
+        raise FileNotFoundError(f"{cfg.mine_with} lacks {', '.join(m + '.pt' for m in missing)} needed to mine "
+                                f"{cfg.net_sizes[0]} px samples")
+    detector_cfg = DetectorConfig(min_face=cfg.mine_min_face, thresholds=cfg.mine_thresholds,
+                                  device=cfg.mine_device, pnet_regression="inclusive")
+    return Detector({name: nets[name] for name in stages}, detector_cfg)
+
+
 def _work(args):
     index, item, cfg = args
     try:
@@ -169,6 +207,8 @@ def _work(args):
 
 def _init_worker():
     cv2.setNumThreads(1)  # one process per core already
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
 
 
 def _ordered_results(items, cfg: GenerateConfig, start: int, workers: int):
@@ -203,18 +243,25 @@ def file_digest(path) -> str:
 def build_fingerprint(cfg: GenerateConfig) -> tuple[str, dict]:
     """The config that decides the output (not paths, not worker count) and its hash."""
     described = dataclasses.asdict(cfg)
-    for key in ("out", "workers", "wider_txt", "wider_images", "landmarks"):
+    for key in ("out", "workers", "wider_txt", "wider_images", "landmarks", "mine_with", "mine_device"):
         described.pop(key)
     described["inputs"] = {
         "wider_txt": file_digest(cfg.wider_txt),
         "landmarks": file_digest(cfg.landmarks) if cfg.landmarks else None,
     }
+    if cfg.mine_with:  # retrained nets make mined data stale
+        described["inputs"]["mining_nets"] = {n: file_digest(Path(cfg.mine_with) / f"{n}.pt") for n in cfg.mining_stages()}
+    else:
+        for key in [k for k in described if k.startswith("mine_")]:
+            described.pop(key)
     return fingerprint(described), described
 
 
 def main(cfg: GenerateConfig) -> dict:
     if not cfg.net_sizes or not set(cfg.net_sizes) <= set(NET_SIZES):
         raise ValueError(f"net sizes must be among {NET_SIZES}, got {cfg.net_sizes}")
+    if cfg.mine_with and (len(cfg.net_sizes) != 1 or cfg.net_sizes[0] == 12):
+        raise ValueError("mining writes one size, 24 (from P-Net) or 48 (from P-Net + R-Net)")
     out = Path(cfg.out)
     key, described = build_fingerprint(cfg)
     if (out / MANIFEST_NAME).exists():
@@ -253,6 +300,7 @@ def main(cfg: GenerateConfig) -> dict:
     manifest = writer.finish(len(items), {
         "stage": "generate",
         "net_sizes": list(cfg.net_sizes),
+        "mined_with": cfg.mining_stages() if cfg.mine_with else None,
         "seed": cfg.seed,
         "config": described,
         "report": {
@@ -263,6 +311,7 @@ def main(cfg: GenerateConfig) -> dict:
         },
     })
     timing = {"seconds": round(elapsed, 2), "items_processed": len(items) - start, "workers": workers,
+              "seconds_per_item": round(elapsed / max(len(items) - start, 1), 4),
               "items_per_s": round((len(items) - start) / max(elapsed, 1e-9), 1),
               "samples_per_s": round(n_samples / max(elapsed, 1e-9), 1)}
     atomic_write_json(out / "report.json", {"timing": timing, "skipped_images": skipped})
@@ -281,7 +330,8 @@ def print_summary(out: Path, manifest: dict, timing: dict) -> None:
           f"skipped {len(report['skipped_images'])} unreadable")
     for name in report["skipped_images"][:10]:
         print(f"    skipped {name}")
-    print(f"  time {timing['seconds']} s, {timing['items_per_s']} images/s, {timing['samples_per_s']} samples/s")
+    print(f"  time {timing['seconds']} s, {timing['items_per_s']} images/s ({timing['seconds_per_item'] * 1000:.1f} ms "
+          f"per image), {timing['samples_per_s']} samples/s")
 
 
 def parse_args(argv=None) -> GenerateConfig:
@@ -299,14 +349,20 @@ def parse_args(argv=None) -> GenerateConfig:
     p.add_argument("--min-face", type=int, default=SamplingConfig.min_face)
     p.add_argument("--landmark-samples-per-face", type=int, default=LandmarkAugConfig.samples_per_face)
     p.add_argument("--shard-mb", type=float, default=WriterConfig.shard_bytes / 2**20)
+    p.add_argument("--mine-with", default=None, help="folder with pnet.pt [rnet.pt]: mine 24/48 px samples from detections")
+    p.add_argument("--mine-thresholds", type=float, nargs=3, default=GenerateConfig.mine_thresholds)
+    p.add_argument("--mine-min-face", type=float, default=GenerateConfig.mine_min_face)
+    p.add_argument("--mine-negatives-per-image", type=int, default=GenerateConfig.mine_negatives_per_image)
+    p.add_argument("--device", default="cpu", help="device for the mining nets")
     p.add_argument("--tiny", action="store_true", help="the small demo/test variant of the sampling config")
     a = p.parse_args(argv)
+    common = dict(net_sizes=tuple(a.net_size), seed=a.seed, workers=a.workers, limit_images=a.limit_images,
+                  mine_with=a.mine_with, mine_thresholds=tuple(a.mine_thresholds), mine_min_face=a.mine_min_face,
+                  mine_negatives_per_image=a.mine_negatives_per_image, mine_device=a.device)
     if a.tiny:
-        return tiny_config(a.wider_txt, a.wider_images, a.landmarks, a.out, net_sizes=tuple(a.net_size), seed=a.seed,
-                           workers=a.workers, limit_images=a.limit_images)
+        return tiny_config(a.wider_txt, a.wider_images, a.landmarks, a.out, **common)
     return GenerateConfig(
-        wider_txt=a.wider_txt, wider_images=a.wider_images, landmarks=a.landmarks, out=a.out,
-        net_sizes=tuple(a.net_size), seed=a.seed, workers=a.workers, limit_images=a.limit_images,
+        wider_txt=a.wider_txt, wider_images=a.wider_images, landmarks=a.landmarks, out=a.out, **common,
         sampling=SamplingConfig(negatives_per_image=a.negatives_per_image, min_face=a.min_face),
         landmark_aug=LandmarkAugConfig(samples_per_face=a.landmark_samples_per_face),
         writer=WriterConfig(shard_bytes=int(a.shard_mb * 2**20)),

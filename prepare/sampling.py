@@ -122,6 +122,30 @@ def sample_jittered(rng, width, height, face, cfg: SamplingConfig) -> tuple[np.n
     return cand[overlap >= cfg.pos_iou], cand[(overlap >= cfg.part_iou) & (overlap < cfg.pos_iou)]
 
 
+def label_detections(rng, boxes, faces, all_faces, max_negatives: int, cfg: SamplingConfig) -> FaceCrops:
+    """Hard-example mining: label a stage's detections (integer boxes) by IoU with the faces.
+
+    A detection overlapping no annotated box (dropped ones included) by ``neg_iou`` or more is a
+    negative (at most ``max_negatives``, drawn at random, kept in detection order); one whose best
+    IoU with a kept face is >= ``pos_iou`` is a positive and between ``part_iou`` and ``pos_iou``
+    a part face, each regressing towards that face. The rest are ambiguous and left out.
+    """
+    boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    faces = np.asarray(faces, dtype=np.float64).reshape(-1, 4)
+    negatives = boxes[max_iou(boxes, np.asarray(all_faces, dtype=np.float64).reshape(-1, 4)) < cfg.neg_iou]
+    if len(negatives) > max_negatives:
+        negatives = negatives[np.sort(rng.choice(len(negatives), size=max_negatives, replace=False))]
+    if len(faces) == 0 or len(boxes) == 0:
+        empty = np.zeros((0, 4))
+        return FaceCrops(negatives, _empty_boxes(), empty, _empty_boxes(), empty)
+    overlaps = iou_matrix(boxes, faces)
+    best = overlaps.argmax(axis=1)
+    best_iou = overlaps[np.arange(len(boxes)), best]
+    pos = best_iou >= cfg.pos_iou
+    part = (best_iou >= cfg.part_iou) & ~pos
+    return FaceCrops(negatives, boxes[pos], faces[best[pos]], boxes[part], faces[best[part]])
+
+
 def sample_image_crops(rng, width, height, faces, all_faces, net_size, cfg: SamplingConfig) -> FaceCrops:
     """All crops of one image.
 
