@@ -68,6 +68,10 @@ class GenerateConfig:
     """Worker processes (0: as many as CPUs). Does not change the output."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     landmark_aug: LandmarkAugConfig = field(default_factory=LandmarkAugConfig)
+    landmark_holdout: float = 0.05
+    """Share of the landmark list's faces kept out of training, for held-out evaluation."""
+    landmark_part: str = "train"
+    """"train": the faces not held out (training builds); "holdout": only the held-out ones."""
     writer: WriterConfig = field(default_factory=WriterConfig)
     limit_images: int | None = None
     """Use only the first N WIDER images (quick runs)."""
@@ -131,7 +135,9 @@ def build_items(cfg: GenerateConfig) -> tuple[list, dict]:
     dropped = {"wider": dict(wider.dropped)}
     if cfg.landmarks:
         marks = load_landmarks(cfg.landmarks)
-        for image, group in marks.faces.groupby("image", sort=False):
+        held_out = landmark_holdout_mask(len(marks.faces), cfg.landmark_holdout)
+        faces = marks.faces[held_out if cfg.landmark_part == "holdout" else ~held_out]
+        for image, group in faces.groupby("image", sort=False):
             items.append(
                 LandmarkItem(
                     str(Path(marks.images_root) / image),
@@ -141,6 +147,12 @@ def build_items(cfg: GenerateConfig) -> tuple[list, dict]:
             )
         dropped["landmarks"] = dict(marks.dropped)
     return items, dropped
+
+
+def landmark_holdout_mask(num_faces: int, fraction: float) -> np.ndarray:
+    """Which faces of a landmark list are held out: fixed by list position, independent of the seed,
+    so that every training build excludes exactly the faces the evaluation build uses."""
+    return np.random.default_rng(0x4E1D).random(num_faces) < fraction
 
 
 def read_rgb(path: str) -> np.ndarray | None:
@@ -260,6 +272,8 @@ def build_fingerprint(cfg: GenerateConfig) -> tuple[str, dict]:
 def main(cfg: GenerateConfig) -> dict:
     if not cfg.net_sizes or not set(cfg.net_sizes) <= set(NET_SIZES):
         raise ValueError(f"net sizes must be among {NET_SIZES}, got {cfg.net_sizes}")
+    if cfg.landmark_part not in ("train", "holdout"):
+        raise ValueError(f"landmark_part must be 'train' or 'holdout', got {cfg.landmark_part!r}")
     if cfg.mine_with and (len(cfg.net_sizes) != 1 or cfg.net_sizes[0] == 12):
         raise ValueError("mining writes one size, 24 (from P-Net) or 48 (from P-Net + R-Net)")
     out = Path(cfg.out)
@@ -348,6 +362,8 @@ def parse_args(argv=None) -> GenerateConfig:
     p.add_argument("--negatives-per-image", type=int, default=SamplingConfig.negatives_per_image)
     p.add_argument("--min-face", type=int, default=SamplingConfig.min_face)
     p.add_argument("--landmark-samples-per-face", type=int, default=LandmarkAugConfig.samples_per_face)
+    p.add_argument("--landmark-part", choices=("train", "holdout"), default="train",
+                   help="landmark faces to use: those not held out (training) or the held-out ones (evaluation)")
     p.add_argument("--shard-mb", type=float, default=WriterConfig.shard_bytes / 2**20)
     p.add_argument("--mine-with", default=None, help="folder with pnet.pt [rnet.pt]: mine 24/48 px samples from detections")
     p.add_argument("--mine-thresholds", type=float, nargs=3, default=GenerateConfig.mine_thresholds)
@@ -358,7 +374,8 @@ def parse_args(argv=None) -> GenerateConfig:
     a = p.parse_args(argv)
     common = dict(net_sizes=tuple(a.net_size), seed=a.seed, workers=a.workers, limit_images=a.limit_images,
                   mine_with=a.mine_with, mine_thresholds=tuple(a.mine_thresholds), mine_min_face=a.mine_min_face,
-                  mine_negatives_per_image=a.mine_negatives_per_image, mine_device=a.device)
+                  mine_negatives_per_image=a.mine_negatives_per_image, mine_device=a.device,
+                  landmark_part=a.landmark_part)
     if a.tiny:
         return tiny_config(a.wider_txt, a.wider_images, a.landmarks, a.out, **common)
     return GenerateConfig(

@@ -52,7 +52,8 @@ def test_every_kind_is_produced_and_readable(built):
 def test_manifest_describes_the_build(built, tiny_wider):
     manifest, out = built
     assert manifest["seed"] == 0 and manifest["net_sizes"] == [12]
-    assert manifest["report"]["wider_images"] == 5 and manifest["report"]["landmark_images"] == 8
+    held_out = generate.landmark_holdout_mask(8, 0.05).sum()
+    assert manifest["report"]["wider_images"] == 5 and manifest["report"]["landmark_images"] == 8 - held_out
     assert manifest["report"]["dropped_annotations"]["wider"]["invalid"] == 1
     for shard in manifest["shards"]:
         meta = read_shard_meta(out / shard["path"])
@@ -104,6 +105,18 @@ def test_several_sizes_share_the_same_crops(tiny_wider, tmp_path):
     a, b = records_to_batch(small.__getitems__([0, 5])), records_to_batch(large.__getitems__([0, 5]))
     assert torch.equal(a["kind"], b["kind"]) and torch.equal(a["box"].nan_to_num(), b["box"].nan_to_num())
     assert b["image"].shape[1:] == (48, 48, 3)
+
+
+def test_landmark_holdout_is_disjoint_from_training(tiny_wider, tmp_path):
+    mask = generate.landmark_holdout_mask(1000, 0.05)
+    assert 20 < mask.sum() < 80 and np.array_equal(mask, generate.landmark_holdout_mask(1000, 0.05))
+    base = config(tiny_wider, tmp_path, landmark_holdout=0.5)
+    train, _ = generate.build_items(base)
+    held, _ = generate.build_items(replace(base, landmark_part="holdout"))
+    train_paths = {i.path for i in train if isinstance(i, generate.LandmarkItem)}
+    held_paths = {i.path for i in held if isinstance(i, generate.LandmarkItem)}
+    assert train_paths and held_paths and not train_paths & held_paths
+    assert len(train_paths | held_paths) == 8
 
 
 def test_unreadable_image_is_skipped_and_reported(tiny_wider, tmp_path):
