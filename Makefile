@@ -23,6 +23,18 @@ WORKERS ?= 0
 SEED ?= 0
 DEVICE ?= cpu
 GEN_FLAGS ?=
+TRAIN_FLAGS ?=
+VAL_TXT ?= $(WIDER)/wider_face_split/wider_face_val_bbx_gt.txt
+VAL_IMAGES ?= $(WIDER)/WIDER_val/images
+WEIGHTS_DIR ?= $(OUT)/weights
+# eval-wider / detect: which weights (shipped | original:PATH | a folder with pnet.pt rnet.pt onet.pt)
+WEIGHTS ?= shipped
+IMAGES ?= $(VAL_IMAGES)
+GT ?= $(WIDER)/eval_tools/ground_truth
+PRED ?= $(OUT)/eval
+MIN_FACE ?= 20
+IMG ?=
+DETECT_OUT ?= $(OUT)/detect
 
 DEMO := build/demo
 DEMO_WIDER := $(DEMO)/wider
@@ -31,7 +43,11 @@ DEMO_TXT := $(DEMO_WIDER)/wider_face_split/wider_face_train_bbx_gt.txt
 SAMPLING_SRC := prepare/generate.py prepare/sampling.py prepare/landmark_aug.py prepare/crops.py \
 	prepare/boxes.py lmdb_builders/schema.py lmdb_builders/writer.py annotations/wider.py annotations/landmarks.py
 
-.PHONY: help setup pnet-data stats demo test test-fast bench clean-demo
+TRAIN_SRC := trainers/train.py trainers/losses.py trainers/nets.py lmdb_builders/reader.py lmdb_builders/schema.py
+DETECTOR_SRC := detector/cascade.py trainers/nets.py
+
+.PHONY: help setup pnet-data rnet-data onet-data val-data train-pnet train-rnet train-onet roc eval-wider detect \
+	stats demo test test-fast bench clean-demo
 
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -47,6 +63,44 @@ pnet-data: $(OUT)/pnet/manifest.json ## WIDER + landmark list -> 12 px LMDB shar
 $(OUT)/pnet/manifest.json: $(WIDER_TXT) $(LANDMARKS) $(SAMPLING_SRC) | $(VENV_STAMP)
 	$(PY) -m prepare.generate --wider-txt $(WIDER_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
 		--out $(OUT)/pnet --net-size 12 --seed $(SEED) --workers $(WORKERS) $(GEN_FLAGS)
+
+rnet-data: $(OUT)/rnet/manifest.json ## mine 24 px samples with the trained P-Net -> $(OUT)/rnet
+
+$(OUT)/rnet/manifest.json: $(WEIGHTS_DIR)/pnet.pt $(WIDER_TXT) $(LANDMARKS) $(SAMPLING_SRC) $(DETECTOR_SRC) | $(VENV_STAMP)
+	$(PY) -m prepare.generate --wider-txt $(WIDER_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
+		--out $(OUT)/rnet --net-size 24 --mine-with $(WEIGHTS_DIR) --device $(DEVICE) --seed $(SEED) --workers $(WORKERS) $(GEN_FLAGS)
+
+onet-data: $(OUT)/onet/manifest.json ## mine 48 px samples with P-Net then R-Net -> $(OUT)/onet
+
+$(OUT)/onet/manifest.json: $(WEIGHTS_DIR)/pnet.pt $(WEIGHTS_DIR)/rnet.pt $(WIDER_TXT) $(LANDMARKS) $(SAMPLING_SRC) $(DETECTOR_SRC) | $(VENV_STAMP)
+	$(PY) -m prepare.generate --wider-txt $(WIDER_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
+		--out $(OUT)/onet --net-size 48 --mine-with $(WEIGHTS_DIR) --device $(DEVICE) --seed $(SEED) --workers $(WORKERS) $(GEN_FLAGS)
+
+val-data: $(OUT)/val/manifest.json ## held-out 12/24/48 px samples from WIDER val + held-out landmark faces
+
+$(OUT)/val/manifest.json: $(VAL_TXT) $(LANDMARKS) $(SAMPLING_SRC) | $(VENV_STAMP)
+	$(PY) -m prepare.generate --wider-txt $(VAL_TXT) --wider-images $(VAL_IMAGES) --landmarks $(LANDMARKS) \
+		--out $(OUT)/val --net-size 12 24 48 --landmark-part holdout --seed $(SEED) --workers $(WORKERS) $(GEN_FLAGS)
+
+# -- training: each net's final weights land in $(WEIGHTS_DIR), the folder mining and evaluation read
+train-pnet: $(WEIGHTS_DIR)/pnet.pt ## train P-Net on $(OUT)/pnet
+train-rnet: $(WEIGHTS_DIR)/rnet.pt ## train R-Net on $(OUT)/rnet
+train-onet: $(WEIGHTS_DIR)/onet.pt ## train O-Net on $(OUT)/onet
+
+$(WEIGHTS_DIR)/%.pt: $(OUT)/%/manifest.json $(TRAIN_SRC) | $(VENV_STAMP)
+	$(PY) -m trainers.train --net $* --data $(OUT)/$* --out $(OUT)/train/$* --export $@ --device $(DEVICE) --seed $(SEED) $(TRAIN_FLAGS)
+
+# -- evaluation -------------------------------------------------------------------------------
+roc: $(OUT)/roc/summary.json ## per-stage ROC on held-out samples -> $(OUT)/roc/roc.png
+
+$(OUT)/roc/summary.json: $(OUT)/val/manifest.json $(WEIGHTS_DIR)/pnet.pt $(WEIGHTS_DIR)/rnet.pt $(WEIGHTS_DIR)/onet.pt evaluation/roc.py | $(VENV_STAMP)
+	$(PY) -m evaluation.roc --val-data $(OUT)/val --weights $(WEIGHTS_DIR) --out $(OUT)/roc --device $(DEVICE)
+
+eval-wider: | $(VENV_STAMP) ## WIDER AP easy/medium/hard: IMAGES= GT= PRED= WEIGHTS= MIN_FACE=
+	$(PY) -m evaluation.wider_eval --images $(IMAGES) --gt $(GT) --pred $(PRED) --weights $(WEIGHTS) --min-face $(MIN_FACE) --device $(DEVICE)
+
+detect: | $(VENV_STAMP) ## detect faces in IMG= with WEIGHTS= (default shipped) -> DETECT_OUT=
+	$(PY) -m detector.detect --image $(IMG) --weights $(WEIGHTS) --out $(DETECT_OUT) --min-face $(MIN_FACE) --device $(DEVICE)
 
 stats: | $(VENV_STAMP) ## annotation statistics table and face-size histogram ($(OUT)/stats/face_sizes.png)
 	$(PY) -m annotations.stats --wider $(WIDER_TXT) --images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
