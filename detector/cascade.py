@@ -1,0 +1,498 @@
+"""The MTCNN cascade detector: image pyramid -> P-Net -> R-Net -> O-Net.
+
+The arithmetic follows the original MTCNN (Zhang et al. 2016) as ported by facenet-pytorch 2.6.0
+(``models/utils/detect_face.py``), so that the original weights reproduce its detections:
+
+* pyramid scales ``12 / min_face * factor**k`` while ``min(h, w) * scale >= 12``; each level is the
+  image area-resampled (``F.interpolate(mode="area")``, i.e. adaptive average pooling) to
+  ``(int(h * scale + 1), int(w * scale + 1))``;
+* P-Net runs fully convolutionally on every level; a map cell ``(x, y)`` with face probability
+  ``>= threshold`` is the window ``floor((2x + 1) / scale) .. floor((2x + 12) / scale)`` (the
+  original's ``generateBoundingBox``, stride 2, cell 12), NMS 0.5 within each scale, then 0.7
+  across scales, then box regression;
+* R-Net and O-Net get the squared (``rerec``) boxes of the stage before, cut at integer pixel
+  positions (the original's ``fix``), area-resampled to 24 / 48 px; probability ``> threshold``
+  keeps a box; R-Net: NMS 0.7 then regression; O-Net: regression then NMS 0.7 in 'min' mode;
+  landmarks are decoded on O-Net's input box.
+
+Conventions and deliberate differences from facenet-pytorch:
+
+* Coordinates are the project's (``prepare/boxes.py``): 0-based, inclusive. facenet-pytorch keeps
+  the original Matlab code's 1-based coordinates, so its boxes and landmarks are exactly ours + 1
+  (the same pixels are cut and the nets see the same crops).
+* Crops reaching past the border are zero-padded, as in the original Matlab code and as the
+  training crops are (``crop_with_padding``); facenet-pytorch instead squeezes the visible part.
+* Box maths (IoU/NMS with inclusive ``+1`` areas, regression, squaring, landmark decoding) are the
+  project's single implementation in ``prepare/boxes.py``. The original P-Net stage regresses with
+  widths ``x2 - x1`` (no ``+1``) and facenet-pytorch's R-Net/P-Net NMS uses torchvision's areas
+  without ``+1``; here every stage uses ``calibrate`` / ``nms`` (sub-pixel differences).
+
+Speed: every pyramid level and every crop is an area average read off one integral image (four
+gathers per output pixel, exact integer sums), so all crops of a stage are cut and resized in a
+few vectorised tensor ops and go through the net in batches; nothing loops over boxes in Python
+except the greedy NMS of ``prepare/boxes.py``. Images, integral image, crops and nets stay on
+``cfg.device``; only the per-box outputs (a few numbers per box) come back to numpy for the box
+maths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from prepare.boxes import NUM_LANDMARKS, calibrate, denormalize_landmarks, iou_matrix, nms, square
+from trainers.nets import INPUT_SIZES, NET_NAMES, build_net, has_landmark_head, load_state, normalize_images
+
+# P-Net geometry: one output cell per 12x12 window, cells 2 px apart (two 3x3 convs + one 2x2 pool).
+PNET_STRIDE = 2
+PNET_CELL = 12
+# Boxes per block of ``_nms_fast``'s IoU matrices (and the size below which it defers to boxes.nms).
+_NMS_CHUNK = 256
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_WEIGHTS_DIR = REPO_ROOT / "weights"
+ORIGINAL_PREFIX = "original:"
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Cascade settings; the defaults are the original MTCNN's (and facenet-pytorch's)."""
+
+    min_face: float = 20.0
+    scale_factor: float = 0.709
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    # NMS IoU within one pyramid scale (P-Net), then after P-Net (across scales), R-Net, O-Net.
+    pnet_scale_nms: float = 0.5
+    nms_thresholds: tuple[float, float, float] = (0.7, 0.7, 0.7)
+    # O-Net's final NMS divides by the smaller area, as the original does.
+    onet_nms_mode: str = "min"
+    # How P-Net's box offsets scale: "inclusive" (by x2 - x1 + 1, as ``regression_targets`` trains
+    # them) or "original" (by x2 - x1, the original stage 1). None: "original" for weights loaded
+    # as original:PATH by ``load_detector``, "inclusive" otherwise.
+    pnet_regression: str | None = None
+    device: str = "cpu"
+    # Crops per forward pass of R-Net / O-Net.
+    batch_size: int = 512
+
+    def __post_init__(self):
+        if not self.min_face > 0:
+            raise ValueError(f"min_face must be > 0, got {self.min_face}")
+        if not 0 < self.scale_factor < 1:
+            raise ValueError(f"scale_factor must be in (0, 1), got {self.scale_factor}")
+        for name, values in (("thresholds", self.thresholds), ("nms_thresholds", self.nms_thresholds)):
+            if len(values) != len(NET_NAMES) or not all(0 <= v <= 1 for v in values):
+                raise ValueError(f"{name} must be {len(NET_NAMES)} values in [0, 1], got {values}")
+        if not 0 <= self.pnet_scale_nms <= 1:
+            raise ValueError(f"pnet_scale_nms must be in [0, 1], got {self.pnet_scale_nms}")
+        if self.onet_nms_mode not in ("union", "min"):
+            raise ValueError(f"onet_nms_mode must be 'union' or 'min', got {self.onet_nms_mode!r}")
+        if self.pnet_regression not in (None, "inclusive", "original"):
+            raise ValueError(f"pnet_regression must be None, 'inclusive' or 'original', got {self.pnet_regression!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True, eq=False)
+class Detections:
+    """Faces found in one image, best score first.
+
+    ``boxes`` (N, 4) float ``x1 y1 x2 y2`` (0-based, inclusive), ``scores`` (N,) face
+    probabilities of the last stage run, ``landmarks`` (N, 5, 2) ``x, y`` pixels (left eye, right
+    eye, nose, left and right mouth corner), NaN where that stage's net has no landmark head.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    landmarks: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros((0, NUM_LANDMARKS, 2)))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+@dataclass(frozen=True)
+class _StageSpec:
+    name: str
+    threshold: float
+    nms_threshold: float
+    nms_mode: str
+    calibrate_before_nms: bool
+    original_offsets: bool = False
+
+
+def pyramid_scales(height: int, width: int, min_face: float, factor: float) -> list[float]:
+    """The original's scale pyramid: ``12 / min_face * factor**k`` while the short side stays >= 12 px."""
+    scale = PNET_CELL / min_face
+    short = min(height, width) * scale
+    scales = []
+    while short >= PNET_CELL:
+        scales.append(scale)
+        scale *= factor
+        short *= factor
+    return scales
+
+
+def to_rgb_uint8(image) -> np.ndarray:
+    """An image as contiguous (H, W, 3) uint8 RGB: grey (H, W) / (H, W, 1) is repeated, RGBA loses alpha.
+
+    Non-uint8 input is taken to be on the 0..255 scale, rounded and clipped.
+    """
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got shape {arr.shape}")
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    if arr.dtype != np.uint8:
+        arr = np.clip(np.rint(arr.astype(np.float64)), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+def _integral_image(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(H, W, C) uint8 -> (H + 1, W + 1, C) with ``out[r, c] = image[:r, :c].sum()`` per channel, on ``device``.
+
+    int32 while every sum fits (255 * H * W < 2**31, images up to ~8 Mpx), else float64; exact
+    either way. On the CPU OpenCV's ``integral`` is ~30x faster than two torch cumsums; elsewhere
+    the image goes to the device as uint8 and the sums are taken there.
+    """
+    h, w, c = image.shape
+    exact32 = 255 * h * w < 2**31
+    if device.type == "cpu":
+        return torch.from_numpy(cv2.integral(image, sdepth=cv2.CV_32S if exact32 else cv2.CV_64F).reshape(h + 1, w + 1, c))
+    dtype = torch.int32 if exact32 else torch.float64
+    out = torch.zeros((h + 1, w + 1, c), dtype=dtype, device=device)
+    pixels = torch.from_numpy(image).to(device)
+    out[1:, 1:] = pixels.cumsum(0, dtype=dtype).cumsum(1, dtype=dtype)
+    return out
+
+
+def _area_bounds(start: torch.Tensor, length: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    # Adaptive average pooling's bins: output i averages input [floor(i*L/S), ceil((i+1)*L/S)).
+    i = torch.arange(size, device=start.device)
+    lo = start[:, None] + (i[None, :] * length[:, None]) // size
+    hi = start[:, None] + ((i[None, :] + 1) * length[:, None] + size - 1) // size
+    return lo, hi
+
+
+def _area_resample(integral: torch.Tensor, boxes: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """Cut integer inclusive ``boxes`` (N, 4) out of the image and area-resample each to (out_h, out_w).
+
+    Exactly ``F.interpolate(crop, (out_h, out_w), mode="area")`` (adaptive average pooling) of
+    each crop, with the parts of a box outside the image read as zeros: one gather of the four
+    integral-image corners of every output pixel. Returns (N, out_h, out_w, C) float32 on the
+    integral's device.
+    """
+    height, width, channels = integral.shape[0] - 1, integral.shape[1] - 1, integral.shape[2]
+    x1, y1, x2, y2 = boxes.to(torch.int64).unbind(1)
+    r0, r1 = _area_bounds(y1, y2 - y1 + 1, out_h)
+    c0, c1 = _area_bounds(x1, x2 - x1 + 1, out_w)
+    count = ((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :]).unsqueeze(-1).to(torch.float32)
+    rows = torch.stack([r1, r0]).clamp_(0, height).mul_(width + 1)  # (2, N, out_h), flat offsets
+    cols = torch.stack([c1, c0]).clamp_(0, width)  # (2, N, out_w)
+    corners = rows[:, None, :, :, None] + cols[None, :, :, None, :]  # (2, 2, N, out_h, out_w)
+    v = integral.view(-1, channels).index_select(0, corners.reshape(-1)).view(2, 2, len(boxes), out_h, out_w, channels)
+    sums = (v[0, 0] - v[0, 1]) - (v[1, 0] - v[1, 1])  # exact (integer sums); each < 2**24, exact in float32
+    return sums.to(torch.float32) / count
+
+
+def _area_resize(integral: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """The whole image area-resampled to (out_h, out_w): ``_area_resample`` of its full box, computed
+    separably (gather rows, then columns), ~2x faster for pyramid levels. (1, out_h, out_w, C) float32."""
+    height, width = integral.shape[0] - 1, integral.shape[1] - 1
+    zero = torch.zeros(1, dtype=torch.int64, device=integral.device)
+    r0, r1 = (t[0] for t in _area_bounds(zero, zero + height, out_h))
+    c0, c1 = (t[0] for t in _area_bounds(zero, zero + width, out_w))
+    strips = integral.index_select(0, r1) - integral.index_select(0, r0)  # (out_h, W + 1, C)
+    sums = strips.index_select(1, c1) - strips.index_select(1, c0)
+    count = ((r1 - r0)[:, None] * (c1 - c0)[None, :]).unsqueeze(-1).to(torch.float32)
+    return (sums.to(torch.float32) / count).unsqueeze(0)
+
+
+def _pnet_windows(xs: np.ndarray, ys: np.ndarray, scale: float) -> np.ndarray:
+    """Image boxes of P-Net map cells: the original ``generateBoundingBox`` shifted to 0-based pixels.
+
+    Computed in float32 as facenet-pytorch does, so that windows on an integer boundary floor alike.
+    """
+    cells = np.stack([xs, ys], axis=1).astype(np.float32)
+    s = np.float32(scale)
+    top_left = np.floor((np.float32(PNET_STRIDE) * cells + np.float32(1)) / s) - 1
+    bottom_right = np.floor((np.float32(PNET_STRIDE) * cells + np.float32(PNET_CELL)) / s) - 1
+    return np.concatenate([top_left, bottom_right], axis=1).astype(np.float64)
+
+
+def _original_pnet_offsets(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Offsets of the original P-Net, relative to ``x2 - x1`` (no +1), rescaled for ``calibrate``.
+
+    The original stage 1 regresses ``x1 + dx * (x2 - x1)``; ``calibrate`` multiplies by the
+    inclusive width ``x2 - x1 + 1``. Scaling the offsets by ``(x2 - x1) / (x2 - x1 + 1)`` makes the
+    one calibration reproduce the original (it moves the crops of the next stage by up to a pixel,
+    which changes the final boxes of the original weights by about 1.5 px on the astronaut image).
+    """
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    return offsets * np.stack([w / (w + 1), h / (h + 1), w / (w + 1), h / (h + 1)], axis=1)
+
+
+def _nms_fast(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
+    """``prepare.boxes.nms``, same result (same IoU arithmetic, same order, same ties), but fast for
+    thousands of boxes that mostly do not touch each other, as P-Net's proposals are.
+
+    ``boxes.nms`` compares every kept box with all remaining ones, one numpy round per kept box:
+    after the per-scale NMS almost every box is kept by the 0.7 NMS across scales, so that costs
+    ~N**2 / 2 IoUs and N numpy rounds (0.1 s for 3000 boxes). Here ``boxes.iou_matrix`` is taken
+    only between boxes whose x ranges can overlap (boxes sorted by x1, in chunks, each against the
+    boxes starting before the chunk's right edge), the pairs above ``threshold`` become a sparse
+    neighbour list, and the greedy pass walks the boxes best score first, striking out the
+    neighbours of each box it keeps. 'min' mode (only O-Net's final NMS, on few boxes) goes to
+    ``boxes.nms``.
+    """
+    if mode != "union" or len(boxes) < _NMS_CHUNK:
+        return nms(boxes, scores, threshold, mode)
+    b = np.asarray(boxes, dtype=np.float64)[:, :4]
+    n = len(b)
+    by_x = np.argsort(b[:, 0], kind="stable")
+    xs = b[by_x]
+    heads, tails = [], []
+    for start in range(0, n, _NMS_CHUNK):
+        stop = min(start + _NMS_CHUNK, n)
+        reach = int(np.searchsorted(xs[:, 0], xs[start:stop, 2].max(), side="right"))
+        over = iou_matrix(xs[start:stop], xs[start:reach]) > threshold
+        i, j = np.nonzero(over)
+        j += start
+        i += start
+        later = j > i  # each unordered pair once (the diagonal is the box itself)
+        heads.append(by_x[i[later]])
+        tails.append(by_x[j[later]])
+    head, tail = np.concatenate(heads), np.concatenate(tails)
+    src = np.concatenate([head, tail])
+    dst = np.concatenate([tail, head])
+    ordered = np.argsort(src, kind="stable")
+    neighbours = dst[ordered]
+    bounds = np.searchsorted(src[ordered], np.arange(n + 1)).tolist()
+    suppressed = np.zeros(n, dtype=bool)
+    keep = []
+    for i in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable").tolist():
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        lo, hi = bounds[i], bounds[i + 1]
+        if hi > lo:
+            suppressed[neighbours[lo:hi]] = True
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _landmarks_or_nan(values: np.ndarray | None, boxes: np.ndarray) -> np.ndarray:
+    if values is None:
+        return np.full((len(boxes), NUM_LANDMARKS, 2), np.nan)
+    return denormalize_landmarks(values, boxes)
+
+
+def _cpu(t: torch.Tensor | None) -> np.ndarray | None:
+    return None if t is None else t.detach().to("cpu", torch.float64).numpy()
+
+
+class Detector:
+    """The cascade over ``nets`` (name -> module): ``pnet`` and optionally ``rnet``, then ``onet``.
+
+    The nets are moved to ``cfg.device`` and put in eval mode (in place). A cascade without
+    ``rnet`` stops after P-Net, one without ``onet`` after R-Net.
+    """
+
+    def __init__(self, nets: dict[str, nn.Module], cfg: DetectorConfig = DetectorConfig()):
+        unknown = set(nets) - set(NET_NAMES)
+        if unknown:
+            raise ValueError(f"unknown nets {sorted(unknown)}; expected names among {NET_NAMES}")
+        order = [name for name in NET_NAMES if name in nets]
+        if order != list(NET_NAMES[: len(order)]) or not order:
+            raise ValueError(f"the nets must be a prefix of {NET_NAMES} (pnet first, no gap), got {sorted(nets)}")
+        self.cfg = cfg
+        self.device = torch.device(cfg.device)
+        self.nets = {name: nets[name].to(self.device).eval() for name in order}
+        self.stages = tuple(order)
+        last = len(NET_NAMES) - 1
+        self._specs = {
+            name: _StageSpec(
+                name=name,
+                threshold=cfg.thresholds[i],
+                nms_threshold=cfg.nms_thresholds[i],
+                nms_mode=cfg.onet_nms_mode if i == last else "union",
+                calibrate_before_nms=i == last,
+                original_offsets=i == 0 and cfg.pnet_regression == "original",
+            )
+            for i, name in enumerate(NET_NAMES)
+        }
+
+    def detect(self, image) -> Detections:
+        """Faces in one RGB image (H, W, 3) uint8; grey and RGBA are converted. Runs every loaded stage."""
+        return self.detect_stages(image, self.stages)[self.stages[-1]]
+
+    def detect_stages(self, image, stages=NET_NAMES) -> dict[str, Detections]:
+        """Each requested stage's detections (after its regression and NMS; not squared).
+
+        ``stages`` must be a prefix of ``("pnet", "rnet", "onet")`` among the loaded nets: hard
+        example mining for R-Net asks for ``("pnet",)``, for O-Net ``("pnet", "rnet")``. Stage
+        k + 1 starts from ``square`` of stage k's boxes.
+        """
+        stages = tuple(stages)
+        if not stages or stages != NET_NAMES[: len(stages)]:
+            raise ValueError(f"stages must be a non-empty prefix of {NET_NAMES}, got {stages}")
+        missing = [s for s in stages if s not in self.nets]
+        if missing:
+            raise ValueError(f"stages {missing} requested but their nets are not loaded (have {self.stages})")
+        rgb = to_rgb_uint8(image)
+        height, width = rgb.shape[:2]
+        out: dict[str, Detections] = {}
+        with torch.inference_mode():
+            integral = _integral_image(rgb, self.device)
+            dets = self._propose(integral, height, width)
+            out["pnet"] = dets
+            for name in stages[1:]:
+                dets = self._refine(integral, square(dets.boxes), self._specs[name]) if len(dets) else dets
+                out[name] = dets
+        return out
+
+    def _propose(self, integral: torch.Tensor, height: int, width: int) -> Detections:
+        """Stage 1: P-Net over the pyramid, NMS per scale and across scales, regression."""
+        cfg, spec, net = self.cfg, self._specs["pnet"], self.nets["pnet"]
+        windows, scores, offsets, marks = [], [], [], []
+        for scale in pyramid_scales(height, width, cfg.min_face, cfg.scale_factor):
+            level = _area_resize(integral, int(height * scale + 1), int(width * scale + 1))
+            out = net(normalize_images(level))
+            prob = torch.softmax(out.logits, dim=1)[0, 1]
+            ys, xs = torch.nonzero(prob >= spec.threshold, as_tuple=True)
+            if len(ys) == 0:
+                continue
+            boxes = _pnet_windows(xs.cpu().numpy(), ys.cpu().numpy(), scale)
+            score = _cpu(prob[ys, xs])
+            keep = _nms_fast(boxes, score, cfg.pnet_scale_nms, "union")
+            windows.append(boxes[keep])
+            scores.append(score[keep])
+            offsets.append(_cpu(out.box[0][:, ys, xs].T)[keep])
+            marks.append(None if out.landmarks is None else _cpu(out.landmarks[0][:, ys, xs].T)[keep])
+        if not windows:
+            return Detections.empty()
+        boxes, score, offset = np.concatenate(windows), np.concatenate(scores), np.concatenate(offsets)
+        values = None if marks[0] is None else np.concatenate(marks)
+        return self._finish(boxes, score, offset, values, spec)
+
+    def _refine(self, integral: torch.Tensor, boxes: np.ndarray, spec: _StageSpec) -> Detections:
+        """Stages 2 and 3: cut + resize every box, run the net in batches, keep, NMS and regress."""
+        net, size = self.nets[spec.name], INPUT_SIZES[spec.name]
+        cut = np.floor(boxes)
+        ok = (cut[:, 2] >= cut[:, 0]) & (cut[:, 3] >= cut[:, 1]) & np.isfinite(cut).all(axis=1)
+        boxes, cut = boxes[ok], torch.as_tensor(cut[ok], device=self.device)
+        probs, offsets, marks = [], [], []
+        for start in range(0, len(boxes), self.cfg.batch_size):
+            crops = _area_resample(integral, cut[start : start + self.cfg.batch_size], size, size)
+            out = net(normalize_images(crops))
+            prob = torch.softmax(out.logits, dim=1)[:, 1]
+            probs.append(prob)
+            offsets.append(out.box)
+            marks.append(out.landmarks)
+        if not probs:
+            return Detections.empty()
+        prob = torch.cat(probs)
+        keep_t = torch.nonzero(prob > spec.threshold).flatten()
+        keep = keep_t.cpu().numpy()
+        score, offset = _cpu(prob[keep_t]), _cpu(torch.cat(offsets)[keep_t])
+        values = None if marks[0] is None else _cpu(torch.cat(marks)[keep_t])
+        return self._finish(boxes[keep], score, offset, values, spec)
+
+    @staticmethod
+    def _finish(boxes, score, offset, values, spec: _StageSpec) -> Detections:
+        """Landmarks decoded on the net's input boxes; regression and NMS in the stage's order."""
+        if len(boxes) == 0:
+            return Detections.empty()
+        landmarks = _landmarks_or_nan(values, boxes)
+        if spec.original_offsets:
+            offset = _original_pnet_offsets(boxes, offset)
+        if spec.calibrate_before_nms:
+            boxes = calibrate(boxes, offset)
+            pick = _nms_fast(boxes, score, spec.nms_threshold, spec.nms_mode)
+            boxes = boxes[pick]
+        else:
+            pick = _nms_fast(boxes, score, spec.nms_threshold, spec.nms_mode)
+            boxes = calibrate(boxes[pick], offset[pick])
+        return Detections(boxes=boxes, scores=score[pick], landmarks=landmarks[pick])
+
+
+def resolve_weights(weights: str) -> Path:
+    """The folder named by a ``--weights`` value: ``shipped``, ``original:PATH`` or a checkpoint folder."""
+    if weights == "shipped":
+        folder = SHIPPED_WEIGHTS_DIR
+        if not (folder / "pnet.pt").is_file():
+            raise FileNotFoundError(
+                f"no shipped weights: {folder / 'pnet.pt'} does not exist. Train the nets first, or pass "
+                f"'original:PATH' (a folder with facenet-pytorch's pnet.pt/rnet.pt/onet.pt) or a checkpoint folder"
+            )
+        return folder
+    if weights.startswith(ORIGINAL_PREFIX):
+        folder = Path(weights[len(ORIGINAL_PREFIX) :]).expanduser()
+        if not weights[len(ORIGINAL_PREFIX) :]:
+            raise ValueError("'original:' needs a folder: original:PATH")
+        missing = [n for n in NET_NAMES if not (folder / f"{n}.pt").is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"original weights folder {folder} lacks {', '.join(m + '.pt' for m in missing)} "
+                f"(facenet-pytorch 2.6.0's facenet_pytorch/data/{{pnet,rnet,onet}}.pt)"
+            )
+        return folder
+    folder = Path(weights).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"weights {weights!r}: expected 'shipped', 'original:PATH' or a folder holding pnet.pt [rnet.pt [onet.pt]]"
+        )
+    if not (folder / "pnet.pt").is_file():
+        raise FileNotFoundError(f"checkpoint folder {folder} has no pnet.pt")
+    return folder
+
+
+def load_nets(folder: Path, device: str = "cpu") -> dict[str, nn.Module]:
+    """Build and load every net whose ``<name>.pt`` state dict is in ``folder`` (pnet first, no gap)."""
+    nets = {}
+    for name in NET_NAMES:
+        path = Path(folder) / f"{name}.pt"
+        if not path.is_file():
+            later = [n for n in NET_NAMES[NET_NAMES.index(name) + 1 :] if (Path(folder) / f"{n}.pt").is_file()]
+            if later:
+                raise FileNotFoundError(f"{folder} has {', '.join(n + '.pt' for n in later)} but no {name}.pt")
+            break
+        state = torch.load(path, map_location=device, weights_only=True)
+        net = build_net(name, landmark_head=has_landmark_head(name, state))
+        load_state(net, name, state)
+        nets[name] = net
+    if not nets:
+        raise FileNotFoundError(f"{folder} has no pnet.pt")
+    return nets
+
+
+def load_detector(weights: str, cfg: DetectorConfig = DetectorConfig()) -> Detector:
+    """A ``Detector`` from ``shipped`` (``weights/`` at the repo root), ``original:PATH`` or a checkpoint folder.
+
+    With ``cfg.pnet_regression`` None, original weights get the original P-Net regression.
+    """
+    if cfg.pnet_regression is None:
+        cfg = replace(cfg, pnet_regression="original" if weights.startswith(ORIGINAL_PREFIX) else "inclusive")
+    return Detector(load_nets(resolve_weights(weights), cfg.device), cfg)
+
+
+__all__ = [
+    "DetectorConfig",
+    "Detections",
+    "Detector",
+    "load_detector",
+    "load_nets",
+    "resolve_weights",
+    "pyramid_scales",
+    "to_rgb_uint8",
+]
