@@ -1,0 +1,138 @@
+"""Detect faces in one image: ``make detect IMG=photo.jpg WEIGHTS=... OUT=folder``.
+
+    python -m detector.detect --image photo.jpg --weights original:weights/original --out out/
+        [--min-face 20] [--thresholds 0.6 0.7 0.7] [--device cpu]
+
+Writes ``OUT/<stem>.json`` = ``{"faces": [{"box": [x1, y1, x2, y2], "score": s,
+"landmarks": [[x, y] x 5]}]}`` (0-based inclusive pixel coordinates; landmarks are null when the
+cascade ended before a net with a landmark head) and ``OUT/<stem>.jpg``, the image with boxes,
+scores and landmark dots; both atomically (temporary file + ``os.replace``). A missing or
+unreadable image, or missing weights, prints one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from detector.cascade import Detections, DetectorConfig, load_detector
+
+EXIT_BAD_INPUT = 2
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    image: str
+    weights: str
+    out: str
+    min_face: float = 20.0
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    device: str = "cpu"
+
+
+def read_image_rgb(path, apply_exif: bool = True) -> np.ndarray | None:
+    """An image file as (H, W, 3) uint8 RGB, or None when it is missing or cannot be decoded.
+
+    ``apply_exif=False`` keeps the stored pixel orientation (what WIDER's boxes refer to);
+    ``True`` turns a photo upright by its EXIF orientation, as a viewer shows it.
+    """
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)  # also works for non-ASCII paths
+    except OSError:
+        return None
+    if data.size == 0:
+        return None
+    flags = cv2.IMREAD_COLOR if apply_exif else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    image = cv2.imdecode(data, flags)
+    if image is None:
+        return None
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def detections_to_json(dets: Detections) -> dict:
+    faces = []
+    for box, score, marks in zip(dets.boxes, dets.scores, dets.landmarks):
+        faces.append({
+            "box": [round(float(v), 2) for v in box],
+            "score": round(float(score), 6),
+            "landmarks": None if np.isnan(marks).any() else [[round(float(x), 2), round(float(y), 2)] for x, y in marks],
+        })
+    return {"faces": faces}
+
+
+def draw_detections(image_rgb: np.ndarray, dets: Detections) -> np.ndarray:
+    """A BGR copy of the image with each face's box, score and landmark dots drawn on it."""
+    canvas = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
+    thick = max(1, round(max(canvas.shape[:2]) / 500))
+    for box, score, marks in zip(dets.boxes, dets.scores, dets.landmarks):
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), (0, 255, 0), thick)
+        cv2.putText(canvas, f"{score:.3f}", (x1, max(y1 - 3 * thick, 10)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4 * thick, (0, 255, 0), thick, cv2.LINE_AA)
+        if not np.isnan(marks).any():
+            for x, y in marks:
+                cv2.circle(canvas, (int(round(x)), int(round(y))), 2 * thick, (0, 0, 255), -1)
+    return canvas
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def main(cfg: DetectConfig) -> int:
+    image = read_image_rgb(cfg.image)
+    if image is None:
+        reason = "no such file" if not Path(cfg.image).is_file() else "not a readable image"
+        print(f"error: cannot read image {cfg.image}: {reason}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        detector = load_detector(cfg.weights, DetectorConfig(min_face=cfg.min_face, thresholds=tuple(cfg.thresholds),
+                                                              device=cfg.device))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    dets = detector.detect(image)
+    out = Path(cfg.out)
+    stem = Path(cfg.image).stem
+    write_atomic(out / f"{stem}.json", (json.dumps(detections_to_json(dets), indent=1) + "\n").encode())
+    ok, jpg = cv2.imencode(".jpg", draw_detections(image, dets))
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    write_atomic(out / f"{stem}.jpg", jpg.tobytes())
+    print(f"{len(dets)} face(s) -> {out / (stem + '.json')}, {out / (stem + '.jpg')}")
+    return 0
+
+
+def parse_args(argv=None) -> DetectConfig:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--image", required=True)
+    p.add_argument("--weights", required=True, help="shipped | original:PATH | checkpoint folder with pnet.pt ...")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--min-face", type=float, default=20.0)
+    p.add_argument("--thresholds", type=float, nargs=3, default=(0.6, 0.7, 0.7))
+    p.add_argument("--device", default="cpu")
+    a = p.parse_args(argv)
+    return DetectConfig(image=a.image, weights=a.weights, out=a.out, min_face=a.min_face,
+                        thresholds=tuple(a.thresholds), device=a.device)
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

@@ -1,0 +1,371 @@
+"""WIDER FACE evaluation, the official protocol (``eval_tools/wider_eval.m`` and its Python port).
+
+    python -m evaluation.wider_eval --images WIDER_val/images --gt eval_tools/ground_truth \\
+        --pred out/pred --weights original:weights/original --min-face 20 [--device cpu] [--limit N]
+
+runs the detector over every image of the ground-truth lists found under ``--images``
+(``<event>/<image>.jpg``), writes the predictions in the official submission format, evaluates
+them, writes ``PRED/pr_curve.png`` and ``PRED/results.json`` and prints as its last line
+``easy E medium M hard H``. Predictions already on disk (complete files) are kept, so an
+interrupted run resumes; ``--overwrite`` redoes them. ``PRED/settings.json`` records the detector
+settings, and a run with other settings over the same folder is refused unless ``--overwrite``.
+
+The protocol, as in the official Matlab code:
+
+* ground truth: ``wider_face_val.mat`` (``event_list``, ``file_list``, ``face_bbx_list``, boxes
+  ``x y w h``) and ``wider_{easy,medium,hard}_val.mat`` whose ``gt_list`` holds, per image, the
+  1-based indices of the faces that count in that setting; the other faces are "ignored";
+* predictions: ``PRED/<event>/<image>.txt``: image name, count, then ``x y w h score`` lines;
+  read sorted by score, best first (``read_pred.m``);
+* scores are normalised to [0, 1] by the global minimum and maximum over all images
+  (``norm_score.m``, which starts from max 0 and min 1);
+* per image, each detection (best first) is matched to the face of highest IoU; IoU >= 0.5 with
+  a counted face recalls it (a second detection of it is a false positive); IoU >= 0.5 with an
+  ignored face makes the detection count neither as true nor as false positive; images without
+  faces or without detections are skipped (their faces still count as missed);
+* 1000 score thresholds ``1 - t/1000``, precision = recalled / proposals, recall = recalled /
+  counted faces, AP = VOC-style area under the interpolated (monotone) precision curve.
+
+Box convention: the official code turns ``x y w h`` into ``[x, y, x + w, y + h]`` and takes IoU
+with ``+1`` widths (``boxoverlap.m``), for detections and ground truth alike. The project's boxes
+are inclusive (``[x, y, x + w - 1, y + h - 1]`` for a WIDER ``x y w h``, see prepare/boxes.py), so
+``write_predictions`` writes ``w = x2 - x1 + 1``: a detection equal to a ground-truth box is written
+with the ground truth's own ``w h`` and gets IoU 1. The IoU itself is ``prepare.boxes.iou_matrix``
+on ``[x, y, x + w, y + h]``, which is exactly the official arithmetic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.io import loadmat
+
+from detector.detect import read_image_rgb, write_atomic
+from prepare.boxes import as_boxes, iou_matrix
+
+SETTINGS = ("easy", "medium", "hard")
+THRESH_NUM = 1000
+IOU_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class GtImage:
+    event: str
+    name: str  # file name without extension
+    boxes: np.ndarray  # (K, 4) float x y w h
+    keep: dict  # setting -> 0-based indices (int64) of the faces counted in that setting
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.event, self.name
+
+
+# -- ground truth and predictions ----------------------------------------------------------------
+
+
+def _cell_str(cell) -> str:
+    return str(np.asarray(cell).ravel()[0])
+
+
+def _cells(cell) -> list:
+    arr = np.asarray(cell, dtype=object)
+    return [] if arr.size == 0 else list(arr.ravel())
+
+
+def load_ground_truth(gt_dir) -> list[GtImage]:
+    """The official .mat files as one list of images, in file order."""
+    gt_dir = Path(gt_dir)
+    main = loadmat(gt_dir / "wider_face_val.mat")
+    settings = {s: loadmat(gt_dir / f"wider_{s}_val.mat")["gt_list"] for s in SETTINGS}
+    images = []
+    for e, event_cell in enumerate(main["event_list"].ravel()):
+        event = _cell_str(event_cell)
+        files = _cells(main["file_list"].ravel()[e])
+        boxes = _cells(main["face_bbx_list"].ravel()[e])
+        keeps = {s: _cells(settings[s].ravel()[e]) for s in SETTINGS}
+        for j, file_cell in enumerate(files):
+            bbx = np.asarray(boxes[j], dtype=np.float64).reshape(-1, 4)
+            keep = {s: np.asarray(keeps[s][j], dtype=np.int64).ravel() - 1 for s in SETTINGS}
+            for s, idx in keep.items():
+                if idx.size and (idx.min() < 0 or idx.max() >= len(bbx)):
+                    raise ValueError(f"{event}/{_cell_str(file_cell)}: {s} gt_list index out of range")
+            images.append(GtImage(event=event, name=_cell_str(file_cell), boxes=bbx, keep=keep))
+    return images
+
+
+def prediction_path(pred_dir, event: str, name: str) -> Path:
+    return Path(pred_dir) / event / f"{name}.txt"
+
+
+def read_prediction(path) -> np.ndarray:
+    """(N, 5) ``x y w h score`` of one submission file, in file order. Raises ValueError when the
+    file is malformed or shorter than its count says (an incomplete file)."""
+    lines = Path(path).read_text().splitlines()
+    if len(lines) < 2:
+        raise ValueError(f"{path}: expected the image name and a count on the first two lines")
+    try:
+        count = int(lines[1].strip())
+        rows = [[float(v) for v in line.split()[:5]] for line in lines[2 : 2 + count]]
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    if count < 0 or len(rows) != count or any(len(r) != 5 for r in rows):
+        raise ValueError(f"{path}: {count} detections announced, {len(rows)} complete lines")
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+
+
+def prediction_complete(path) -> bool:
+    try:
+        read_prediction(path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def write_predictions(pred_dir, image_rel_path: str, boxes_xyxy, scores) -> Path:
+    """Write one image's detections (inclusive ``x1 y1 x2 y2``) as ``PRED/<event>/<image>.txt``.
+
+    ``image_rel_path`` is ``<event>/<image>.jpg``; widths are written inclusive, ``x2 - x1 + 1``
+    (see the module docstring). Atomic: a file that exists is complete.
+    """
+    rel = Path(image_rel_path)
+    boxes = as_boxes(boxes_xyxy) if len(np.asarray(boxes_xyxy).reshape(-1)) else np.zeros((0, 4))
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(boxes) != len(scores):
+        raise ValueError(f"{len(boxes)} boxes but {len(scores)} scores")
+    lines = [rel.stem, str(len(boxes))]
+    for (x1, y1, x2, y2), s in zip(boxes, scores):
+        lines.append(f"{x1:.2f} {y1:.2f} {x2 - x1 + 1:.2f} {y2 - y1 + 1:.2f} {s:.8f}")
+    path = prediction_path(pred_dir, rel.parent.as_posix(), rel.stem)
+    write_atomic(path, ("\n".join(lines) + "\n").encode())
+    return path
+
+
+# -- the protocol --------------------------------------------------------------------------------
+
+
+def _xywh_to_official(xywh: np.ndarray) -> np.ndarray:
+    # The official [x, y, x + w, y + h], compared with +1 widths (= prepare.boxes' inclusive IoU).
+    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:4]], axis=1)
+
+
+def normalize_scores(preds: list[np.ndarray]) -> list[np.ndarray]:
+    """``norm_score.m``: ``(s - min) / (max - min)`` over all images, with max starting at 0 and min
+    at 1. (If max == min, which the official code would turn into NaN, every score becomes 1.)"""
+    hi, lo = 0.0, 1.0
+    for p in preds:
+        if len(p):
+            hi, lo = max(hi, float(p[:, 4].max())), min(lo, float(p[:, 4].min()))
+    out = []
+    for p in preds:
+        q = p.copy()
+        if len(q):
+            q[:, 4] = (q[:, 4] - lo) / (hi - lo) if hi > lo else 1.0
+        out.append(q)
+    return out
+
+
+def image_eval(pred: np.ndarray, gt_xywh: np.ndarray, counted: np.ndarray, iou_threshold: float = IOU_THRESHOLD):
+    """``image_evaluation.m`` for one image, vectorised. ``pred`` (N, 5) sorted best first,
+    ``counted`` (K,) bool. Returns (recalled faces after each detection (N,), proposal flags (N,):
+    1 = counts as a proposal, -1 = matched an ignored face)."""
+    overlaps = iou_matrix(_xywh_to_official(pred[:, :4]), _xywh_to_official(gt_xywh))
+    best = overlaps.argmax(axis=1)  # first maximum, like Matlab's max
+    matched = overlaps[np.arange(len(pred)), best] >= iou_threshold
+    hits_ignored = matched & ~counted[best]
+    proposal = np.where(hits_ignored, -1, 1)
+    hits = matched & counted[best]
+    first = np.zeros(len(pred), dtype=bool)
+    hit_rows = np.flatnonzero(hits)
+    _, first_of_face = np.unique(best[hit_rows], return_index=True)
+    first[hit_rows[first_of_face]] = True
+    return np.cumsum(first), proposal
+
+
+def image_pr_info(scores: np.ndarray, proposal: np.ndarray, pred_recall: np.ndarray, thresh_num: int = THRESH_NUM):
+    """``image_pr_info.m``: (thresh_num, 2) proposals and recalled faces at each threshold ``1 - t/thresh_num``."""
+    thresholds = 1 - (np.arange(thresh_num) + 1) / thresh_num
+    # The official code takes the last detection with score >= threshold; scores are sorted best
+    # first, so that is the count of such scores minus one.
+    above = (scores[None, :] >= thresholds[:, None]).sum(axis=1)
+    proposals = np.concatenate([[0], np.cumsum(proposal == 1)])
+    recalled = np.concatenate([[0], pred_recall])
+    return np.stack([proposals[above], recalled[above]], axis=1).astype(np.float64)
+
+
+def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """VOC-style AP: area under the precision envelope (NaN precisions ignored, as Matlab's max does)."""
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mpre = np.concatenate([[0.0], precision, [0.0]])
+    for i in range(len(mpre) - 2, -1, -1):
+        mpre[i] = np.fmax(mpre[i], mpre[i + 1])
+    i = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
+
+
+def evaluate(pred_dir, gt_dir, images=None, iou_threshold: float = IOU_THRESHOLD,
+             thresh_num: int = THRESH_NUM) -> dict[str, tuple[float, np.ndarray, np.ndarray]]:
+    """AP, precision and recall (each (thresh_num,)) per setting for the predictions in ``pred_dir``.
+
+    ``images``: the (event, name) pairs to evaluate (default: every image of the ground truth,
+    each of which must then have a prediction file, as the official code requires).
+    """
+    gt = load_ground_truth(gt_dir)
+    if images is not None:
+        wanted = set(map(tuple, images))
+        gt = [g for g in gt if g.key in wanted]
+    missing = [g for g in gt if not prediction_path(pred_dir, g.event, g.name).is_file()]
+    if missing:
+        first = prediction_path(pred_dir, missing[0].event, missing[0].name)
+        raise FileNotFoundError(f"{len(missing)} of {len(gt)} images have no prediction file (first: {first})")
+    preds = []
+    for g in gt:
+        p = read_prediction(prediction_path(pred_dir, g.event, g.name))
+        preds.append(p[np.argsort(-p[:, 4], kind="stable")])
+    preds = normalize_scores(preds)
+    results = {}
+    for setting in SETTINGS:
+        pr = np.zeros((thresh_num, 2))
+        faces = 0
+        for g, p in zip(gt, preds):
+            keep = g.keep[setting]
+            faces += len(keep)
+            if len(g.boxes) == 0 or len(p) == 0:
+                continue
+            counted = np.zeros(len(g.boxes), dtype=bool)
+            counted[keep] = True
+            pred_recall, proposal = image_eval(p, g.boxes, counted, iou_threshold)
+            pr += image_pr_info(p[:, 4], proposal, pred_recall, thresh_num)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision = pr[:, 1] / pr[:, 0]
+            recall = pr[:, 1] / faces if faces else np.full(thresh_num, np.nan)
+        ap = voc_ap(recall, precision) if faces else math.nan
+        results[setting] = (ap, precision, recall)
+    return results
+
+
+def plot_pr_curves(results, path: Path, title: str = "WIDER FACE val") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for setting in SETTINGS:
+        ap, precision, recall = results[setting]
+        ax.plot(recall, precision, label=f"{setting}: AP {ap:.3f}")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+# -- the stage -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WiderEvalConfig:
+    images: str
+    gt: str
+    pred: str
+    weights: str
+    min_face: float = 20.0
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    device: str = "cpu"
+    limit: int | None = None
+    overwrite: bool = False
+
+
+def _check_settings(pred: Path, cfg: WiderEvalConfig) -> None:
+    """Refuse to mix predictions of different detector settings in one folder."""
+    settings = {"weights": cfg.weights, "min_face": cfg.min_face, "thresholds": list(cfg.thresholds)}
+    path = pred / "settings.json"
+    if path.is_file() and not cfg.overwrite:
+        old = json.loads(path.read_text())
+        if old != settings:
+            raise SystemExit(f"error: {pred} holds predictions made with {old}; use another --pred or --overwrite")
+    write_atomic(path, (json.dumps(settings, indent=1) + "\n").encode())
+
+
+def main(cfg: WiderEvalConfig) -> dict:
+    from tqdm import tqdm
+
+    from detector.cascade import DetectorConfig, load_detector
+
+    images_dir, pred = Path(cfg.images), Path(cfg.pred)
+    gt = load_ground_truth(cfg.gt)
+    present = [g for g in gt if (images_dir / g.event / f"{g.name}.jpg").is_file()]
+    if len(present) < len(gt):
+        print(f"{len(gt) - len(present)} of {len(gt)} ground-truth images are not under {images_dir}; "
+              f"evaluating the {len(present)} that are", file=sys.stderr)
+    if cfg.limit is not None:
+        present = present[: cfg.limit]
+    if not present:
+        raise SystemExit(f"error: none of the ground-truth images is under {images_dir}")
+    pred.mkdir(parents=True, exist_ok=True)
+    _check_settings(pred, cfg)
+    todo = [g for g in present if cfg.overwrite or not prediction_complete(prediction_path(pred, g.event, g.name))]
+    seconds, unreadable = 0.0, []
+    if todo:
+        try:
+            detector = load_detector(cfg.weights, DetectorConfig(min_face=cfg.min_face, thresholds=tuple(cfg.thresholds),
+                                                                  device=cfg.device))
+        except (FileNotFoundError, ValueError) as err:
+            raise SystemExit(f"error: {err}") from None
+        for g in tqdm(todo, desc="detect", unit="img", file=sys.stderr):
+            image = read_image_rgb(images_dir / g.event / f"{g.name}.jpg", apply_exif=False)
+            if image is None:
+                unreadable.append(f"{g.event}/{g.name}.jpg")
+                continue
+            start = time.perf_counter()
+            dets = detector.detect(image)
+            seconds += time.perf_counter() - start
+            write_predictions(pred, f"{g.event}/{g.name}.jpg", dets.boxes, dets.scores)
+    if unreadable:
+        print(f"{len(unreadable)} unreadable images left out (first: {unreadable[0]})", file=sys.stderr)
+    evaluated = [g.key for g in present if prediction_path(pred, g.event, g.name).is_file()]
+    results = evaluate(pred, cfg.gt, images=evaluated)
+    detected = len(todo) - len(unreadable)
+    summary = {
+        "ap": {s: results[s][0] for s in SETTINGS},
+        "images_evaluated": len(evaluated),
+        "images_detected_this_run": detected,
+        "seconds_per_image": seconds / detected if detected else None,
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+        "protocol": "official WIDER FACE (eval_tools): IoU 0.5, 1000 thresholds, global score normalisation",
+    }
+    plot_pr_curves(results, pred / "pr_curve.png", title=f"WIDER FACE val ({len(evaluated)} images)")
+    write_atomic(pred / "results.json", (json.dumps(summary, indent=1) + "\n").encode())
+    if detected:
+        print(f"{detected} images detected, {seconds / detected:.3f} s/image")
+    print(" ".join(f"{s} {summary['ap'][s]:.3f}" for s in SETTINGS))
+    return summary
+
+
+def parse_args(argv=None) -> WiderEvalConfig:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", required=True, help="WIDER_val/images (<event>/<image>.jpg)")
+    p.add_argument("--gt", required=True, help="folder with wider_face_val.mat and wider_{easy,medium,hard}_val.mat")
+    p.add_argument("--pred", required=True, help="prediction folder (written; resumable)")
+    p.add_argument("--weights", required=True, help="shipped | original:PATH | checkpoint folder")
+    p.add_argument("--min-face", type=float, default=20.0)
+    p.add_argument("--thresholds", type=float, nargs=3, default=(0.6, 0.7, 0.7))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images found")
+    p.add_argument("--overwrite", action="store_true", help="redo predictions already on disk")
+    a = p.parse_args(argv)
+    return WiderEvalConfig(images=a.images, gt=a.gt, pred=a.pred, weights=a.weights, min_face=a.min_face,
+                           thresholds=tuple(a.thresholds), device=a.device, limit=a.limit, overwrite=a.overwrite)
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -1,0 +1,299 @@
+"""Trainer: masked multi-task loss and OHEM, original weights, learning, exact resume, DDP on gloo.
+
+The data are tiny synthetic shard sets written with ``ShardWriter`` (``benchmarks.bench_train``):
+bright blobs for faces, noise for negatives, so a few steps really lower the loss.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.bench_train import synthetic_records, write_synthetic_build
+from lmdb_builders.reader import MixedKindBatchSampler, ShardDataset, records_to_batch, split_by_kind
+from lmdb_builders.schema import Kind
+from trainers.losses import LossWeights, flatten_output, multitask_loss, ohem_count, sample_losses
+from trainers.nets import EXTRA_HEAD_PREFIX, INPUT_SIZES, NetOutput, build_net, load_state, normalize_images
+from trainers.train import (
+    RankSlice,
+    TrainConfig,
+    evaluate,
+    init_model,
+    latest_checkpoint,
+    load_checkpoint,
+    lr_factor,
+    main,
+    parse_args,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+HEADS = {  # (box head, landmark head, classification head) module names
+    "pnet": ("conv4_2", "conv4_3", "conv4_1"),
+    "rnet": ("dense5_2", "dense5_3", "dense5_1"),
+    "onet": ("dense6_2", "dense6_3", "dense6_1"),
+}
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the machine is shared; these nets are small
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory):
+    """Tiny synthetic builds: size -> folder (600 samples of every kind mix)."""
+    root = tmp_path_factory.mktemp("train_builds")
+    return {size: (write_synthetic_build(root / str(size), size, 600, seed=size, per_image=100), root / str(size))[1]
+            for size in (12, 24, 48)}
+
+
+def make_batch(size: int, counts: dict, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    recs = np.concatenate([synthetic_records(rng, size, kind, n) for kind, n in counts.items() if n])
+    return records_to_batch(recs)
+
+
+def params_of(model, prefix):
+    return [p for n, p in model.named_parameters() if n.startswith(prefix + ".")]
+
+
+# -- loss: masks ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("net", ["pnet", "rnet", "onet"])
+def test_negatives_only_give_zero_box_and_landmark_loss_and_only_a_classification_gradient(net):
+    torch.manual_seed(0)
+    model = build_net(net)
+    batch = make_batch(INPUT_SIZES[net], {Kind.NEGATIVE: 16})
+    terms = multitask_loss(model(normalize_images(batch["image"])), batch, LossWeights(1, 0.5, 0.5))
+    assert terms.box.item() == 0.0 and terms.landmark.item() == 0.0
+    assert terms.cls.item() > 0 and terms.kept == math.ceil(0.7 * 16)
+    terms.total.backward()
+    box_head, lm_head, cls_head = HEADS[net]
+    for p in params_of(model, box_head) + params_of(model, lm_head):
+        assert p.grad is None or not p.grad.any()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params_of(model, cls_head))
+    assert model.conv1.weight.grad.abs().sum() > 0  # the trunk learns through the classification head
+
+
+def test_nan_targets_never_enter_the_arithmetic():
+    torch.manual_seed(0)
+    model = build_net("rnet")
+    batch = make_batch(24, {Kind.NEGATIVE: 6, Kind.POSITIVE: 3, Kind.PART: 4, Kind.LANDMARK: 5})
+    assert batch["box"].isnan().any() and batch["landmarks"].isnan().any()
+    terms = multitask_loss(model(normalize_images(batch["image"])), batch, LossWeights())
+    terms.total.backward()
+    assert all(torch.isfinite(t) for t in terms[:4])
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_terms_are_means_over_the_samples_that_carry_them():
+    # 2 negatives, 1 positive, 1 part, 1 landmark: hand-computed values.
+    batch = {
+        "label": torch.tensor([0, 0, 1, -1, -1]),
+        "has_box": torch.tensor([False, False, True, True, False]),
+        "has_landmarks": torch.tensor([False, False, False, False, True]),
+        "box": torch.tensor([[float("nan")] * 4] * 2 + [[0.1, 0.0, 0.0, 0.0], [0.0, 0.2, 0.0, 0.0], [float("nan")] * 4]),
+        "landmarks": torch.tensor([[float("nan")] * 10] * 4 + [[0.5] * 10]),
+    }
+    logits = torch.zeros(5, 2)  # CE = ln 2 for every sample
+    out = NetOutput(logits, torch.zeros(5, 4), torch.zeros(5, 10))
+    terms = multitask_loss(out, batch, LossWeights(1, 0.5, 2), ohem_keep=None)
+    assert terms.cls.item() == pytest.approx(math.log(2))
+    assert terms.box.item() == pytest.approx((0.01 / 4 + 0.04 / 4) / 2)
+    assert terms.landmark.item() == pytest.approx(0.25)
+    assert terms.total.item() == pytest.approx(math.log(2) + 0.5 * 0.00625 + 2 * 0.25)
+    assert terms.kept == 3
+
+
+def test_pnet_maps_are_flattened_and_a_net_without_landmark_head_has_zero_landmark_term():
+    torch.manual_seed(0)
+    model = build_net("pnet", landmark_head=False)
+    batch = make_batch(12, {Kind.NEGATIVE: 3, Kind.POSITIVE: 2, Kind.LANDMARK: 4})
+    out = model(normalize_images(batch["image"]))
+    assert out.logits.shape == (9, 2, 1, 1) and flatten_output(out).logits.shape == (9, 2)
+    terms = multitask_loss(out, batch, LossWeights())
+    assert terms.landmark.item() == 0.0 and terms.box.item() > 0
+    terms.total.backward()
+
+
+# -- loss: OHEM ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 10, 13, 64, 100, 384])
+def test_ohem_keeps_exactly_ceil_of_70_percent_the_hardest(n):
+    gen = torch.Generator().manual_seed(n)
+    logits = torch.randn(n, 2, generator=gen, requires_grad=True)
+    label = torch.randint(0, 2, (n,), generator=gen)
+    batch = {"label": label, "has_box": torch.zeros(n, dtype=torch.bool), "has_landmarks": torch.zeros(n, dtype=torch.bool),
+             "box": torch.full((n, 4), float("nan")), "landmarks": torch.full((n, 10), float("nan"))}
+    out = NetOutput(logits, torch.zeros(n, 4), None)
+    terms = multitask_loss(out, batch, LossWeights(), ohem_keep=0.7)
+    k = math.ceil(0.7 * n - 1e-9)
+    assert terms.kept == k == ohem_count(n, 0.7)
+    ce = torch.nn.functional.cross_entropy(logits, label, reduction="none").detach()
+    hardest = torch.argsort(ce, descending=True)[:k]
+    assert terms.cls.item() == pytest.approx(ce[hardest].mean().item(), rel=1e-6)
+    terms.total.backward()
+    with_grad = set(torch.nonzero(logits.grad.abs().sum(1) > 0).flatten().tolist())
+    assert with_grad == set(hardest.tolist())
+    # switched off: every classification sample counts
+    assert multitask_loss(out, batch, LossWeights(), ohem_keep=None).kept == n
+
+
+def test_ohem_counts_only_classification_samples():
+    batch = make_batch(12, {Kind.NEGATIVE: 7, Kind.POSITIVE: 3, Kind.PART: 10, Kind.LANDMARK: 10})
+    out = build_net("pnet")(normalize_images(batch["image"]))
+    assert multitask_loss(out, batch, LossWeights()).kept == math.ceil(0.7 * 10)
+    assert [ohem_count(10, 0.7), ohem_count(20, 0.7), ohem_count(0, 0.7), ohem_count(5, 1.0)] == [7, 14, 0, 5]
+
+
+# -- original weights ------------------------------------------------------------------------------
+def original_weights_dir() -> Path | None:
+    for folder in (os.environ.get("MTCNN_ORIGINAL_WEIGHTS"), REPO / "weights" / "original"):
+        if folder and all((Path(folder) / f"{n}.pt").is_file() for n in INPUT_SIZES):
+            return Path(folder)
+    return None
+
+
+@pytest.mark.parametrize("net", ["pnet", "rnet", "onet"])
+def test_original_weights_load_with_no_missing_or_unexpected_keys(net):
+    folder = original_weights_dir()
+    if folder is None:
+        pytest.skip("original weights not found (weights/original/ or $MTCNN_ORIGINAL_WEIGHTS)")
+    state = torch.load(folder / f"{net}.pt", map_location="cpu", weights_only=True)
+    plain = build_net(net, landmark_head=False)
+    result = plain.load_state_dict(state, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    with_head = build_net(net, landmark_head=True)
+    missing = load_state(with_head, net, state)
+    prefix = EXTRA_HEAD_PREFIX[net]
+    assert missing == ([] if prefix is None else [prefix + "weight", prefix + "bias"])
+    # --init original:PATH: every shipped tensor arrives unchanged, the extra head stays as initialised
+    model = init_model(TrainConfig(net=net, init=f"original:{folder / f'{net}.pt'}"))
+    for k, v in state.items():
+        assert torch.equal(model.state_dict()[k], v)
+
+
+# -- training ----------------------------------------------------------------------------------------
+def test_a_few_steps_on_the_tiny_set_reduce_the_loss(builds, tmp_path):
+    cfg = TrainConfig.tiny("pnet", builds[12], tmp_path / "run", epochs=3, batches_per_epoch=10)
+    ds = ShardDataset(cfg.data, 12)
+    _, val = split_by_kind(ds.kinds, cfg.val_fraction, cfg.seed)
+    val_idx = np.concatenate(list(val.values()))
+    before = evaluate(init_model(cfg), ds, val_idx, cfg)
+    result = main(cfg)
+    after = evaluate(init_model(replace(cfg, init=str(result.weights_path))), ds, val_idx, cfg)
+    assert after["val_loss"] < 0.7 * before["val_loss"]
+    assert after["val_box"] < before["val_box"] and after["val_landmark"] < before["val_landmark"]
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert after == pytest.approx({k: result.history[-1][k] for k in after}, nan_ok=True)
+
+
+@pytest.mark.parametrize("net", ["rnet", "onet"])
+def test_rnet_and_onet_train_and_write_every_output(net, builds, tmp_path):
+    cfg = TrainConfig.tiny(net, builds[INPUT_SIZES[net]], tmp_path / net, epochs=1, batches_per_epoch=2,
+                           batch_size=32, val_fraction=0.1)
+    result = main(cfg)
+    out = Path(cfg.out)
+    assert result.weights_path == out / f"{net}.pt"
+    for name in ("log.csv", "loss_curve.png", "checkpoints/epoch-001.pt"):
+        assert (out / name).is_file()
+    header, row = (out / "log.csv").read_text().splitlines()
+    assert header.split(",")[:3] == ["epoch", "lr", "train_loss"] and "val_recall" in header
+    assert row.startswith("1,")
+    # the final file is a plain state dict the detector's loader reads (build_net + load_state)
+    state = torch.load(result.weights_path, weights_only=True)
+    assert all(isinstance(v, torch.Tensor) and v.is_contiguous() for v in state.values())
+    load_state(build_net(net), net, state)
+
+
+def test_resume_ends_with_exactly_the_weights_of_an_uninterrupted_run(builds, tmp_path):
+    base = TrainConfig.tiny("pnet", builds[12], tmp_path / "straight", epochs=2, batches_per_epoch=5, num_workers=1)
+    straight = main(base)
+
+    parted_cfg = replace(base, out=str(tmp_path / "parted"))
+    first = main(replace(parted_cfg, stop_after_epochs=1))
+    assert first.weights_path is None and not (tmp_path / "parted" / "pnet.pt").exists()
+    assert latest_checkpoint(parted_cfg.out).name == "epoch-001.pt"
+    resumed = main(replace(parted_cfg, resume=True))
+
+    a = torch.load(straight.weights_path, weights_only=True)
+    b = torch.load(resumed.weights_path, weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    timing = {"samples_per_s", "data_wait_share", "epoch_s"}
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]  # noqa: E731
+    assert strip(straight.history) == strip(resumed.history)
+
+    ckpt = load_checkpoint(latest_checkpoint(parted_cfg.out))  # weights_only=True inside
+    assert ckpt["epoch"] == 2 and ckpt["config"]["net"] == "pnet" and ckpt["sampler"]["epoch"] == 2
+    assert {"model", "optimizer", "scheduler", "rng", "history"} <= ckpt.keys()
+    # a different arithmetic refuses to resume
+    with pytest.raises(ValueError, match="lr"):
+        main(replace(parted_cfg, resume=True, lr=0.123))
+
+
+# -- DDP -----------------------------------------------------------------------------------------
+DDP_SCRIPT = textwrap.dedent("""
+    import os, sys, torch
+    from trainers.train import TrainConfig, main
+    data, out = sys.argv[1], sys.argv[2]
+    torch.set_num_threads(1)
+    # batch 4 = 2 neg, 1 pos, 1 landmark: each step, a rank's half lacks box or landmark samples
+    cfg = TrainConfig.tiny("pnet", data, out, epochs=1, batches_per_epoch=3, batch_size=4, val_fraction=0.1)
+    result = main(cfg)
+    torch.save(result.state_dict, os.path.join(out, f"rank{os.environ['RANK']}.pt"))
+""")
+
+
+def test_ddp_with_two_gloo_processes_runs_and_keeps_the_ranks_identical(builds, tmp_path):
+    # the ranks' halves of a batch really lack a kind (DDP must then not wait for that head's gradient)
+    ds = ShardDataset(builds[12], 12)
+    train, _ = split_by_kind(ds.kinds, 0.1, 0)
+    halves = [list(RankSlice(MixedKindBatchSampler(train, 4, batches_per_epoch=3), r, 2)) for r in (0, 1)]
+    assert all(len(b) == 2 for h in halves for b in h)
+    assert any(not ds.kinds[b].tolist().count(Kind.LANDMARK) for h in halves for b in h)
+    script = tmp_path / "ddp_run.py"
+    script.write_text(DDP_SCRIPT)
+    out = tmp_path / "ddp"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+         str(builds[12]), str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r0 = torch.load(out / "rank0.pt", weights_only=True)
+    r1 = torch.load(out / "rank1.pt", weights_only=True)
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)
+    init = init_model(TrainConfig(net="pnet"))
+    assert any(not torch.equal(r0[k], v) for k, v in init.state_dict().items())  # it did train
+    assert torch.equal(torch.load(out / "pnet.pt", weights_only=True)["conv1.weight"], r0["conv1.weight"])
+    assert (out / "log.csv").read_text().count("\n") == 2  # header + one epoch, written by rank 0 only
+
+
+# -- schedule and command line -----------------------------------------------------------------------
+def test_lr_schedule_warms_up_then_decays():
+    f = [lr_factor(s, 100, 10, "cosine") for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == 1.0 and f[10] == 1.0
+    assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[-1] < 0.001
+    step = [lr_factor(s, 100, 0, "step") for s in (0, 49, 50, 74, 75, 99)]
+    assert step == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_cli_maps_onto_the_config():
+    cfg = parse_args(["--net", "onet", "--no-ohem", "--loss-weights", "1", "0.5", "2", "--resume", "--workers", "0"])
+    assert (cfg.net, cfg.data, cfg.out, cfg.ohem_keep, cfg.resume, cfg.num_workers) == \
+        ("onet", "data/onet", "runs/onet", None, True, 0)
+    assert cfg.weights == LossWeights(1, 0.5, 2) and cfg.stage_threshold == 0.7
+    assert TrainConfig(net="onet").weights == LossWeights(1, 0.5, 1)
+    assert TrainConfig(net="pnet").weights == LossWeights(1, 0.5, 0.5) and TrainConfig().stage_threshold == 0.6
