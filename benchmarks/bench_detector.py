@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_detector --images ../shared/data/wider/WIDER_val/images \\
         --weights original:weights/original [--num 40] [--min-face 20] [--threads 2] \\
-        [--facenet /tmp/fp/unz]
+        [--facenet build/facenet-pytorch]
 
 With ``--facenet PATH`` (a folder holding the ``facenet_pytorch`` package, e.g. the unzipped
 facenet-pytorch 2.6.0 wheel; never part of this repository) the same images are also run through

@@ -2,12 +2,13 @@
 
 For each net: synthetic shards of realistic size (``--samples``: 200k 12 px / 50k 24 px / 20k 48 px
 by default, written with ``ShardWriter`` into ``--work-dir``, reused when already there), then
-``trainers.train.main`` for two short epochs at the trainer's default batch size with 0 and 1
-DataLoader workers. Reported per net and worker count, from the second epoch (the first pays for
-starting workers and first-touch allocation): training throughput in samples/s and the share of
-the epoch's wall time spent waiting for the next batch (reading, decoding).
+``trainers.train.main`` for short epochs at the trainer's default batch size and threads with 0
+and 1 DataLoader workers. Reported per net and worker count, as medians over the epochs after the
+first (which pays for starting workers and first-touch allocation): training throughput in
+samples/s and the share of the epoch's wall time spent waiting for the next batch (reading and
+decoding included).
 
-    python -m benchmarks.bench_train [--nets pnet rnet onet] [--steps 150] [--workers 0 1]
+    python -m benchmarks.bench_train [--nets pnet rnet onet] [--steps 200 40 12] [--workers 0 1] [--threads N]
 
 ``write_synthetic_build`` is also the tests' tiny data set: positives are a bright blob near the
 centre (box offsets = its shift), part faces a blob far off centre, landmark samples a blob with
@@ -21,7 +22,6 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -83,26 +83,30 @@ def write_synthetic_build(out_dir, size: int, num_samples: int, seed: int = 0, p
     return writer.finish(num_images, {"net_size": size, "config": params, "seed": seed})
 
 
-def bench_net(net: str, data: Path, work: Path, steps: int, workers: int, threads: int | None) -> dict:
+def bench_net(net: str, data: Path, work: Path, steps: int, workers: int, threads: int | None, repeats: int) -> dict:
+    """Medians over ``repeats`` timed epochs that follow one warm-up epoch."""
     from trainers.train import TrainConfig, main
 
-    cfg = TrainConfig(net=net, data=str(data), out=str(work / f"run-{net}-w{workers}"), epochs=2,
+    cfg = TrainConfig(net=net, data=str(data), out=str(work / f"run-{net}-w{workers}"), epochs=1 + repeats,
                       batches_per_epoch=steps, num_workers=workers, val_fraction=0.002, progress=False,
                       threads=threads)
     t0 = time.perf_counter()
-    result = main(cfg)
-    row = result.history[-1]
+    timed = main(cfg).history[1:]
     return {"net": net, "workers": workers, "batch": cfg.batch_size, "steps": steps,
-            "samples_per_s": row["samples_per_s"], "data_wait_share": row["data_wait_share"],
-            "step_ms": 1000 * row["epoch_s"] / steps, "wall_s": time.perf_counter() - t0}
+            "samples_per_s": float(np.median([r["samples_per_s"] for r in timed])),
+            "data_wait_share": float(np.median([r["data_wait_share"] for r in timed])),
+            "step_ms": float(np.median([1000 * r["epoch_s"] / steps for r in timed])),
+            "wall_s": time.perf_counter() - t0}
 
 
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_train", description=__doc__.split("\n\n")[0])
     p.add_argument("--nets", nargs="+", default=["pnet", "rnet", "onet"], choices=["pnet", "rnet", "onet"])
-    p.add_argument("--steps", type=int, default=150, help="optimizer steps per timed epoch")
+    p.add_argument("--steps", type=int, nargs=3, metavar=("PNET", "RNET", "ONET"), default=[200, 40, 12],
+                   help="optimizer steps per timed epoch")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=int, help="torch threads (default: the trainer's)")
+    p.add_argument("--repeats", type=int, default=3, help="timed epochs (median reported) after a warm-up epoch")
     p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "mtcnn_bench_train"))
     p.add_argument("--samples", type=int, nargs=3, metavar=("N12", "N24", "N48"),
                    default=[DEFAULT_SAMPLES[s] for s in (12, 24, 48)])
@@ -121,7 +125,8 @@ def main(argv=None) -> list[dict]:
         print(f"{net}: synthetic build of {m['buckets'][str(size)]['samples']} {size} px samples ready "
               f"({time.perf_counter() - t0:.1f} s)")
         for w in a.workers:
-            r = bench_net(net, work / f"data{size}", work, a.steps, w, a.threads)
+            r = bench_net(net, work / f"data{size}", work, dict(zip(("pnet", "rnet", "onet"), a.steps))[net], w,
+                          a.threads, a.repeats)
             rows.append(r)
             print(f"  {net} workers={w} batch={r['batch']}: {r['samples_per_s']:8.0f} samples/s, "
                   f"{r['step_ms']:6.1f} ms/step, data wait {100 * r['data_wait_share']:5.1f}% of step time")

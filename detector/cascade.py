@@ -60,7 +60,7 @@ PNET_CELL = 12
 _CPU_BATCH = {"rnet": 128, "onet": 64}
 _DEVICE_BATCH = 2048
 # Boxes per block of ``_nms_fast``'s IoU matrices (and the size below which it defers to boxes.nms).
-_NMS_CHUNK = 256
+_NMS_CHUNK = 64
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_WEIGHTS_DIR = REPO_ROOT / "weights"

@@ -20,6 +20,7 @@ from detector.cascade import (
     Detector,
     DetectorConfig,
     _area_resample,
+    _NMS_CHUNK,
     _area_resize,
     _integral_image,
     _nms_fast,
@@ -207,7 +208,7 @@ def test_area_resample_equals_interpolate_area_with_zero_padding():
 def test_fast_nms_equals_boxes_nms():
     rng = np.random.default_rng(2)
     for trial in range(6):
-        n = int(rng.integers(300, 600))
+        n = int(rng.integers(100, 600))
         xy = rng.uniform(0, 500, (n, 2))
         boxes = np.c_[xy, xy + rng.uniform(3, [15, 60, 200][trial % 3], (n, 2))]
         if trial % 2:
@@ -219,13 +220,14 @@ def test_fast_nms_equals_boxes_nms():
 
 
 def test_fast_nms_sees_boxes_starting_within_a_pixel_of_another_end():
-    # Inclusive widths: [0, 9] and [9.5, 19] share half a pixel. Box 0 ends its block of 256
-    # (the fillers, far below, end before it), box 256 starts the next block.
-    fillers = [[0, 100 + 20 * k, 5, 105 + 20 * k] for k in range(255)]
+    # Inclusive widths: [0, 9] and [9.5, 19] share half a pixel. Box 0 ends its block of boxes
+    # (the fillers, far below, end before it), the last box starts the next block.
+    n = _NMS_CHUNK - 1
+    fillers = [[0, 100 + 20 * k, 5, 105 + 20 * k] for k in range(n)]
     boxes = np.array([[0, 0, 9, 9]] + fillers + [[9.5, 0, 19, 9]], dtype=float)
-    scores = np.r_[0.9, np.full(255, 0.5), 0.8]
+    scores = np.r_[0.9, np.full(n, 0.5), 0.8]
     want = nms(boxes, scores, 0.0)
-    assert 256 not in want
+    assert n + 1 not in want
     np.testing.assert_array_equal(_nms_fast(boxes, scores, 0.0), want)
 
 

@@ -21,7 +21,7 @@ import torch
 from benchmarks.bench_train import synthetic_records, write_synthetic_build
 from lmdb_builders.reader import MixedKindBatchSampler, ShardDataset, records_to_batch, split_by_kind
 from lmdb_builders.schema import Kind
-from trainers.losses import LossWeights, flatten_output, multitask_loss, ohem_count, sample_losses
+from trainers.losses import LossWeights, flatten_output, multitask_loss, ohem_count
 from trainers.nets import EXTRA_HEAD_PREFIX, INPUT_SIZES, NetOutput, build_net, load_state, normalize_images
 from trainers.train import (
     RankSlice,
@@ -55,8 +55,9 @@ def _few_threads():
 def builds(tmp_path_factory):
     """Tiny synthetic builds: size -> folder (600 samples of every kind mix)."""
     root = tmp_path_factory.mktemp("train_builds")
-    return {size: (write_synthetic_build(root / str(size), size, 600, seed=size, per_image=100), root / str(size))[1]
-            for size in (12, 24, 48)}
+    for size in (12, 24, 48):
+        write_synthetic_build(root / str(size), size, 600, seed=size, per_image=100)
+    return {size: root / str(size) for size in (12, 24, 48)}
 
 
 def make_batch(size: int, counts: dict, seed: int = 0) -> dict:
@@ -103,7 +104,7 @@ def test_terms_are_means_over_the_samples_that_carry_them():
         "label": torch.tensor([0, 0, 1, -1, -1]),
         "has_box": torch.tensor([False, False, True, True, False]),
         "has_landmarks": torch.tensor([False, False, False, False, True]),
-        "box": torch.tensor([[float("nan")] * 4] * 2 + [[0.1, 0.0, 0.0, 0.0], [0.0, 0.2, 0.0, 0.0], [float("nan")] * 4]),
+        "box": torch.tensor([[float("nan")] * 4] * 2 + [[0.1, 0, 0, 0], [0, 0.2, 0, 0], [float("nan")] * 4]),
         "landmarks": torch.tensor([[float("nan")] * 10] * 4 + [[0.5] * 10]),
     }
     logits = torch.zeros(5, 2)  # CE = ln 2 for every sample
@@ -133,7 +134,8 @@ def test_ohem_keeps_exactly_ceil_of_70_percent_the_hardest(n):
     gen = torch.Generator().manual_seed(n)
     logits = torch.randn(n, 2, generator=gen, requires_grad=True)
     label = torch.randint(0, 2, (n,), generator=gen)
-    batch = {"label": label, "has_box": torch.zeros(n, dtype=torch.bool), "has_landmarks": torch.zeros(n, dtype=torch.bool),
+    none = torch.zeros(n, dtype=torch.bool)
+    batch = {"label": label, "has_box": none, "has_landmarks": none,
              "box": torch.full((n, 4), float("nan")), "landmarks": torch.full((n, 10), float("nan"))}
     out = NetOutput(logits, torch.zeros(n, 4), None)
     terms = multitask_loss(out, batch, LossWeights(), ohem_keep=0.7)
@@ -178,9 +180,9 @@ def test_original_weights_load_with_no_missing_or_unexpected_keys(net):
     prefix = EXTRA_HEAD_PREFIX[net]
     assert missing == ([] if prefix is None else [prefix + "weight", prefix + "bias"])
     # --init original:PATH: every shipped tensor arrives unchanged, the extra head stays as initialised
-    model = init_model(TrainConfig(net=net, init=f"original:{folder / f'{net}.pt'}"))
-    for k, v in state.items():
-        assert torch.equal(model.state_dict()[k], v)
+    for init in (f"original:{folder / f'{net}.pt'}", f"original:{folder}"):
+        model = init_model(TrainConfig(net=net, init=init))
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
 
 
 # -- training ----------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import re
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,8 @@ from tqdm import tqdm
 
 from lmdb_builders.manifest import atomic_write_bytes
 from lmdb_builders.reader import MixedKindBatchSampler, ShardDataset, keep_batch, records_to_batch, split_by_kind
-from trainers.losses import DEFAULT_LOSS_WEIGHTS, DEFAULT_OHEM_KEEP, LossWeights, flatten_output, multitask_loss, sample_losses
+from trainers.losses import (DEFAULT_LOSS_WEIGHTS, DEFAULT_OHEM_KEEP, LossWeights, flatten_output, multitask_loss,
+                             sample_losses)
 from trainers.nets import INPUT_SIZES, NET_NAMES, build_net, load_state, normalize_images
 
 CHECKPOINT_FORMAT = "mtcnn-train-checkpoint/1"
@@ -47,7 +48,7 @@ ORIGINAL_PREFIX = "original:"
 # The cascade's stage thresholds (facenet-pytorch's 0.6 / 0.7 / 0.7): recall is reported at these.
 DEFAULT_THRESHOLDS = {"pnet": 0.6, "rnet": 0.7, "onet": 0.7}
 LOG_COLUMNS = (
-    "epoch", "lr", "train_loss", "train_cls", "train_box", "train_landmark", "train_acc", "train_kept",
+    "epoch", "lr", "train_loss", "train_cls", "train_box", "train_landmark", "train_acc", "train_kept", "grad_norm",
     "val_loss", "val_cls", "val_box", "val_landmark", "val_acc", "val_recall", "val_fpr",
     "samples_per_s", "data_wait_share", "epoch_s",
 )
@@ -66,8 +67,8 @@ class TrainConfig:
     """Samples per optimizer step, over all processes together."""
     optimizer: str = "sgd"
     """sgd (momentum, Nesterov) or adamw."""
-    lr: float = 0.05
-    """Peak learning rate (reached after the warm-up)."""
+    lr: float = 0.1
+    """Peak learning rate (reached after the warm-up); see the README for how it was chosen."""
     momentum: float = 0.9
     weight_decay: float = 1e-4
     """Applied to conv and dense weights only, not to biases or PReLU slopes."""
@@ -75,6 +76,8 @@ class TrainConfig:
     """cosine (to 0), step (x0.1 at 50% and 75% of the steps) or constant; per step, after the warm-up."""
     warmup_epochs: float = 0.5
     """Linear warm-up from lr / steps to lr over this many epochs."""
+    grad_clip: float | None = 1.0
+    """Clip the global gradient norm to this (None: off); the mean norm before clipping is logged."""
     loss_weights: tuple[float, float, float] | None = None
     """det, box, landmark; None: 1/0.5/0.5 (P-Net, R-Net), 1/0.5/1 (O-Net)."""
     ohem_keep: float | None = DEFAULT_OHEM_KEEP
@@ -91,14 +94,16 @@ class TrainConfig:
     amp: bool = True
     """Mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling); ignored on CPU."""
     init: str = "scratch"
-    """scratch, original:PATH (a facenet-pytorch state dict) or PATH (a state dict or checkpoint)."""
+    """scratch, original:PATH (facenet-pytorch's <net>.pt, or the folder holding it) or PATH (a state
+    dict or checkpoint of this trainer)."""
     num_workers: int = 1
     """DataLoader worker processes (0: read in the training process)."""
     batches_per_epoch: int | None = None
     """None: one pass over the training split's kinds (per the sampler)."""
     val_batch_size: int = 1024
     threads: int | None = None
-    """torch intra-op threads; None: torch's default (which follows OMP_NUM_THREADS)."""
+    """torch intra-op threads. None: torch's default (OMP_NUM_THREADS, else all cores), less one per
+    DataLoader worker for P-Net, whose steps are so short that a worker needs a core of its own."""
     resume: bool = False
     """Continue from the latest checkpoint in ``out`` (starts afresh when there is none)."""
     stop_after_epochs: int | None = None
@@ -115,6 +120,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be positive")
+        if self.ohem_keep is not None and not 0.0 < self.ohem_keep <= 1.0:
+            raise ValueError(f"ohem_keep must be in (0, 1] or None, got {self.ohem_keep}")
         if self.loss_weights is not None:
             object.__setattr__(self, "loss_weights", tuple(float(w) for w in self.loss_weights))
             if len(self.loss_weights) != 3:
@@ -187,8 +194,8 @@ def init_model(cfg: TrainConfig) -> nn.Module:
     torch.manual_seed(cfg.seed)
     model = build_net(cfg.net, landmark_head=cfg.landmark_head)
     if cfg.init != "scratch":
-        path = cfg.init[len(ORIGINAL_PREFIX):] if cfg.init.startswith(ORIGINAL_PREFIX) else cfg.init
-        load_state(model, cfg.net, load_weights_file(path))
+        path = Path(cfg.init[len(ORIGINAL_PREFIX):] if cfg.init.startswith(ORIGINAL_PREFIX) else cfg.init)
+        load_state(model, cfg.net, load_weights_file(path / f"{cfg.net}.pt" if path.is_dir() else path))
     return model
 
 
@@ -300,13 +307,17 @@ def config_from_dict(d: dict) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in d.items() if k in known})
 
 
+class ResumeError(ValueError):
+    """The latest checkpoint in the output folder belongs to a different run."""
+
+
 def check_resumable(cfg: TrainConfig, saved: TrainConfig, data_fp: str, saved_fp: str) -> None:
     diff = [f.name for f in fields(TrainConfig)
             if f.name not in RESUMABLE_CHANGES and getattr(cfg, f.name) != getattr(saved, f.name)]
     if data_fp != saved_fp:
         diff.append(f"data fingerprint ({saved_fp} -> {data_fp})")
     if diff:
-        raise ValueError(f"cannot resume in {cfg.out}: the checkpoint was made with a different "
+        raise ResumeError(f"cannot resume in {cfg.out}: the checkpoint was made with a different "
                          f"{', '.join(diff)}; delete the folder or choose another --out")
 
 
@@ -377,10 +388,10 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, scaler, cfg:
     """One pass over the loader's batches with ``model`` a ``NetWithLoss`` (or DDP of one); returns
     the epoch's mean losses, accuracy on pos+neg (before OHEM) and timings."""
     model.train()
-    # loss, cls, box, landmark, correct, n_cls, kept, steps, samples
-    sums = torch.zeros(9, dtype=torch.float64, device=device)
-    bar = tqdm(total=len(loader), desc=f"{cfg.net} {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and dist_info.main),
-               dynamic_ncols=True, leave=False)
+    # loss, cls, box, landmark, correct, n_cls, grad norm, kept, steps, samples
+    sums = torch.zeros(10, dtype=torch.float64, device=device)
+    bar = tqdm(total=len(loader), desc=f"{cfg.net} {epoch + 1}/{cfg.epochs}", dynamic_ncols=True, leave=False,
+               disable=not (cfg.progress and dist_info.main))
     wait = 0.0
     start = time.perf_counter()
     it = iter(loader)
@@ -393,6 +404,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, scaler, cfg:
             terms, logits = model(images, batch)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(terms.total).backward()
+        scaler.unscale_(optimizer)
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
@@ -400,13 +413,16 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, scaler, cfg:
             label = batch["label"]
             cls = label >= 0
             correct = (logits.argmax(1) == label)[cls].sum()
-            sums += torch.stack([t.detach().double() for t in (terms.total, terms.cls, terms.box, terms.landmark,
-                                                                correct, cls.sum())]
+            sums += torch.stack([x.detach().double() for x in (terms.total, terms.cls, terms.box, terms.landmark,
+                                                                correct, cls.sum(), grad_norm)]
                                 + [torch.tensor(v, dtype=torch.float64, device=device)
                                    for v in (terms.kept, 1.0, len(label))])
-        if bar.disable is False and (step % 10 == 9 or step == len(loader) - 1):
+        if step % 10 == 9 or step == len(loader) - 1:
             s = sums.tolist()
-            bar.set_postfix(loss=f"{s[0] / s[7]:.4f}", acc=f"{s[4] / max(1.0, s[5]):.3f}",
+            if not math.isfinite(s[0]):
+                raise FloatingPointError(f"{cfg.net}: the loss is {s[0]} in epoch {epoch + 1} by step {step + 1}; "
+                                         f"lower --lr (now {cfg.lr}) or set --grad-clip")
+            bar.set_postfix(loss=f"{s[0] / s[8]:.4f}", acc=f"{s[4] / max(1.0, s[5]):.3f}",
                             lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False)
             bar.update(step + 1 - bar.n)
     bar.close()
@@ -419,13 +435,13 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, scaler, cfg:
         dist.all_reduce(timing)
         timing /= dist_info.world
     s = sums.tolist()
-    steps = s[7] / dist_info.world
+    n = s[8]  # steps, summed over the processes
     return {
         "lr": optimizer.param_groups[0]["lr"],
-        "train_loss": s[0] / s[7], "train_cls": s[1] / s[7], "train_box": s[2] / s[7], "train_landmark": s[3] / s[7],
-        "train_acc": s[4] / max(1.0, s[5]), "train_kept": s[6] / s[7],
-        "samples_per_s": s[8] / timing[1].item(), "data_wait_share": timing[0].item() / timing[1].item(),
-        "epoch_s": timing[1].item(), "steps": int(steps),
+        "train_loss": s[0] / n, "train_cls": s[1] / n, "train_box": s[2] / n, "train_landmark": s[3] / n,
+        "train_acc": s[4] / max(1.0, s[5]), "grad_norm": s[6] / n, "train_kept": s[7] / n,
+        "samples_per_s": s[9] / timing[1].item(), "data_wait_share": timing[0].item() / timing[1].item(),
+        "epoch_s": timing[1].item(),
     }
 
 
@@ -448,18 +464,21 @@ def evaluate(model: nn.Module, dataset: ShardDataset, indices, cfg: TrainConfig,
         pos, neg = label == 1, label == 0
         cls = pos | neg
         lm = per.landmark if per.landmark is not None else per.box.new_zeros(0)
-        acc += np.array([per.cls.sum().item(), len(per.cls), per.box.sum().item(), len(per.box), lm.sum().item(), len(lm),
-                         (logits.argmax(1) == label)[cls].sum().item(), (p_face[pos] >= thr).sum().item(), pos.sum().item(),
+        acc += np.array([per.cls.sum().item(), len(per.cls), per.box.sum().item(), len(per.box),
+                         lm.sum().item(), len(lm), (logits.argmax(1) == label)[cls].sum().item(),
+                         (p_face[pos] >= thr).sum().item(), pos.sum().item(),
                          (p_face[neg] >= thr).sum().item(), neg.sum().item()], dtype=np.float64)
 
     def ratio(a, b):
         return float(a / b) if b else float("nan")
 
     cls_l, box_l, lm_l = ratio(acc[0], acc[1]), ratio(acc[2], acc[3]), ratio(acc[4], acc[5])
-    total = sum(w * (0.0 if math.isnan(v) else v) for w, v in zip((weights.det, weights.box, weights.landmark),
-                                                                   (cls_l, box_l, lm_l)))
-    return {"val_loss": float(total) if len(indices) else float("nan"), "val_cls": cls_l, "val_box": box_l, "val_landmark": lm_l,
-            "val_acc": ratio(acc[6], acc[1]), "val_recall": ratio(acc[7], acc[8]), "val_fpr": ratio(acc[9], acc[10])}
+    # A term without carrying samples counts 0 (as in training); a NaN loss stays NaN.
+    total = sum(w * (v if n else 0.0) for w, v, n in zip((weights.det, weights.box, weights.landmark),
+                                                         (cls_l, box_l, lm_l), (acc[1], acc[3], acc[5])))
+    return {"val_loss": float(total) if len(indices) else float("nan"), "val_cls": cls_l, "val_box": box_l,
+            "val_landmark": lm_l, "val_acc": ratio(acc[6], acc[1]), "val_recall": ratio(acc[7], acc[8]),
+            "val_fpr": ratio(acc[9], acc[10])}
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -481,8 +500,11 @@ def _clean_out(out: Path, net: str) -> None:
 
 def main(cfg: TrainConfig) -> TrainResult:
     dist_info = _Dist()
+    threads_before = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    elif cfg.net == "pnet" and cfg.num_workers and torch.device(cfg.device).type == "cpu":
+        torch.set_num_threads(max(1, threads_before - cfg.num_workers))
     device = torch.device(cfg.device)
     if device.type == "cuda":
         if dist_info.on:
@@ -495,6 +517,7 @@ def main(cfg: TrainConfig) -> TrainResult:
     try:
         return _run(cfg, device, dist_info)
     finally:
+        torch.set_num_threads(threads_before)
         if dist_info.on:
             dist.destroy_process_group()
 
@@ -581,8 +604,9 @@ def _cpu_state(model: nn.Module) -> dict:
 
 
 def _summary(row: dict) -> str:
-    return (f"epoch {row['epoch']}: loss {row['train_loss']:.4f} (cls {row['train_cls']:.4f} box {row['train_box']:.4f} "
-            f"lm {row['train_landmark']:.4f}) acc {row['train_acc']:.3f} | val loss {row['val_loss']:.4f} "
+    return (f"epoch {row['epoch']}: loss {row['train_loss']:.4f} (cls {row['train_cls']:.4f} "
+            f"box {row['train_box']:.4f} lm {row['train_landmark']:.4f}) acc {row['train_acc']:.3f} | "
+            f"val loss {row['val_loss']:.4f} "
             f"acc {row['val_acc']:.3f} recall {row['val_recall']:.3f} fpr {row['val_fpr']:.3f} | "
             f"{row['samples_per_s']:.0f} samples/s, data wait {100 * row['data_wait_share']:.1f}%")
 
@@ -603,6 +627,7 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--schedule", choices=("cosine", "step", "constant"), default=d.schedule)
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="clip the global gradient norm (0: off)")
     p.add_argument("--loss-weights", type=float, nargs=3, metavar=("DET", "BOX", "LANDMARK"),
                    help="default 1 0.5 0.5 (pnet, rnet), 1 0.5 1 (onet)")
     p.add_argument("--ohem-keep", type=float, default=d.ohem_keep, help="share of classification losses kept")
@@ -613,7 +638,8 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N")
     p.add_argument("--no-amp", action="store_true", help="full precision on CUDA")
-    p.add_argument("--init", default=d.init, help="scratch, original:PATH or a state dict / checkpoint PATH")
+    p.add_argument("--init", default=d.init,
+                   help="scratch, original:PATH (facenet-pytorch's file or its folder) or a state dict / checkpoint")
     p.add_argument("--workers", type=int, default=d.num_workers, help="DataLoader worker processes")
     p.add_argument("--batches-per-epoch", type=int, help="default: one pass over the training split")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's, i.e. OMP_NUM_THREADS or all cores)")
@@ -624,7 +650,7 @@ def parse_args(argv=None) -> TrainConfig:
     return TrainConfig(
         net=a.net, data=a.data or f"data/{a.net}", out=a.out or f"runs/{a.net}", epochs=a.epochs,
         batch_size=a.batch_size, optimizer=a.optimizer, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay,
-        schedule=a.schedule, warmup_epochs=a.warmup_epochs,
+        schedule=a.schedule, warmup_epochs=a.warmup_epochs, grad_clip=a.grad_clip or None,
         loss_weights=tuple(a.loss_weights) if a.loss_weights else None,
         ohem_keep=None if a.no_ohem else a.ohem_keep, landmark_head=not a.no_landmark_head,
         val_fraction=a.val_fraction, threshold=a.threshold, seed=a.seed, device=a.device, amp=not a.no_amp,
@@ -634,6 +660,9 @@ def parse_args(argv=None) -> TrainConfig:
 
 
 if __name__ == "__main__":
-    result = main(parse_args())
+    try:
+        result = main(parse_args())
+    except (ResumeError, FileNotFoundError, FloatingPointError) as e:
+        sys.exit(f"python -m trainers.train: error: {e}")
     if result.weights_path is not None and _Dist().main:
         print(f"wrote {result.weights_path}")
