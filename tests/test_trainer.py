@@ -203,8 +203,9 @@ def test_a_few_steps_on_the_tiny_set_reduce_the_loss(builds, tmp_path):
 @pytest.mark.parametrize("net", ["rnet", "onet"])
 def test_rnet_and_onet_train_and_write_every_output(net, builds, tmp_path):
     cfg = TrainConfig.tiny(net, builds[INPUT_SIZES[net]], tmp_path / net, epochs=1, batches_per_epoch=2,
-                           batch_size=32, val_fraction=0.1)
+                           batch_size=32, val_fraction=0.1, export=str(tmp_path / "weights" / f"{net}.pt"))
     result = main(cfg)
+    assert (tmp_path / "weights" / f"{net}.pt").read_bytes() == result.weights_path.read_bytes()
     out = Path(cfg.out)
     assert result.weights_path == out / f"{net}.pt"
     for name in ("log.csv", "loss_curve.png", "checkpoints/epoch-001.pt"):
@@ -293,9 +294,10 @@ def test_lr_schedule_warms_up_then_decays():
 
 
 def test_cli_maps_onto_the_config():
-    cfg = parse_args(["--net", "onet", "--no-ohem", "--loss-weights", "1", "0.5", "2", "--resume", "--workers", "0"])
-    assert (cfg.net, cfg.data, cfg.out, cfg.ohem_keep, cfg.resume, cfg.num_workers) == \
-        ("onet", "data/onet", "runs/onet", None, True, 0)
+    cfg = parse_args(["--net", "onet", "--no-ohem", "--loss-weights", "1", "0.5", "2", "--resume", "--workers", "0",
+                      "--export", "w/onet.pt", "--grad-clip", "0"])
+    assert (cfg.net, cfg.data, cfg.out, cfg.ohem_keep, cfg.resume, cfg.num_workers, cfg.export, cfg.grad_clip) == \
+        ("onet", "data/onet", "runs/onet", None, True, 0, "w/onet.pt", None)
     assert cfg.weights == LossWeights(1, 0.5, 2) and cfg.stage_threshold == 0.7
     assert TrainConfig(net="onet").weights == LossWeights(1, 0.5, 1)
     assert TrainConfig(net="pnet").weights == LossWeights(1, 0.5, 0.5) and TrainConfig().stage_threshold == 0.6

@@ -1,6 +1,6 @@
 """One training loop for P-Net, R-Net and O-Net, from a build's LMDB shards.
 
-    python -m trainers.train --net pnet --data data/pnet --out runs/pnet [--resume]
+    python -m trainers.train --net pnet --data data/pnet --out runs/pnet [--export weights/pnet.pt] [--resume]
     torchrun --nproc_per_node 2 -m trainers.train --net pnet ...      # data-parallel (gloo on CPU)
 
 Batches mix the sample kinds in the paper's ratio (``MixedKindBatchSampler``); a per-kind share
@@ -62,6 +62,8 @@ class TrainConfig:
     """A build folder (``manifest.json`` + ``<size>/shard-*.lmdb``); the net's input size is read."""
     out: str = "runs/pnet"
     """Output folder: checkpoints/, log.csv, loss_curve.png, <net>.pt."""
+    export: str | None = None
+    """Also write the final weights (the plain state dict) to this file, e.g. the folder the detector reads."""
     epochs: int = 16
     batch_size: int = 384
     """Samples per optimizer step, over all processes together."""
@@ -144,7 +146,7 @@ class TrainConfig:
 
 
 # Fields that may differ between a run and its resumption (they do not change the arithmetic).
-RESUMABLE_CHANGES = {"data", "out", "device", "num_workers", "val_batch_size", "threads", "resume",
+RESUMABLE_CHANGES = {"data", "out", "export", "device", "num_workers", "val_batch_size", "threads", "resume",
                      "stop_after_epochs", "progress"}
 
 
@@ -509,6 +511,8 @@ def main(cfg: TrainConfig) -> TrainResult:
     if device.type == "cuda":
         if dist_info.on:
             device = torch.device("cuda", dist_info.local_rank)
+        elif device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
@@ -596,6 +600,8 @@ def _run(cfg: TrainConfig, device: torch.device, dist_info: _Dist) -> TrainResul
     final = out / f"{cfg.net}.pt"
     if dist_info.main:
         save_torch(_cpu_state(model), final)
+        if cfg.export:
+            save_torch(_cpu_state(model), cfg.export)
     return TrainResult(final, history, _cpu_state(model))
 
 
@@ -619,6 +625,7 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--net", choices=NET_NAMES, required=True)
     p.add_argument("--data", help="build folder (default data/<net>)")
     p.add_argument("--out", help="output folder (default runs/<net>)")
+    p.add_argument("--export", help="also write the final weights (plain state dict) to this file")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default=d.optimizer)
@@ -648,7 +655,7 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     return TrainConfig(
-        net=a.net, data=a.data or f"data/{a.net}", out=a.out or f"runs/{a.net}", epochs=a.epochs,
+        net=a.net, data=a.data or f"data/{a.net}", out=a.out or f"runs/{a.net}", export=a.export, epochs=a.epochs,
         batch_size=a.batch_size, optimizer=a.optimizer, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay,
         schedule=a.schedule, warmup_epochs=a.warmup_epochs, grad_clip=a.grad_clip or None,
         loss_weights=tuple(a.loss_weights) if a.loss_weights else None,
