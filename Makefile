@@ -24,6 +24,8 @@ SEED ?= 0
 DEVICE ?= cpu
 GEN_FLAGS ?=
 TRAIN_FLAGS ?=
+# RESUME=1: an interrupted train-* continues from its latest epoch checkpoint instead of starting over
+RESUME ?=
 VAL_TXT ?= $(WIDER)/wider_face_split/wider_face_val_bbx_gt.txt
 VAL_IMAGES ?= $(WIDER)/WIDER_val/images
 WEIGHTS_DIR ?= $(OUT)/weights
@@ -47,7 +49,7 @@ TRAIN_SRC := trainers/train.py trainers/losses.py trainers/nets.py lmdb_builders
 DETECTOR_SRC := detector/cascade.py trainers/nets.py
 
 .PHONY: help setup pnet-data rnet-data onet-data val-data train-pnet train-rnet train-onet roc eval-wider detect \
-	stats demo test test-fast bench clean-demo
+	stats demo test test-fast bench clean-demo original-weights
 
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -88,7 +90,16 @@ train-rnet: $(WEIGHTS_DIR)/rnet.pt ## train R-Net on $(OUT)/rnet
 train-onet: $(WEIGHTS_DIR)/onet.pt ## train O-Net on $(OUT)/onet
 
 $(WEIGHTS_DIR)/%.pt: $(OUT)/%/manifest.json $(TRAIN_SRC) | $(VENV_STAMP)
-	$(PY) -m trainers.train --net $* --data $(OUT)/$* --out $(OUT)/train/$* --export $@ --device $(DEVICE) --seed $(SEED) $(TRAIN_FLAGS)
+	$(PY) -m trainers.train --net $* --data $(OUT)/$* --out $(OUT)/train/$* --export $@ --device $(DEVICE) --seed $(SEED) \
+		$(if $(RESUME),--resume) $(TRAIN_FLAGS)
+
+# -- the original MTCNN weights (facenet-pytorch's wheel, fetched, never installed) -------------
+ORIGINAL := weights/original
+FACENET_PKG := build/facenet-pytorch
+original-weights: $(ORIGINAL)/onet.pt ## fetch the original P/R/O-Net weights into weights/original (network)
+
+$(ORIGINAL)/onet.pt: trainers/original_weights.py | $(VENV_STAMP)
+	$(PY) -m trainers.original_weights --out $(ORIGINAL) --package-dir $(FACENET_PKG)
 
 # -- evaluation -------------------------------------------------------------------------------
 roc: $(OUT)/roc/summary.json ## per-stage ROC on held-out samples -> $(OUT)/roc/roc.png
@@ -125,5 +136,9 @@ test: $(VENV_STAMP) ## run the test suite (tests that need ../shared/data skip w
 test-fast: $(VENV_STAMP) ## the tests without those marked slow
 	$(PY) -m pytest -q -m "not slow"
 
-bench: $(VENV_STAMP) ## benchmarks on ../shared/data: data stage time/RSS, LMDB read throughput
+bench: $(VENV_STAMP) ## benchmarks: data stage time/RSS, LMDB read, training samples/s, detector images/s
 	$(PY) -m benchmarks.bench_data --wider $(WIDER) --landmarks $(LANDMARKS) --workers $(WORKERS)
+	$(PY) -m benchmarks.bench_train
+	$(PY) -m benchmarks.bench_detector --images $(VAL_IMAGES) --min-face $(MIN_FACE) \
+		$(if $(wildcard $(ORIGINAL)/onet.pt),--weights original:$(ORIGINAL),--weights shipped) \
+		$(if $(wildcard $(FACENET_PKG)/facenet_pytorch),--facenet $(FACENET_PKG))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 from pathlib import Path
 
 import numpy as np
@@ -110,16 +111,18 @@ class ShardLoader:
     """Batches of tensors (``records_to_batch``) from a dataset and a batch sampler.
 
     Workers read and return raw record arrays; decoding into tensors happens here, in the
-    consumer. ``num_workers=0`` reads in the calling process.
+    consumer. ``num_workers=0`` reads in the calling process. ``seed`` fixes the workers' random
+    states (numpy, random, torch) so that a run is repeatable.
     """
 
     def __init__(self, dataset: ShardDataset, batch_sampler, num_workers: int = 1, prefetch_factor: int = 4,
-                 pin_memory: bool = False, persistent_workers: bool = False):
-        extra = {"prefetch_factor": prefetch_factor, "persistent_workers": persistent_workers} if num_workers else {}
+                 pin_memory: bool = False, persistent_workers: bool = False, seed: int = 0):
+        extra = {"prefetch_factor": prefetch_factor, "persistent_workers": persistent_workers,
+                 "worker_init_fn": seed_worker} if num_workers else {}
         self.batch_sampler = batch_sampler
         self.pin_memory = pin_memory
         self.loader = DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=keep_batch,
-                                 num_workers=num_workers, **extra)
+                                 num_workers=num_workers, generator=torch.Generator().manual_seed(seed), **extra)
 
     def __len__(self) -> int:
         return len(self.batch_sampler)
@@ -130,6 +133,14 @@ class ShardLoader:
             if self.pin_memory:
                 batch = {k: v.pin_memory() for k, v in batch.items()}
             yield batch
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker start: numpy and random follow torch's per-worker seed (the loader's
+    generator plus the worker id)."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
 
 
 def records_to_batch(recs: np.ndarray) -> dict[str, torch.Tensor]:

@@ -1,6 +1,6 @@
 """Trainer: masked multi-task loss and OHEM, original weights, learning, exact resume, DDP on gloo.
 
-The data are tiny synthetic shard sets written with ``ShardWriter`` (``benchmarks.bench_train``):
+The data are tiny synthetic shard sets written with ``ShardWriter`` (``lmdb_builders.synthetic``):
 bright blobs for faces, noise for negatives, so a few steps really lower the loss.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.bench_train import synthetic_records, write_synthetic_build
+from lmdb_builders.synthetic import synthetic_records, write_synthetic_build
 from lmdb_builders.reader import MixedKindBatchSampler, ShardDataset, records_to_batch, split_by_kind
 from lmdb_builders.schema import Kind
 from trainers.losses import LossWeights, flatten_output, multitask_loss, ohem_count

@@ -34,11 +34,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from lmdb_builders.manifest import atomic_write_bytes
-from lmdb_builders.reader import MixedKindBatchSampler, ShardDataset, keep_batch, records_to_batch, split_by_kind
+from lmdb_builders.reader import MixedKindBatchSampler, ShardDataset, ShardLoader, records_to_batch, split_by_kind
 from trainers.losses import (DEFAULT_LOSS_WEIGHTS, DEFAULT_OHEM_KEEP, LossWeights, flatten_output, multitask_loss,
                              sample_losses)
 from trainers.nets import INPUT_SIZES, NET_NAMES, build_net, load_state, normalize_images
@@ -241,22 +240,6 @@ class RankSlice:
             yield batch[self.rank :: self.world]
 
 
-def _seed_worker(worker_id: int) -> None:
-    seed = torch.initial_seed() % 2**32  # base seed (from the loader's generator) + worker id
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def make_loader(dataset: ShardDataset, batch_sampler, cfg: TrainConfig) -> DataLoader:
-    """Workers return raw record arrays (one buffer per batch); decoding into tensors, and pinning
-    on CUDA, happen in the training process (``records_to_batch``, ``_to_device``)."""
-    extra = {}
-    if cfg.num_workers:
-        extra = dict(persistent_workers=True, prefetch_factor=4, worker_init_fn=_seed_worker)
-    return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=keep_batch, num_workers=cfg.num_workers,
-                      generator=torch.Generator().manual_seed(cfg.seed), **extra)
-
-
 # -- random states (as tensors and plain types, so checkpoints load with weights_only=True) -------
 def rng_state() -> dict:
     np_state = np.random.get_state()
@@ -382,7 +365,7 @@ def _autocast(device: torch.device, cfg: TrainConfig):
 def _to_device(batch: dict, device: torch.device) -> dict:
     if device.type != "cuda":
         return batch
-    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, scaler, cfg: TrainConfig, device, dist_info: _Dist,
@@ -399,7 +382,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, scaler, cfg:
     it = iter(loader)
     for step in range(len(loader)):
         t = time.perf_counter()
-        batch = _to_device(records_to_batch(next(it)), device)
+        batch = _to_device(next(it), device)
         wait += time.perf_counter() - t
         images = normalize_images(batch["image"])
         with _autocast(device, cfg):
@@ -565,7 +548,9 @@ def _run(cfg: TrainConfig, device: torch.device, dist_info: _Dist) -> TrainResul
             train_model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True)  # a rank's share of a batch may lack a kind (e.g. no landmark sample)
 
-    loader = make_loader(dataset, batches, cfg)
+    # Workers return raw record arrays; decoding (and pinning on CUDA) happen in this process.
+    loader = ShardLoader(dataset, batches, num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                         persistent_workers=cfg.num_workers > 0, seed=cfg.seed)
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch, sampler.start_batch if epoch == start_epoch else 0)
         stats = train_one_epoch(train_model, loader, optimizer, scheduler, scaler, cfg, device, dist_info, epoch)
