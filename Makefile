@@ -38,10 +38,6 @@ MIN_FACE ?= 20
 IMG ?=
 DETECT_OUT ?= $(OUT)/detect
 
-DEMO := build/demo
-DEMO_WIDER := $(DEMO)/wider
-DEMO_TXT := $(DEMO_WIDER)/wider_face_split/wider_face_train_bbx_gt.txt
-
 SAMPLING_SRC := prepare/generate.py prepare/sampling.py prepare/landmark_aug.py prepare/crops.py \
 	prepare/boxes.py lmdb_builders/schema.py lmdb_builders/writer.py annotations/wider.py annotations/landmarks.py
 
@@ -118,15 +114,34 @@ stats: | $(VENV_STAMP) ## annotation statistics table and face-size histogram ($
 		--out-png $(OUT)/stats/face_sizes.png
 
 # -- demo: the whole job on a tiny data set built from images shipped with scikit-image ------
+DEMO ?= build/demo
+DEMO_WIDER = $(DEMO)/wider
+DEMO_TXT = $(DEMO_WIDER)/wider_face_split/wider_face_train_bbx_gt.txt
+DEMO_DATA_FLAGS ?=
+# Short training: the demo shows every stage working, it does not make a usable detector.
+DEMO_TRAIN_FLAGS ?= --epochs 3 --batches-per-epoch 40 --batch-size 128 --no-progress
+# The detections printed at the end are the shipped weights' (what `make detect` uses)
+DEMO_DETECT_WEIGHTS ?= shipped
+DEMO_VARS = WIDER=$(DEMO_WIDER) LANDMARKS=$(DEMO_WIDER)/landmarks/trainImageList.txt OUT=$(DEMO) \
+	GEN_FLAGS=--tiny TRAIN_FLAGS="$(DEMO_TRAIN_FLAGS)"
+
 $(DEMO_TXT): prepare/demo_data.py | $(VENV_STAMP)
-	$(PY) -m prepare.demo_data --out $(DEMO_WIDER) --seed $(SEED)
+	$(PY) -m prepare.demo_data --out $(DEMO_WIDER) --seed $(SEED) $(DEMO_DATA_FLAGS)
 
-demo: $(DEMO_TXT) ## run every stage on a tiny built-in data set (build/demo)
-	$(MAKE) --no-print-directory stats pnet-data WIDER=$(DEMO_WIDER) LANDMARKS=$(DEMO_WIDER)/landmarks/trainImageList.txt \
-		OUT=$(DEMO) GEN_FLAGS=--tiny
-	@echo "demo done: shards and manifest in $(DEMO)/pnet, statistics plot in $(DEMO)/stats/face_sizes.png"
+demo: $(DEMO_TXT) ## every stage on a tiny built-in data set (build/demo), then the shipped weights on a photo
+	$(MAKE) --no-print-directory $(DEMO_VARS) stats pnet-data train-pnet rnet-data train-rnet onet-data train-onet \
+		val-data roc
+	$(MAKE) --no-print-directory $(DEMO_VARS) eval-wider WEIGHTS=$(DEMO)/weights
+	$(MAKE) --no-print-directory $(DEMO_VARS) detect WEIGHTS=$(DEMO_DETECT_WEIGHTS) IMG=$(DEMO_WIDER)/sample/astronaut.png \
+		DETECT_OUT=$(DEMO)/detect
+	@echo
+	@echo "demo done (everything under $(DEMO)):"
+	@echo "  per-stage ROC plot       $(DEMO)/roc/roc.png  (curves roc.csv, figures summary.json)"
+	@echo "  training logs            $(DEMO)/train/{pnet,rnet,onet}/log.csv and loss_curve.png"
+	@echo "  WIDER-style evaluation   $(DEMO)/eval/results.json and pr_curve.png"
+	@echo "  shipped weights, photo   $(DEMO)/detect/ (annotated image and JSON)"
 
-clean-demo: ## delete build/demo
+clean-demo: ## delete the demo's folder ($(DEMO))
 	rm -rf $(DEMO)
 
 # -- checks -----------------------------------------------------------------------------------

@@ -45,59 +45,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.io import loadmat
 
 from detector.detect import read_image_rgb, write_atomic
+from evaluation.ground_truth import SETTINGS, load_ground_truth
 from prepare.boxes import as_boxes, iou_matrix
 
-SETTINGS = ("easy", "medium", "hard")
 THRESH_NUM = 1000
 IOU_THRESHOLD = 0.5
 
 
-@dataclass(frozen=True)
-class GtImage:
-    event: str
-    name: str  # file name without extension
-    boxes: np.ndarray  # (K, 4) float x y w h
-    keep: dict  # setting -> 0-based indices (int64) of the faces counted in that setting
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.event, self.name
-
-
-# -- ground truth and predictions ----------------------------------------------------------------
-
-
-def _cell_str(cell) -> str:
-    return str(np.asarray(cell).ravel()[0])
-
-
-def _cells(cell) -> list:
-    arr = np.asarray(cell, dtype=object)
-    return [] if arr.size == 0 else list(arr.ravel())
-
-
-def load_ground_truth(gt_dir) -> list[GtImage]:
-    """The official .mat files as one list of images, in file order."""
-    gt_dir = Path(gt_dir)
-    main = loadmat(gt_dir / "wider_face_val.mat")
-    settings = {s: loadmat(gt_dir / f"wider_{s}_val.mat")["gt_list"] for s in SETTINGS}
-    images = []
-    for e, event_cell in enumerate(main["event_list"].ravel()):
-        event = _cell_str(event_cell)
-        files = _cells(main["file_list"].ravel()[e])
-        boxes = _cells(main["face_bbx_list"].ravel()[e])
-        keeps = {s: _cells(settings[s].ravel()[e]) for s in SETTINGS}
-        for j, file_cell in enumerate(files):
-            bbx = np.asarray(boxes[j], dtype=np.float64).reshape(-1, 4)
-            keep = {s: np.asarray(keeps[s][j], dtype=np.int64).ravel() - 1 for s in SETTINGS}
-            for s, idx in keep.items():
-                if idx.size and (idx.min() < 0 or idx.max() >= len(bbx)):
-                    raise ValueError(f"{event}/{_cell_str(file_cell)}: {s} gt_list index out of range")
-            images.append(GtImage(event=event, name=_cell_str(file_cell), boxes=bbx, keep=keep))
-    return images
+# -- predictions -----------------------------------------------------------------------------
 
 
 def prediction_path(pred_dir, event: str, name: str) -> Path:

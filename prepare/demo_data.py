@@ -7,8 +7,10 @@ Writes, under DIR::
     WIDER_val/images/<k>--Demo/<k>_Demo_demo_<i>.jpg
     wider_face_split/wider_face_train_bbx_gt.txt       WIDER bbx_gt format
     wider_face_split/wider_face_val_bbx_gt.txt
+    eval_tools/ground_truth/wider_{face,easy,medium,hard}_val.mat   official evaluation files (val)
     landmarks/demo_faces/<nnnnn>.jpg                   80x80 RGB, one face each
     landmarks/trainImageList.txt                       CNN_FacePoint format, backslash paths
+    sample/astronaut.png                               skimage's astronaut, for ``make detect`` (main only)
 
 Everything is made from images that ship inside scikit-image, so it needs no download: the 100
 aligned 25x25 greyscale LFW faces of ``skimage.data.lfw_subset()`` are resized, tinted and pasted
@@ -34,6 +36,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import skimage.data
+
+from evaluation.ground_truth import SETTINGS, GtImage, write_ground_truth
 
 # Relative positions (x, y) of the five landmarks inside an aligned lfw_subset face crop, in the
 # order left eye, right eye, nose, left mouth corner, right mouth corner. Estimated by eye on
@@ -64,6 +68,7 @@ LANDMARK_IMAGE_SIDE = 80  # like the 80x80 images of the shared CNN_FacePoint se
 LANDMARK_FACE_SIDE_RANGE = (28, 64)
 JPEG_QUALITY = 90
 NUM_EVENTS = 3
+DIFFICULTY_MIN_HEIGHT = {"easy": 40, "medium": 28, "hard": 0}  # see evaluation_ground_truth
 
 # RGB multipliers applied to the greyscale faces so the set is not colourless.
 SKIN_TINTS = np.array(
@@ -87,6 +92,7 @@ class DemoPaths:
     train_txt: Path
     val_images: Path
     val_txt: Path
+    val_ground_truth: Path  # folder with the official-format .mat files of the val split
     landmarks_txt: Path
 
 
@@ -123,8 +129,13 @@ def demo_paths(out_dir: str | os.PathLike) -> DemoPaths:
         train_txt=root / "wider_face_split" / "wider_face_train_bbx_gt.txt",
         val_images=root / "WIDER_val" / "images",
         val_txt=root / "wider_face_split" / "wider_face_val_bbx_gt.txt",
+        val_ground_truth=root / "eval_tools" / "ground_truth",
         landmarks_txt=root / "landmarks" / "trainImageList.txt",
     )
+
+
+def sample_photo_path(out_dir: str | os.PathLike) -> Path:
+    return Path(out_dir) / "sample" / "astronaut.png"
 
 
 def build_demo_dataset(
@@ -157,9 +168,24 @@ def build_demo_dataset(
     _write_text_atomic(paths.train_txt, wider_text(train_records))
     val_records = _write_wider_split(paths.val_images, num_val_images, image_size, val_rng, with_edge_cases=False)
     _write_text_atomic(paths.val_txt, wider_text(val_records))
+    write_ground_truth(paths.val_ground_truth, evaluation_ground_truth(val_records))
     landmark_lines = _write_landmark_images(paths.landmarks_txt.parent, num_landmark_faces, landmark_rng)
     _write_text_atomic(paths.landmarks_txt, "".join(line + "\n" for line in landmark_lines))
     return paths
+
+
+def evaluation_ground_truth(records) -> list[GtImage]:
+    """The official evaluation lists of a split. WIDER's easy/medium/hard come from human labels of
+    scale, occlusion and pose; the demo approximates them by face height: every valid face counts
+    in hard, those at least ``DIFFICULTY_MIN_HEIGHT['medium']`` px tall in medium, and so on."""
+    images = []
+    for relative, annotations in records:
+        event, file_name = relative.split("/")
+        boxes = np.array([(a.x, a.y, a.w, a.h) for a in annotations], dtype=np.float64).reshape(-1, 4)
+        valid = np.array([a.invalid == 0 and a.w > 0 and a.h > 0 for a in annotations], dtype=bool)
+        keep = {s: np.flatnonzero(valid & (boxes[:, 3] >= DIFFICULTY_MIN_HEIGHT[s])) for s in SETTINGS}
+        images.append(GtImage(event=event, name=file_name.rsplit(".", 1)[0], boxes=boxes, keep=keep))
+    return images
 
 
 def wider_text(records: list[tuple[str, list[_Annotation]]]) -> str:
@@ -392,10 +418,15 @@ def main(cfg: DemoConfig) -> DemoPaths:
         image_size=cfg.image_size,
         with_edge_cases=cfg.with_edge_cases,
     )
+    sample = sample_photo_path(cfg.out_dir)
+    sample.parent.mkdir(parents=True, exist_ok=True)
+    _write_bytes_atomic(sample, (Path(skimage.data.data_dir) / "astronaut.png").read_bytes())
     print(f"demo data set in {paths.root}")
     print(f"  train: {cfg.num_train_images} images in {paths.train_images}, annotations {paths.train_txt}")
-    print(f"  val:   {cfg.num_val_images} images in {paths.val_images}, annotations {paths.val_txt}")
+    print(f"  val:   {cfg.num_val_images} images in {paths.val_images}, annotations {paths.val_txt}, "
+          f"evaluation ground truth {paths.val_ground_truth}")
     print(f"  landmarks: {cfg.num_landmark_faces} faces, list {paths.landmarks_txt}")
+    print(f"  a photo no net has seen, for detection: {sample}")
     return paths
 
 

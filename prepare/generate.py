@@ -89,12 +89,12 @@ class GenerateConfig:
 
 
 def tiny_config(wider_txt, wider_images, landmarks, out, **overrides) -> GenerateConfig:
-    """A small variant for demos and tests: fewer crops per image, small shards."""
+    """A small variant for demos and tests: fewer crops per image, 1 MiB shards (``overrides`` win)."""
+    small = dict(sampling=SamplingConfig(negatives_per_image=12, jitter_attempts_per_face=8, min_face=12),
+                 landmark_aug=LandmarkAugConfig(samples_per_face=3), writer=WriterConfig(shard_bytes=1 << 20, commit_every=50))
     return GenerateConfig(
         wider_txt=str(wider_txt), wider_images=str(wider_images), landmarks=str(landmarks) if landmarks else None,
-        out=str(out), sampling=SamplingConfig(negatives_per_image=12, jitter_attempts_per_face=8, min_face=12),
-        landmark_aug=LandmarkAugConfig(samples_per_face=3), writer=WriterConfig(shard_bytes=64 << 10, commit_every=50),
-        **overrides,
+        out=str(out), **{**small, **overrides},
     )
 
 

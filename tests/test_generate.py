@@ -21,6 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def config(paths, out, **kw):
+    """The tiny config with 64 KiB shards, so that the fixture spans several parts."""
+    kw.setdefault("writer", WriterConfig(shard_bytes=64 << 10, commit_every=50))
     return tiny_config(paths.train_txt, paths.train_images, paths.landmarks_txt, out, **kw)
 
 

@@ -4,8 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from scipy.io import savemat
 
+from evaluation.ground_truth import GtImage
+from evaluation.ground_truth import write_ground_truth as write_gt_files
 from evaluation.wider_eval import (
     SETTINGS,
     WiderEvalConfig,
@@ -32,26 +33,11 @@ GT = [
 ]
 
 
-def _cell(items) -> np.ndarray:
-    out = np.empty((len(items), 1), dtype=object)
-    for i, item in enumerate(items):
-        out[i, 0] = item
-    return out
-
-
 def write_ground_truth(folder, gt=GT):
-    """The official structure: cells (events x 1) of cells (images x 1)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    events = [e for e, _ in gt]
-    files = [_cell([name for name, _, _ in imgs]) for _, imgs in gt]
-    boxes = [_cell([b.astype(np.float64) for _, b, _ in imgs]) for _, imgs in gt]
-    savemat(folder / "wider_face_val.mat", {"event_list": _cell(events), "file_list": _cell(files),
-                                            "face_bbx_list": _cell(boxes)})
-    for s in SETTINGS:
-        lists = [_cell([np.asarray(k[s], dtype=np.uint8).reshape(-1, 1) for _, _, k in imgs]) for _, imgs in gt]
-        savemat(folder / f"wider_{s}_val.mat", {"gt_list": _cell(lists), "event_list": _cell(events),
-                                                "file_list": _cell(files)})
-    return folder
+    """The official structure (``evaluation.ground_truth``) from the 1-based lists above."""
+    images = [GtImage(event, name, boxes, {s: np.asarray(k[s], dtype=np.int64) - 1 for s in SETTINGS})
+              for event, imgs in gt for name, boxes, k in imgs]
+    return write_gt_files(folder, images)
 
 
 @pytest.fixture

@@ -1,0 +1,74 @@
+"""The whole cascade through the Makefile, as ``make demo`` runs it, on a tiny built-in data set:
+demo data -> stats -> pnet-data -> train-pnet -> rnet-data -> train-rnet -> onet-data ->
+train-onet -> val-data -> roc -> eval-wider -> detect, then the make dependencies between stages."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_TRAIN = "--epochs 1 --batches-per-epoch 4 --batch-size 64 --no-progress"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    make = ["make", "-C", str(REPO), "--no-print-directory", f"PY={sys.executable}", "VENV_STAMP=", f"DEMO={out}",
+            "DEMO_DATA_FLAGS=--train 6 --val 3 --landmarks 24", f"DEMO_TRAIN_FLAGS={TINY_TRAIN}",
+            f"DEMO_DETECT_WEIGHTS={out / 'weights'}"]
+    done = subprocess.run(make + ["demo"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out, make, done.stdout
+
+
+def test_every_stage_leaves_its_output(demo):
+    out, _, _ = demo
+    for build in ("pnet", "rnet", "onet", "val"):
+        assert (out / build / "manifest.json").exists(), build
+    for net in ("pnet", "rnet", "onet"):
+        assert (out / "weights" / f"{net}.pt").exists()
+        assert (out / "train" / net / "log.csv").read_text().count("\n") == 2  # header + 1 epoch
+    assert json.loads((out / "rnet" / "manifest.json").read_text())["mined_with"] == ["pnet"]
+    assert json.loads((out / "onet" / "manifest.json").read_text())["mined_with"] == ["pnet", "rnet"]
+    stages = [s["stage"] for s in json.loads((out / "roc" / "summary.json").read_text())]
+    assert stages == ["pnet", "rnet", "onet"]
+    assert (out / "roc" / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "stats" / "face_sizes.png").exists()
+
+
+def test_eval_wider_prints_the_three_aps_and_writes_the_submission_files(demo):
+    out, _, stdout = demo
+    assert re.search(r"^easy \d\.\d{3} medium \d\.\d{3} hard \d\.\d{3}$", stdout, re.M)
+    results = json.loads((out / "eval" / "results.json").read_text())
+    assert set(results["ap"]) == {"easy", "medium", "hard"}
+    predictions = sorted((out / "eval").glob("*--Demo/*.txt"))
+    assert len(predictions) == 3
+    lines = predictions[0].read_text().splitlines()
+    assert lines[0] == predictions[0].stem and int(lines[1]) == len(lines) - 2
+
+
+def test_detect_writes_json_and_an_annotated_image(demo):
+    out, _, stdout = demo
+    faces = json.loads((out / "detect" / "astronaut.json").read_text())["faces"]
+    for face in faces:
+        assert len(face["box"]) == 4 and 0 <= face["score"] <= 1 and len(face["landmarks"]) == 5
+    assert (out / "detect" / "astronaut.jpg").exists()
+    assert f"{out}/roc/roc.png" in stdout
+
+
+def test_stages_are_up_to_date_until_an_earlier_net_changes(demo):
+    out, make, _ = demo
+    stage_vars = [f"WIDER={out}/wider", f"LANDMARKS={out}/wider/landmarks/trainImageList.txt", f"OUT={out}",
+                  "GEN_FLAGS=--tiny", f"TRAIN_FLAGS={TINY_TRAIN}"]
+    assert subprocess.run(make + stage_vars + ["-q", "roc"]).returncode == 0
+    pnet = out / "weights" / "pnet.pt"
+    newest = max(p.stat().st_mtime for p in out.rglob("*") if p.is_file())
+    os.utime(pnet, (newest + 10, newest + 10))  # P-Net retrained after everything else was made
+    assert subprocess.run(make + stage_vars + ["-q", "rnet-data"]).returncode == 1
+    assert subprocess.run(make + stage_vars + ["-q", "onet-data"]).returncode == 1
+    assert subprocess.run(make + stage_vars + ["-q", "val-data"]).returncode == 0
