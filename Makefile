@@ -107,6 +107,7 @@ eval-wider: | $(VENV_STAMP) ## WIDER AP easy/medium/hard: IMAGES= GT= PRED= WEIG
 	$(PY) -m evaluation.wider_eval --images $(IMAGES) --gt $(GT) --pred $(PRED) --weights $(WEIGHTS) --min-face $(MIN_FACE) --device $(DEVICE)
 
 detect: | $(VENV_STAMP) ## detect faces in IMG= with WEIGHTS= (default shipped) -> DETECT_OUT=
+	@test -n "$(IMG)" || { echo "usage: make detect IMG=photo.jpg [WEIGHTS=shipped|original:PATH|folder] [DETECT_OUT=folder]" >&2; exit 2; }
 	$(PY) -m detector.detect --image $(IMG) --weights $(WEIGHTS) --out $(DETECT_OUT) --min-face $(MIN_FACE) --device $(DEVICE)
 
 stats: | $(VENV_STAMP) ## annotation statistics table and face-size histogram ($(OUT)/stats/face_sizes.png)

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import detector.cascade as cascade
 from detector.cascade import (
     Detections,
     Detector,
@@ -265,9 +266,8 @@ def test_checkpoint_folder_errors(tmp_path):
         load_detector(f"original:{tmp_path / 'partial'}")
 
 
-def test_shipped_weights_missing_says_what_to_do():
-    if (REPO_ROOT / "weights" / "pnet.pt").is_file():
-        pytest.skip("shipped weights exist")
+def test_shipped_weights_missing_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(cascade, "SHIPPED_WEIGHTS_DIR", tmp_path / "weights")
     with pytest.raises(FileNotFoundError, match="original:PATH"):
         resolve_weights("shipped")
 
