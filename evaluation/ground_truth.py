@@ -70,10 +70,16 @@ def _cell(items) -> np.ndarray:
     return out
 
 
+# The MAT 5 header is 116 bytes of free text; scipy puts the current time in it, which would make
+# two builds of the same data differ. A fixed text keeps the files byte-identical for a seed.
+MAT_HEADER = b"MATLAB 5.0 MAT-file, written by mtcnn-train evaluation.ground_truth".ljust(116)
+
+
 def _save(path: Path, variables: dict) -> None:
     buf = io.BytesIO()
     savemat(buf, variables)
-    atomic_write_bytes(path, buf.getvalue())
+    data = buf.getvalue()
+    atomic_write_bytes(path, MAT_HEADER + data[len(MAT_HEADER):])
 
 
 def write_ground_truth(folder, images: list[GtImage]) -> Path:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from evaluation.ground_truth import GtImage
-from evaluation.ground_truth import write_ground_truth as write_gt_files
+from evaluation.ground_truth import MAT_HEADER, write_ground_truth as write_gt_files
 from evaluation.wider_eval import (
     SETTINGS,
     WiderEvalConfig,
@@ -66,6 +66,15 @@ def test_ground_truth_reading(gt_dir):
     np.testing.assert_array_equal(gt[0].boxes, FACES_A)
     assert gt[0].keep["easy"].tolist() == [0, 1]  # 1-based in the file
     assert gt[1].boxes.shape == (0, 4) and gt[2].keep["easy"].tolist() == []
+
+
+def test_written_ground_truth_carries_no_timestamp(tmp_path):
+    # scipy stamps the creation time into the MAT header; two writes must still be byte-identical.
+    first, second = write_ground_truth(tmp_path / "a"), write_ground_truth(tmp_path / "b")
+    for name in ("wider_face_val.mat", "wider_easy_val.mat"):
+        data = (first / name).read_bytes()
+        assert data[:116] == MAT_HEADER and b"Created on" not in data
+        assert data == (second / name).read_bytes()
 
 
 def test_real_ground_truth_reads(shared_data):
