@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from lmdb_builders.manifest import atomic_write_bytes
 from lmdb_builders.reader import MixedKindBatchSampler, ShardDataset, ShardLoader, records_to_batch, split_by_kind
+from trainers.augment import flip_mask, hflip_batch
 from trainers.losses import (DEFAULT_LOSS_WEIGHTS, DEFAULT_OHEM_KEEP, LossWeights, flatten_output, multitask_loss,
                              sample_losses)
 from trainers.nets import INPUT_SIZES, NET_NAMES, build_net, load_state, normalize_images
@@ -85,6 +86,8 @@ class TrainConfig:
     """Share of each batch's classification losses that count (largest first); None: all."""
     landmark_head: bool = True
     """Train P-Net's / R-Net's optional landmark head (O-Net always has one)."""
+    flip: bool = True
+    """Mirror each training sample but landmark ones with probability 0.5 (``trainers.augment``)."""
     val_fraction: float = 0.05
     """Share of each kind held out of the shards for validation."""
     threshold: float | None = None
@@ -369,7 +372,7 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, scaler, cfg: TrainConfig, device, dist_info: _Dist,
-                    epoch: int) -> dict:
+                    epoch: int, first_batch: int = 0) -> dict:
     """One pass over the loader's batches with ``model`` a ``NetWithLoss`` (or DDP of one); returns
     the epoch's mean losses, accuracy on pos+neg (before OHEM) and timings."""
     model.train()
@@ -382,8 +385,12 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, scaler, cfg:
     it = iter(loader)
     for step in range(len(loader)):
         t = time.perf_counter()
-        batch = _to_device(next(it), device)
+        batch = next(it)
         wait += time.perf_counter() - t
+        if cfg.flip:  # drawn per (seed, epoch, batch, rank): a resumed run mirrors the same samples
+            rng = np.random.default_rng([cfg.seed, epoch, first_batch + step, dist_info.rank])
+            batch = hflip_batch(batch, flip_mask(batch["kind"], rng))
+        batch = _to_device(batch, device)
         images = normalize_images(batch["image"])
         with _autocast(device, cfg):
             terms, logits = model(images, batch)
@@ -553,7 +560,8 @@ def _run(cfg: TrainConfig, device: torch.device, dist_info: _Dist) -> TrainResul
                          persistent_workers=cfg.num_workers > 0, seed=cfg.seed)
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch, sampler.start_batch if epoch == start_epoch else 0)
-        stats = train_one_epoch(train_model, loader, optimizer, scheduler, scaler, cfg, device, dist_info, epoch)
+        stats = train_one_epoch(train_model, loader, optimizer, scheduler, scaler, cfg, device, dist_info, epoch,
+                                sampler.start_batch)
         row = {"epoch": epoch + 1, **stats}
         if dist_info.main:
             row.update(evaluate(model, dataset, val_all, cfg, device))
@@ -625,6 +633,7 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--ohem-keep", type=float, default=d.ohem_keep, help="share of classification losses kept")
     p.add_argument("--no-ohem", action="store_true", help="every classification loss counts")
     p.add_argument("--no-landmark-head", action="store_true", help="P-Net / R-Net without the landmark head")
+    p.add_argument("--no-flip", action="store_true", help="no mirroring of training samples")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--threshold", type=float, help="validation recall threshold (default 0.6 pnet, 0.7 rnet/onet)")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -645,6 +654,7 @@ def parse_args(argv=None) -> TrainConfig:
         schedule=a.schedule, warmup_epochs=a.warmup_epochs, grad_clip=a.grad_clip or None,
         loss_weights=tuple(a.loss_weights) if a.loss_weights else None,
         ohem_keep=None if a.no_ohem else a.ohem_keep, landmark_head=not a.no_landmark_head,
+        flip=not a.no_flip,
         val_fraction=a.val_fraction, threshold=a.threshold, seed=a.seed, device=a.device, amp=not a.no_amp,
         init=a.init, num_workers=a.workers, batches_per_epoch=a.batches_per_epoch, threads=a.threads,
         resume=a.resume, stop_after_epochs=a.stop_after_epochs, progress=not a.no_progress,
