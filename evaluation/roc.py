@@ -40,7 +40,7 @@ class RocConfig:
     val_data: str
     """Build folder of held-out samples with 12/24/48 px buckets (``make val-data``)."""
     weights: str
-    """Folder with pnet.pt [rnet.pt [onet.pt]] state dicts."""
+    """A folder with pnet.pt [rnet.pt [onet.pt]] state dicts, ``shipped`` or ``original:PATH``."""
     out: str
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     batch_size: int = 1024
@@ -168,9 +168,9 @@ def plot_curves(curves: dict, summaries: list[dict]) -> bytes:
 
 
 def main(cfg: RocConfig) -> list[dict]:
-    from detector.cascade import load_nets
+    from detector.cascade import load_nets, resolve_weights
 
-    nets = load_nets(Path(cfg.weights), cfg.device)
+    nets = load_nets(resolve_weights(cfg.weights), cfg.device)
     summaries, curves = [], {}
     for i, name in enumerate(NET_NAMES):
         if name not in nets:

@@ -57,3 +57,6 @@ def test_make_roc_end_to_end(tiny_wider, tmp_path):
     rows = list(csv.DictReader((tmp_path / "roc" / "roc.csv").open()))
     assert {r["stage"] for r in rows} == {"pnet", "rnet", "onet"}
     assert (tmp_path / "roc" / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    # The same weights named as the detector names them (original:PATH) give the same figures.
+    again = main(RocConfig(val_data=str(val), weights=f"original:{weights}", out=str(tmp_path / "roc2")))
+    assert again == summaries
