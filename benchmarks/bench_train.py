@@ -8,7 +8,7 @@ first (which pays for starting workers and first-touch allocation): training thr
 samples/s and the share of the epoch's wall time spent waiting for the next batch (reading and
 decoding included).
 
-    python -m benchmarks.bench_train [--nets pnet rnet onet] [--steps 200 40 12] [--workers 0 1] [--threads N]
+    python -m benchmarks.bench_train [--nets pnet rnet onet] [--steps 200 40 12] [--workers 0 1] [--threads N] [--device cuda]
 
 The data are ``lmdb_builders.synthetic`` builds (the tests' data set, at a realistic size).
 """
@@ -29,13 +29,14 @@ DEFAULT_SAMPLES = {12: 200_000, 24: 50_000, 48: 20_000}
 NET_OF_SIZE = {12: "pnet", 24: "rnet", 48: "onet"}
 
 
-def bench_net(net: str, data: Path, work: Path, steps: int, workers: int, threads: int | None, repeats: int) -> dict:
+def bench_net(net: str, data: Path, work: Path, steps: int, workers: int, threads: int | None, repeats: int,
+              device: str = "cpu") -> dict:
     """Medians over ``repeats`` timed epochs that follow one warm-up epoch."""
     from trainers.train import TrainConfig, main
 
     cfg = TrainConfig(net=net, data=str(data), out=str(work / f"run-{net}-w{workers}"), epochs=1 + repeats,
                       batches_per_epoch=steps, num_workers=workers, val_fraction=0.002, progress=False,
-                      threads=threads)
+                      threads=threads, device=device)
     t0 = time.perf_counter()
     timed = main(cfg).history[1:]
     return {"net": net, "workers": workers, "batch": cfg.batch_size, "steps": steps,
@@ -53,6 +54,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1])
     p.add_argument("--threads", type=int, help="torch threads (default: the trainer's)")
     p.add_argument("--repeats", type=int, default=3, help="timed epochs (median reported) after a warm-up epoch")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (mixed precision, as the trainer does)")
     p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "mtcnn_bench_train"))
     p.add_argument("--samples", type=int, nargs=3, metavar=("N12", "N24", "N48"),
                    default=[DEFAULT_SAMPLES[s] for s in (12, 24, 48)])
@@ -62,7 +64,7 @@ def main(argv=None) -> list[dict]:
     import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads() if a.threads is None else a.threads} threads, "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs, device {a.device}")
     rows = []
     for net in a.nets:
         size = {"pnet": 12, "rnet": 24, "onet": 48}[net]
@@ -72,7 +74,7 @@ def main(argv=None) -> list[dict]:
               f"({time.perf_counter() - t0:.1f} s)")
         for w in a.workers:
             r = bench_net(net, work / f"data{size}", work, dict(zip(("pnet", "rnet", "onet"), a.steps))[net], w,
-                          a.threads, a.repeats)
+                          a.threads, a.repeats, a.device)
             rows.append(r)
             print(f"  {net} workers={w} batch={r['batch']}: {r['samples_per_s']:8.0f} samples/s, "
                   f"{r['step_ms']:6.1f} ms/step, data wait {100 * r['data_wait_share']:5.1f}% of step time")
