@@ -48,7 +48,7 @@ from lmdb_builders.writer import ShardWriter, WriterConfig
 from prepare.boxes import regression_targets, square, xywh_to_xyxy
 from prepare.crops import CropSource, cut_and_resize
 from prepare.landmark_aug import LandmarkAugConfig, landmark_samples
-from prepare.sampling import SamplingConfig, label_detections, sample_image_crops
+from prepare.sampling import SamplingConfig, label_detections, sample_image_crops, with_jittered_faces
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,9 @@ class GenerateConfig:
     mine_min_face: float = 20.0
     mine_negatives_per_image: int = 60
     mine_device: str = "cpu"
+    mine_jittered_faces: bool = False
+    """Mining: add the jittered positives / part faces of every face (``sampling.with_jittered_faces``)
+    to the labelled detections."""
 
     def mining_stages(self) -> tuple[str, ...]:
         """The cascade stages whose detections feed a ``net_sizes`` bucket (24: P-Net; 48: P- and R-Net)."""
@@ -178,6 +181,8 @@ def item_records(item, rng, cfg: GenerateConfig) -> list[np.ndarray]:
         detections = mining_detector(cfg).detect_stages(image, cfg.mining_stages())[cfg.mining_stages()[-1]]
         boxes = np.floor(square(detections.boxes)).astype(np.int64)  # the crops the next stage is fed
         crops = label_detections(rng, boxes, item.faces, item.all_faces, cfg.mine_negatives_per_image, cfg.sampling)
+        if cfg.mine_jittered_faces:
+            crops = with_jittered_faces(rng, image.shape[1], image.shape[0], crops, item.faces, cfg.sampling)
     else:
         height, width = image.shape[:2]
         crops = sample_image_crops(rng, width, height, item.faces, item.all_faces, min(cfg.net_sizes), cfg.sampling)
@@ -375,12 +380,15 @@ def parse_args(argv=None) -> GenerateConfig:
     p.add_argument("--mine-thresholds", type=float, nargs=3, default=GenerateConfig.mine_thresholds)
     p.add_argument("--mine-min-face", type=float, default=GenerateConfig.mine_min_face)
     p.add_argument("--mine-negatives-per-image", type=int, default=GenerateConfig.mine_negatives_per_image)
+    p.add_argument("--mine-jittered-faces", action="store_true",
+                   help="mining: also add each face's jittered positives and part faces (as P-Net's data has)")
     p.add_argument("--device", default="cpu", help="device for the mining nets")
     p.add_argument("--tiny", action="store_true", help="the small demo/test variant of the sampling config")
     a = p.parse_args(argv)
     common = dict(net_sizes=tuple(a.net_size), seed=a.seed, workers=a.workers, limit_images=a.limit_images,
                   mine_with=a.mine_with, mine_thresholds=tuple(a.mine_thresholds), mine_min_face=a.mine_min_face,
                   mine_negatives_per_image=a.mine_negatives_per_image, mine_device=a.device,
+                  mine_jittered_faces=a.mine_jittered_faces,
                   landmark_part=a.landmark_part)
     if a.tiny:
         return tiny_config(a.wider_txt, a.wider_images, a.landmarks, a.out, **common)

@@ -1,5 +1,6 @@
 """Hard-example mining: detections labelled by IoU, and rnet-data / onet-data end to end."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import prepare.generate as generate
 from lmdb_builders.reader import ShardDataset, records_to_batch
 from prepare.boxes import iou
 from prepare.generate import main, tiny_config
-from prepare.sampling import SamplingConfig, label_detections
+from prepare.sampling import SamplingConfig, label_detections, with_jittered_faces
 from trainers.nets import build_net
 
 FACES = np.array([[100, 100, 149, 149], [300, 100, 339, 139]], dtype=float)
@@ -43,6 +44,22 @@ def test_negative_cap_and_dropped_faces():
     assert len(crops.positives) == 0 and len(crops.parts) == 0
 
 
+def test_jittered_faces_are_added_to_the_mined_ones_and_negatives_stay():
+    boxes = np.array([[100, 100, 149, 149], [0, 0, 49, 49]])
+    mined = label_detections(np.random.default_rng(0), boxes, FACES, FACES, 10, SamplingConfig())
+    tiny = np.array([[10, 300, 17, 307]], dtype=float)  # 8 px: below min_face, gives nothing
+    both = with_jittered_faces(np.random.default_rng(0), 640, 480, mined, np.r_[FACES, tiny], SamplingConfig())
+    assert both.negatives.tolist() == mined.negatives.tolist()
+    assert both.positives[:1].tolist() == mined.positives.tolist()  # the detections come first
+    assert len(both.positives) > 1 and len(both.parts) > 0
+    assert both.positives.dtype == np.int64 and len(both.positive_faces) == len(both.positives)
+    for crops, faces, lo, hi in ((both.positives, both.positive_faces, 0.65, 1.0),
+                                 (both.parts, both.part_faces, 0.4, 0.65)):
+        overlaps = np.array([iou(f, c[None])[0] for c, f in zip(crops, faces)])
+        assert (overlaps >= lo).all() and (overlaps <= hi).all()
+        assert not (faces == tiny).all(axis=1).any()
+
+
 @pytest.fixture(scope="module")
 def mining_weights(tmp_path_factory):
     """Random P-Net / R-Net with the face bias raised, so that they propose plenty of boxes."""
@@ -68,6 +85,11 @@ def test_mined_build_end_to_end(tiny_wider, mining_weights, tmp_path, size):
     assert counts["neg"] <= 5 * cfg.mine_negatives_per_image
     batch = records_to_batch(ShardDataset(tmp_path / "mined", size).__getitems__(list(range(counts["neg"] + 4))))
     assert batch["image"].shape[1:] == (size, size, 3)
+    if size == 24:  # with the jittered faces of every face added, the same build has more faces
+        more = main(replace(cfg, out=str(tmp_path / "more"), mine_jittered_faces=True))
+        more_counts = more["buckets"]["24"]["counts"]
+        assert more_counts["pos"] > counts["pos"] and more_counts["neg"] == counts["neg"]
+        assert more["fingerprint"] != manifest["fingerprint"]
 
 
 def test_mined_records_carry_finite_box_targets(tiny_wider, mining_weights):
