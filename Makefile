@@ -143,13 +143,16 @@ demo: $(DEMO_TXT) ## every stage on a tiny built-in data set (build/demo), then 
 	$(MAKE) --no-print-directory $(DEMO_VARS) stats pnet-data train-pnet rnet-data train-rnet onet-data train-onet \
 		val-data roc
 	$(MAKE) --no-print-directory $(DEMO_VARS) eval-wider WEIGHTS=$(DEMO)/weights
+	@echo "the same images through the shipped weights (trained on real faces; the demo's nets saw only the toy set):"
+	$(MAKE) --no-print-directory $(DEMO_VARS) eval-wider WEIGHTS=$(DEMO_DETECT_WEIGHTS) PRED=$(DEMO)/eval-shipped
 	$(MAKE) --no-print-directory $(DEMO_VARS) detect WEIGHTS=$(DEMO_DETECT_WEIGHTS) IMG=$(DEMO_WIDER)/sample/astronaut.png \
 		DETECT_OUT=$(DEMO)/detect
 	@echo
 	@echo "demo done (everything under $(DEMO)):"
 	@echo "  per-stage ROC plot       $(DEMO)/roc/roc.png  (curves roc.csv, figures summary.json)"
 	@echo "  training logs            $(DEMO)/train/{pnet,rnet,onet}/log.csv and loss_curve.png"
-	@echo "  WIDER-style evaluation   $(DEMO)/eval/results.json and pr_curve.png"
+	@echo "  WIDER-style evaluation   $(DEMO)/eval/results.json and pr_curve.png (the demo's nets)"
+	@echo "                           $(DEMO)/eval-shipped/results.json and pr_curve.png (the shipped weights)"
 	@echo "  shipped weights, photo   $(DEMO)/detect/ (annotated image and JSON)"
 
 clean-demo: ## delete the demo's folder ($(DEMO))
