@@ -146,6 +146,18 @@ def label_detections(rng, boxes, faces, all_faces, max_negatives: int, cfg: Samp
     return FaceCrops(negatives, boxes[pos], faces[best[pos]], boxes[part], faces[best[part]])
 
 
+def _large_enough(face, cfg: SamplingConfig) -> bool:
+    """Whether a face gives positives and part faces: its longer side is at least ``min_face``."""
+    fw, fh = box_sizes(face)
+    return max(fw[0], fh[0]) >= cfg.min_face
+
+
+def _jittered_with_faces(rng, width, height, face, cfg: SamplingConfig):
+    """``sample_jittered``'s positives and parts of one face, each with the face it regresses to."""
+    p, q = sample_jittered(rng, width, height, face, cfg)
+    return p, np.repeat(face[None], len(p), axis=0), q, np.repeat(face[None], len(q), axis=0)
+
+
 def with_jittered_faces(rng, width, height, crops: FaceCrops, faces, cfg: SamplingConfig) -> FaceCrops:
     """``crops`` (a stage's labelled detections) plus the jittered positives and part faces of every
     face at least ``min_face`` large, as P-Net's data has them; the negatives stay the mined ones.
@@ -155,18 +167,11 @@ def with_jittered_faces(rng, width, height, crops: FaceCrops, faces, cfg: Sampli
     default (``--mine-jittered-faces``): on the shared set it raised R-Net's recall but lowered its
     AUC (README model card).
     """
-    pos, pos_face, part, part_face = [crops.positives], [crops.positive_faces], [crops.parts], [crops.part_faces]
-    for face in np.asarray(faces, dtype=np.float64).reshape(-1, 4):
-        fw, fh = box_sizes(face)
-        if max(fw[0], fh[0]) < cfg.min_face:
-            continue
-        p, q = sample_jittered(rng, width, height, face, cfg)
-        pos.append(p.astype(np.int64))
-        pos_face.append(np.repeat(face[None], len(p), axis=0))
-        part.append(q.astype(np.int64))
-        part_face.append(np.repeat(face[None], len(q), axis=0))
-    return FaceCrops(crops.negatives, np.concatenate(pos), np.concatenate(pos_face), np.concatenate(part),
-                     np.concatenate(part_face))
+    groups = [(crops.positives, crops.positive_faces, crops.parts, crops.part_faces)]
+    groups += [_jittered_with_faces(rng, width, height, face, cfg)
+               for face in np.asarray(faces, dtype=np.float64).reshape(-1, 4) if _large_enough(face, cfg)]
+    pos, pos_face, part, part_face = (np.concatenate(arrays) for arrays in zip(*groups))
+    return FaceCrops(crops.negatives, pos.astype(np.int64), pos_face, part.astype(np.int64), part_face)
 
 
 def sample_image_crops(rng, width, height, faces, all_faces, net_size, cfg: SamplingConfig) -> FaceCrops:
@@ -181,15 +186,14 @@ def sample_image_crops(rng, width, height, faces, all_faces, net_size, cfg: Samp
     negatives = [sample_background_negatives(rng, width, height, all_faces, cfg.negatives_per_image, net_size, cfg)]
     pos, pos_face, part, part_face = [], [], [], []
     for face in faces:
-        fw, fh = box_sizes(face)
-        if max(fw[0], fh[0]) < cfg.min_face:
+        if not _large_enough(face, cfg):
             continue
         negatives.append(sample_near_face_negatives(rng, width, height, face, all_faces, net_size, cfg))
-        p, q = sample_jittered(rng, width, height, face, cfg)
+        p, p_face, q, q_face = _jittered_with_faces(rng, width, height, face, cfg)
         pos.append(p)
-        pos_face.append(np.repeat(face[None], len(p), axis=0))
+        pos_face.append(p_face)
         part.append(q)
-        part_face.append(np.repeat(face[None], len(q), axis=0))
+        part_face.append(q_face)
 
     def cat(parts, dtype):
         return np.concatenate(parts).astype(dtype) if parts else np.zeros((0, 4), dtype=dtype)
