@@ -6,6 +6,7 @@ run on a machine with one: ``python -m pytest -q tests/test_cuda.py``.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -65,9 +66,7 @@ def test_detector_on_cuda_matches_the_cpu():
     nets = {name: build_net(name) for name in NET_NAMES}
     loose = (0.0, 0.0, 0.0)
     cpu = Detector(nets, DetectorConfig(thresholds=loose)).detect_stages(_image())
-    gpu_nets = {name: build_net(name) for name in NET_NAMES}
-    for name in NET_NAMES:
-        gpu_nets[name].load_state_dict(nets[name].state_dict())
+    gpu_nets = copy.deepcopy(nets)  # Detector moves its nets in place
     gpu = Detector(gpu_nets, DetectorConfig(thresholds=loose, device="cuda")).detect_stages(_image())
     for name in NET_NAMES:
         assert len(gpu[name]) > 0
