@@ -300,4 +300,7 @@ def test_cli_maps_onto_the_config():
         ("onet", "data/onet", "runs/onet", None, True, 0, "w/onet.pt", None)
     assert cfg.weights == LossWeights(1, 0.5, 2) and cfg.stage_threshold == 0.7
     assert TrainConfig(net="onet").weights == LossWeights(1, 0.5, 1)
+    assert (cfg.flip, cfg.photometric) == (True, True)
+    off = parse_args(["--net", "pnet", "--no-flip", "--no-photometric"])
+    assert (off.flip, off.photometric) == (False, False)
     assert TrainConfig(net="pnet").weights == LossWeights(1, 0.5, 0.5) and TrainConfig().stage_threshold == 0.6

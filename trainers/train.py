@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from lmdb_builders.manifest import atomic_write_bytes
 from lmdb_builders.reader import MixedKindBatchSampler, ShardDataset, ShardLoader, records_to_batch, split_by_kind
-from trainers.augment import flip_mask, hflip_batch
+from trainers.augment import flip_mask, hflip_batch, photometric_batch, photometric_params
 from trainers.losses import (DEFAULT_LOSS_WEIGHTS, DEFAULT_OHEM_KEEP, LossWeights, flatten_output, multitask_loss,
                              sample_losses)
 from trainers.nets import INPUT_SIZES, NET_NAMES, build_net, load_state, normalize_images
@@ -88,6 +88,8 @@ class TrainConfig:
     """Train P-Net's / R-Net's optional landmark head (O-Net always has one)."""
     flip: bool = True
     """Mirror each training sample but landmark ones with probability 0.5 (``trainers.augment``)."""
+    photometric: bool = True
+    """Blur, saturation, contrast and brightness changes of each training sample (``trainers.augment``)."""
     val_fraction: float = 0.05
     """Share of each kind held out of the shards for validation."""
     threshold: float | None = None
@@ -390,6 +392,9 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, scaler, cfg:
         if cfg.flip:  # drawn per (seed, epoch, batch, rank): a resumed run mirrors the same samples
             rng = np.random.default_rng([cfg.seed, epoch, first_batch + step, dist_info.rank])
             batch = hflip_batch(batch, flip_mask(batch["kind"], rng))
+        if cfg.photometric:  # its own stream, so turning it on or off leaves the mirroring draws alone
+            rng = np.random.default_rng([cfg.seed, epoch, first_batch + step, dist_info.rank, 1])
+            batch = photometric_batch(batch, photometric_params(len(batch["kind"]), rng))
         batch = _to_device(batch, device)
         images = normalize_images(batch["image"])
         with _autocast(device, cfg):
@@ -634,6 +639,7 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--no-ohem", action="store_true", help="every classification loss counts")
     p.add_argument("--no-landmark-head", action="store_true", help="P-Net / R-Net without the landmark head")
     p.add_argument("--no-flip", action="store_true", help="no mirroring of training samples")
+    p.add_argument("--no-photometric", action="store_true", help="no blur / colour / brightness changes of training samples")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--threshold", type=float, help="validation recall threshold (default 0.6 pnet, 0.7 rnet/onet)")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -655,6 +661,7 @@ def parse_args(argv=None) -> TrainConfig:
         loss_weights=tuple(a.loss_weights) if a.loss_weights else None,
         ohem_keep=None if a.no_ohem else a.ohem_keep, landmark_head=not a.no_landmark_head,
         flip=not a.no_flip,
+        photometric=not a.no_photometric,
         val_fraction=a.val_fraction, threshold=a.threshold, seed=a.seed, device=a.device, amp=not a.no_amp,
         init=a.init, num_workers=a.workers, batches_per_epoch=a.batches_per_epoch, threads=a.threads,
         resume=a.resume, stop_after_epochs=a.stop_after_epochs, progress=not a.no_progress,
