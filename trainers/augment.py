@@ -13,10 +13,10 @@ Horizontal mirroring (``hflip_batch``):
   already mirrored, exactly, when generated (``prepare.landmark_aug``).
 
 Photometric changes (``photometric_batch``): Gaussian blur, then saturation, contrast and
-brightness, per sample, on every kind. They move no pixel, so no target changes. They are there
-because the later stages see few distinct faces (the 1,430 training images hold under 20,000),
-while WIDER's faces vary mostly in blur and light; without them O-Net learnt the training faces'
-look and rejected many validation faces the original weights accept.
+brightness, per sample, on every kind. They move no pixel, so no target changes. Meant for the
+later stages, which see few distinct faces (the 1,430 shared training images hold under 20,000)
+and reject blurred validation faces; off by default (``--photometric``) because on the shared set
+it did not raise WIDER AP (README model card).
 """
 
 from __future__ import annotations
