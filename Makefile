@@ -48,10 +48,10 @@ IMG ?=
 DETECT_OUT ?= $(OUT)/detect
 
 SAMPLING_SRC := prepare/generate.py prepare/sampling.py prepare/landmark_aug.py prepare/crops.py \
-	prepare/boxes.py lmdb_builders/schema.py lmdb_builders/writer.py annotations/wider.py annotations/landmarks.py
+	core/geometry.py lmdb_builders/schema.py lmdb_builders/writer.py annotations/wider.py annotations/landmarks.py
 
-TRAIN_SRC := trainers/train.py trainers/augment.py trainers/losses.py trainers/nets.py lmdb_builders/reader.py lmdb_builders/schema.py
-DETECTOR_SRC := detector/cascade.py trainers/nets.py
+TRAIN_SRC := trainers/train.py trainers/augment.py trainers/losses.py core/nets.py lmdb_builders/reader.py lmdb_builders/schema.py
+DETECTOR_SRC := detector/cascade.py core/nets.py
 
 .PHONY: help setup pnet-data rnet-data onet-data val-data train-pnet train-rnet train-onet roc eval-wider detect \
 	stats demo test test-fast bench clean-demo original-weights

@@ -14,9 +14,8 @@ can see at all, and dropped/missing counts show a broken or misplaced data set e
 from __future__ import annotations
 
 import argparse
-import os
+import io
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,8 @@ import numpy as np
 from annotations.errors import AnnotationError
 from annotations.landmarks import LandmarkAnnotations, load_landmarks
 from annotations.wider import WiderAnnotations, parse_wider
-from prepare.boxes import box_sizes
+from core.atomic import atomic_write_bytes
+from core.geometry import box_sizes
 
 QUANTILES = (0.0, 0.05, 0.25, 0.50, 0.75, 0.95, 1.0)
 QUANTILE_LABELS = ("min", "5%", "25%", "50%", "75%", "95%", "max")
@@ -48,7 +48,7 @@ def face_sizes_wider(faces) -> np.ndarray:
 
 
 def face_sizes_landmarks(faces) -> np.ndarray:
-    """sqrt(w * h) of each landmark face box (inclusive x1 y1 x2 y2, see prepare.boxes)."""
+    """sqrt(w * h) of each landmark face box (inclusive x1 y1 x2 y2, see core.geometry)."""
     widths, heights = box_sizes(faces[["x1", "y1", "x2", "y2"]].to_numpy(dtype=np.float64))
     return np.sqrt(widths * heights)
 
@@ -164,17 +164,9 @@ def write_size_histogram(out_png: Path, wider_sizes, landmark_sizes=None) -> Non
     axes.set_title("Face sizes")
     figure.tight_layout()
 
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=out_png.parent, prefix=f".{out_png.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        figure.savefig(temp, format="png")
-        os.chmod(temp, 0o644)  # mkstemp's 0600 would survive the rename
-        os.replace(temp, out_png)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png")
+    atomic_write_bytes(out_png, buf.getvalue())
 
 
 def main(cfg: StatsConfig) -> dict:

@@ -14,7 +14,7 @@ The format, one record per image::
 An image with N = 0 is followed by one placeholder line of ten zeros in the official files; files
 written by other tools often leave it out, and both are accepted.
 
-Boxes are kept in WIDER's ``x1 y1 w h`` (integers); ``prepare.boxes.xywh_to_xyxy`` turns them into
+Boxes are kept in WIDER's ``x1 y1 w h`` (integers); ``core.geometry.xywh_to_xyxy`` turns them into
 the inclusive ``[x1, y1, x2, y2]`` the rest of the pipeline uses. Each box that is not kept gets
 exactly one drop reason, tested in this order:
 
@@ -35,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+
 
 from annotations.errors import AnnotationError, numbered_lines
+from core.imageio import image_size
 
 WIDER_ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
 BOX_COLUMNS = ("x1", "y1", "w", "h")
@@ -148,7 +149,7 @@ def assign_drop_reasons(box_values, image_widths, image_heights) -> tuple[np.nda
     width_img = np.asarray(image_widths, dtype=np.int64)
     height_img = np.asarray(image_heights, dtype=np.int64)
     x1, y1, w, h = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    x2, y2 = x1 + w - 1, y1 + h - 1  # inclusive, see prepare.boxes
+    x2, y2 = x1 + w - 1, y1 + h - 1  # inclusive, see core.geometry
     size_known = (width_img > 0) & (height_img > 0)
 
     degenerate = (w <= 0) | (h <= 0)
@@ -184,24 +185,11 @@ def read_image_sizes(images_dir: Path, image_paths: list[str]) -> tuple[np.ndarr
     heights = np.full(count, -1, dtype=np.int64)
     exists = np.zeros(count, dtype=bool)
     for index, relative in enumerate(image_paths):
-        size = _image_header_size(images_dir / relative)
+        size = image_size(images_dir / relative)
         if size is not None:
             widths[index], heights[index] = size
             exists[index] = True
     return widths, heights, exists
-
-
-def _image_header_size(path: Path) -> tuple[int, int] | None:
-    # Image.open only parses the header; the size is the stored one. cv2.imread would apply an
-    # EXIF rotation on load, but WIDER's boxes are in stored-pixel coordinates, which is what we want.
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None
-    if width <= 0 or height <= 0:
-        return None
-    return int(width), int(height)
 
 
 def _parse_text(txt_path: Path) -> _ParsedText:

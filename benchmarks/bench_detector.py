@@ -12,12 +12,12 @@ alike. What is compared, honestly:
 
 * facenet-pytorch's ``detect_face`` is loaded from its file, so its package ``__init__`` (which
   imports ``requests`` for InceptionResnetV1) is not needed. Its nets are this project's
-  ``trainers.nets`` modules with the same original weights, wrapped to return what facenet's
+  ``core.nets`` modules with the same original weights, wrapped to return what facenet's
   return (softmax probabilities; same layers, same arithmetic).
 * facenet-pytorch imports torchvision for ``batched_nms``. When a working torchvision is
   importable it is used; otherwise (the CPU torch here has no matching torchvision build: the
   PyPI wheel links CUDA libraries) ``batched_nms`` is replaced by an exact equivalent built on
-  ``prepare.boxes.nms`` (torchvision's areas have no +1, so boxes are shrunk by one pixel, which
+  ``core.geometry.nms`` (torchvision's areas have no +1, so boxes are shrunk by one pixel, which
   makes the inclusive IoU equal torchvision's), greedy in numpy rather than C++. Its time is
   measured and also reported subtracted, as a bound in facenet-pytorch's favour.
 
@@ -38,8 +38,8 @@ import numpy as np
 import torch
 
 from detector.cascade import DetectorConfig, load_detector
-from detector.detect import read_image_rgb
-from prepare.boxes import nms
+from core.imageio import try_read_image_rgb
+from core.geometry import nms
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGES = REPO_ROOT.parent / "shared" / "data" / "wider" / "WIDER_val" / "images"
@@ -98,7 +98,7 @@ def load_facenet_detect_face(root: str, clock: _NmsClock):
         for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
             del sys.modules[name]
         _torchvision_shim(clock)
-        how = "torchvision shimmed: batched_nms = prepare.boxes.nms on boxes shrunk by 1 px (numpy)"
+        how = "torchvision shimmed: batched_nms = core.geometry.nms on boxes shrunk by 1 px (numpy)"
     spec = importlib.util.spec_from_file_location("facenet_detect_face", path)
     module = importlib.util.module_from_spec(spec)
     try:
@@ -132,7 +132,7 @@ def main(cfg: BenchConfig) -> dict:
     paths = list_images(Path(cfg.images), cfg.num)
     if not paths:
         raise SystemExit(f"no .jpg images under {cfg.images}")
-    images = [im for im in (read_image_rgb(p, apply_exif=False) for p in paths) if im is not None]
+    images = [im for im in (try_read_image_rgb(p) for p in paths) if im is not None]
     dcfg = DetectorConfig(min_face=cfg.min_face)
     ours = load_detector(cfg.weights, dcfg)
     clock = _NmsClock()

@@ -17,13 +17,13 @@ The arithmetic follows the original MTCNN (Zhang et al. 2016) as ported by facen
 
 Conventions and deliberate differences from facenet-pytorch:
 
-* Coordinates are the project's (``prepare/boxes.py``): 0-based, inclusive. facenet-pytorch keeps
+* Coordinates are the project's (``core/geometry.py``): 0-based, inclusive. facenet-pytorch keeps
   the original Matlab code's 1-based coordinates, so its boxes and landmarks are exactly ours + 1
   (the same pixels are cut and the nets see the same crops).
 * Crops reaching past the border are zero-padded, as in the original Matlab code and as the
   training crops are (``crop_with_padding``); facenet-pytorch instead squeezes the visible part.
 * Box maths (IoU/NMS with inclusive ``+1`` areas, regression, squaring, landmark decoding) are the
-  project's single implementation in ``prepare/boxes.py``. Two original quirks are kept where they
+  project's single implementation in ``core/geometry.py``. Two original quirks are kept where they
   matter: the original P-Net stage regresses with widths ``x2 - x1`` (no ``+1``; reproduced for
   original weights by rescaling the offsets, ``_original_pnet_offsets``: without it the final
   astronaut box moves by 1.5 px), and P-Net windows are computed in float32 as facenet-pytorch
@@ -34,8 +34,8 @@ Conventions and deliberate differences from facenet-pytorch:
 Speed: every pyramid level and every crop is an area average read off one integral image (four
 gathers per output pixel, exact integer sums), so all crops of a stage are cut and resized in a
 few vectorised tensor ops and go through the net in batches. NMS over P-Net's thousands of
-proposals only compares boxes whose x ranges overlap (``_nms_fast``, same result as
-``boxes.nms``); the only per-box Python loop left is its greedy pass (a few microseconds per
+proposals only compares boxes whose x ranges overlap (``nms_fast``, same result as
+``core.geometry.nms``); the only per-box Python loop left is its greedy pass (a few microseconds per
 box). Images, integral image, crops and nets stay on ``cfg.device``; only the per-box outputs (a
 few numbers per box) come back to numpy for the box maths.
 """
@@ -43,15 +43,16 @@ few numbers per box) come back to numpy for the box maths.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from prepare.boxes import NUM_LANDMARKS, calibrate, denormalize_landmarks, iou_matrix, nms, square
-from trainers.nets import INPUT_SIZES, NET_NAMES, build_net, has_landmark_head, load_state, normalize_images
+from core.geometry import NUM_LANDMARKS, calibrate, denormalize_landmarks, nms_fast, square
+from core.imageio import to_rgb_uint8
+from core.nets import INPUT_SIZES, NET_NAMES, normalize_images
+from core.weights import is_original, load_nets, resolve_weights
 
 # P-Net geometry: one output cell per 12x12 window, cells 2 px apart (two 3x3 convs + one 2x2 pool).
 PNET_STRIDE = 2
@@ -59,12 +60,7 @@ PNET_CELL = 12
 # Default crops per forward pass (DetectorConfig.batch_size None).
 _CPU_BATCH = {"rnet": 128, "onet": 64}
 _DEVICE_BATCH = 2048
-# Boxes per block of ``_nms_fast``'s IoU matrices (and the size below which it defers to boxes.nms).
-_NMS_CHUNK = 64
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_WEIGHTS_DIR = REPO_ROOT / "weights"
-ORIGINAL_PREFIX = "original:"
 
 
 @dataclass(frozen=True)
@@ -148,25 +144,6 @@ def pyramid_scales(height: int, width: int, min_face: float, factor: float) -> l
         scale *= factor
         short *= factor
     return scales
-
-
-def to_rgb_uint8(image) -> np.ndarray:
-    """An image as contiguous (H, W, 3) uint8 RGB: grey (H, W) / (H, W, 1) is repeated, RGBA loses alpha.
-
-    Non-uint8 input is taken to be on the 0..255 scale, rounded and clipped.
-    """
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got shape {arr.shape}")
-    if arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    elif arr.shape[2] == 4:
-        arr = arr[:, :, :3]
-    if arr.dtype != np.uint8:
-        arr = np.clip(np.rint(arr.astype(np.float64)), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(arr)
 
 
 def _integral_image(image: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -253,55 +230,6 @@ def _original_pnet_offsets(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray
     return offsets * np.stack([w / (w + 1), h / (h + 1), w / (w + 1), h / (h + 1)], axis=1)
 
 
-def _nms_fast(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
-    """``prepare.boxes.nms``, same result (same IoU arithmetic, same order, same ties), but fast for
-    thousands of boxes that mostly do not touch each other, as P-Net's proposals are.
-
-    ``boxes.nms`` compares every kept box with all remaining ones, one numpy round per kept box:
-    after the per-scale NMS almost every box is kept by the 0.7 NMS across scales, so that costs
-    ~N**2 / 2 IoUs and N numpy rounds (0.1 s for 3000 boxes). Here ``boxes.iou_matrix`` is taken
-    only between boxes whose x ranges can overlap (boxes sorted by x1, in chunks, each against the
-    boxes starting before the chunk's right edge), the pairs above ``threshold`` become a sparse
-    neighbour list, and the greedy pass walks the boxes best score first, striking out the
-    neighbours of each box it keeps. 'min' mode (only O-Net's final NMS, on few boxes) goes to
-    ``boxes.nms``.
-    """
-    if mode != "union" or len(boxes) < _NMS_CHUNK:
-        return nms(boxes, scores, threshold, mode)
-    b = np.asarray(boxes, dtype=np.float64)[:, :4]
-    n = len(b)
-    by_x = np.argsort(b[:, 0], kind="stable")
-    xs = b[by_x]
-    heads, tails = [], []
-    for start in range(0, n, _NMS_CHUNK):
-        stop = min(start + _NMS_CHUNK, n)
-        # Inclusive widths: boxes intersect while x1 of the later one < x2 of the earlier one + 1.
-        reach = int(np.searchsorted(xs[:, 0], xs[start:stop, 2].max() + 1, side="right"))
-        over = iou_matrix(xs[start:stop], xs[start:reach]) > threshold
-        i, j = np.nonzero(over)
-        j += start
-        i += start
-        later = j > i  # each unordered pair once (the diagonal is the box itself)
-        heads.append(by_x[i[later]])
-        tails.append(by_x[j[later]])
-    head, tail = np.concatenate(heads), np.concatenate(tails)
-    src = np.concatenate([head, tail])
-    dst = np.concatenate([tail, head])
-    ordered = np.argsort(src, kind="stable")
-    neighbours = dst[ordered]
-    bounds = np.searchsorted(src[ordered], np.arange(n + 1)).tolist()
-    suppressed = np.zeros(n, dtype=bool)
-    keep = []
-    for i in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable").tolist():
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        lo, hi = bounds[i], bounds[i + 1]
-        if hi > lo:
-            suppressed[neighbours[lo:hi]] = True
-    return np.asarray(keep, dtype=np.int64)
-
-
 def _landmarks_or_nan(values: np.ndarray | None, boxes: np.ndarray) -> np.ndarray:
     if values is None:
         return np.full((len(boxes), NUM_LANDMARKS, 2), np.nan)
@@ -386,7 +314,7 @@ class Detector:
                 continue
             boxes = _pnet_windows(xs.cpu().numpy(), ys.cpu().numpy(), scale)
             score = _cpu(prob[ys, xs])
-            keep = _nms_fast(boxes, score, cfg.pnet_scale_nms, "union")
+            keep = nms_fast(boxes, score, cfg.pnet_scale_nms, "union")
             windows.append(boxes[keep])
             scores.append(score[keep])
             offsets.append(_cpu(out.box[0][:, ys, xs].T)[keep])
@@ -430,62 +358,12 @@ class Detector:
             offset = _original_pnet_offsets(boxes, offset)
         if spec.calibrate_before_nms:
             boxes = calibrate(boxes, offset)
-            pick = _nms_fast(boxes, score, spec.nms_threshold, spec.nms_mode)
+            pick = nms_fast(boxes, score, spec.nms_threshold, spec.nms_mode)
             boxes = boxes[pick]
         else:
-            pick = _nms_fast(boxes, score, spec.nms_threshold, spec.nms_mode)
+            pick = nms_fast(boxes, score, spec.nms_threshold, spec.nms_mode)
             boxes = calibrate(boxes[pick], offset[pick])
         return Detections(boxes=boxes, scores=score[pick], landmarks=landmarks[pick])
-
-
-def resolve_weights(weights: str) -> Path:
-    """The folder named by a ``--weights`` value: ``shipped``, ``original:PATH`` or a checkpoint folder."""
-    if weights == "shipped":
-        folder = SHIPPED_WEIGHTS_DIR
-        if not (folder / "pnet.pt").is_file():
-            raise FileNotFoundError(
-                f"no shipped weights: {folder / 'pnet.pt'} does not exist. Train the nets first, or pass "
-                f"'original:PATH' (a folder with facenet-pytorch's pnet.pt/rnet.pt/onet.pt) or a checkpoint folder"
-            )
-        return folder
-    if weights.startswith(ORIGINAL_PREFIX):
-        folder = Path(weights[len(ORIGINAL_PREFIX) :]).expanduser()
-        if not weights[len(ORIGINAL_PREFIX) :]:
-            raise ValueError("'original:' needs a folder: original:PATH")
-        missing = [n for n in NET_NAMES if not (folder / f"{n}.pt").is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"original weights folder {folder} lacks {', '.join(m + '.pt' for m in missing)} "
-                f"(facenet-pytorch 2.6.0's facenet_pytorch/data/{{pnet,rnet,onet}}.pt)"
-            )
-        return folder
-    folder = Path(weights).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"weights {weights!r}: expected 'shipped', 'original:PATH' or a folder holding pnet.pt [rnet.pt [onet.pt]]"
-        )
-    if not (folder / "pnet.pt").is_file():
-        raise FileNotFoundError(f"checkpoint folder {folder} has no pnet.pt")
-    return folder
-
-
-def load_nets(folder: Path, device: str = "cpu") -> dict[str, nn.Module]:
-    """Build and load every net whose ``<name>.pt`` state dict is in ``folder`` (pnet first, no gap)."""
-    nets = {}
-    for name in NET_NAMES:
-        path = Path(folder) / f"{name}.pt"
-        if not path.is_file():
-            later = [n for n in NET_NAMES[NET_NAMES.index(name) + 1 :] if (Path(folder) / f"{n}.pt").is_file()]
-            if later:
-                raise FileNotFoundError(f"{folder} has {', '.join(n + '.pt' for n in later)} but no {name}.pt")
-            break
-        state = torch.load(path, map_location=device, weights_only=True)
-        net = build_net(name, landmark_head=has_landmark_head(name, state))
-        load_state(net, name, state)
-        nets[name] = net
-    if not nets:
-        raise FileNotFoundError(f"{folder} has no pnet.pt")
-    return nets
 
 
 def load_detector(weights: str, cfg: DetectorConfig = DetectorConfig()) -> Detector:
@@ -494,7 +372,7 @@ def load_detector(weights: str, cfg: DetectorConfig = DetectorConfig()) -> Detec
     With ``cfg.pnet_regression`` None, original weights get the original P-Net regression.
     """
     if cfg.pnet_regression is None:
-        cfg = replace(cfg, pnet_regression="original" if weights.startswith(ORIGINAL_PREFIX) else "inclusive")
+        cfg = replace(cfg, pnet_regression="original" if is_original(weights) else "inclusive")
     return Detector(load_nets(resolve_weights(weights), cfg.device), cfg)
 
 
@@ -503,8 +381,5 @@ __all__ = [
     "Detections",
     "Detector",
     "load_detector",
-    "load_nets",
-    "resolve_weights",
     "pyramid_scales",
-    "to_rgb_uint8",
 ]

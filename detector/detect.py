@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from core.atomic import atomic_write_bytes
+from core.imageio import ImageReadError, encode_image, read_image_rgb
 from detector.cascade import Detections, DetectorConfig, load_detector
 
 EXIT_BAD_INPUT = 2
@@ -36,25 +36,6 @@ class DetectConfig:
     min_face: float = 20.0
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     device: str = "cpu"
-
-
-def read_image_rgb(path, apply_exif: bool = True) -> np.ndarray | None:
-    """An image file as (H, W, 3) uint8 RGB, or None when it is missing or cannot be decoded.
-
-    ``apply_exif=False`` keeps the stored pixel orientation (what WIDER's boxes refer to);
-    ``True`` turns a photo upright by its EXIF orientation, as a viewer shows it.
-    """
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)  # also works for non-ASCII paths
-    except OSError:
-        return None
-    if data.size == 0:
-        return None
-    flags = cv2.IMREAD_COLOR if apply_exif else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
-    image = cv2.imdecode(data, flags)
-    if image is None:
-        return None
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def detections_to_json(dets: Detections) -> dict:
@@ -83,25 +64,11 @@ def draw_detections(image_rgb: np.ndarray, dets: Detections) -> np.ndarray:
     return canvas
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def main(cfg: DetectConfig) -> int:
-    image = read_image_rgb(cfg.image)
-    if image is None:
-        reason = "no such file" if not Path(cfg.image).is_file() else "not a readable image"
-        print(f"error: cannot read image {cfg.image}: {reason}", file=sys.stderr)
+    try:
+        image = read_image_rgb(cfg.image)
+    except ImageReadError as err:
+        print(f"error: cannot read image {err.path}: {err.reason}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         detector = load_detector(cfg.weights, DetectorConfig(min_face=cfg.min_face, thresholds=tuple(cfg.thresholds),
@@ -112,11 +79,11 @@ def main(cfg: DetectConfig) -> int:
     dets = detector.detect(image)
     out = Path(cfg.out)
     stem = Path(cfg.image).stem
-    write_atomic(out / f"{stem}.json", (json.dumps(detections_to_json(dets), indent=1) + "\n").encode())
+    atomic_write_bytes(out / f"{stem}.json", (json.dumps(detections_to_json(dets), indent=1) + "\n").encode())
     ok, jpg = cv2.imencode(".jpg", draw_detections(image, dets))
     if not ok:
         raise RuntimeError("JPEG encoding failed")
-    write_atomic(out / f"{stem}.jpg", jpg.tobytes())
+    atomic_write_bytes(out / f"{stem}.jpg", jpg.tobytes())
     print(f"{len(dets)} face(s) -> {out / (stem + '.json')}, {out / (stem + '.jpg')}")
     return 0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy.io import loadmat, savemat
 
-from lmdb_builders.manifest import atomic_write_bytes
+from core.atomic import atomic_write_bytes
 
 SETTINGS = ("easy", "medium", "hard")
 

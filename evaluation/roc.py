@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmdb_builders.manifest import atomic_write_bytes, atomic_write_json
+from core.atomic import atomic_write_bytes, atomic_write_json
+from core.nets import INPUT_SIZES, NET_NAMES, normalize_images
+from core.weights import load_nets, resolve_weights
 from lmdb_builders.reader import ShardDataset, records_to_batch
 from lmdb_builders.schema import Kind
-from trainers.nets import INPUT_SIZES, NET_NAMES, normalize_images
 
 
 
@@ -168,8 +169,6 @@ def plot_curves(curves: dict, summaries: list[dict]) -> bytes:
 
 
 def main(cfg: RocConfig) -> list[dict]:
-    from detector.cascade import load_nets, resolve_weights
-
     nets = load_nets(resolve_weights(cfg.weights), cfg.device)
     summaries, curves = [], {}
     for i, name in enumerate(NET_NAMES):

@@ -28,9 +28,9 @@ The protocol, as in the official Matlab code:
 
 Box convention: the official code turns ``x y w h`` into ``[x, y, x + w, y + h]`` and takes IoU
 with ``+1`` widths (``boxoverlap.m``), for detections and ground truth alike. The project's boxes
-are inclusive (``[x, y, x + w - 1, y + h - 1]`` for a WIDER ``x y w h``, see prepare/boxes.py), so
+are inclusive (``[x, y, x + w - 1, y + h - 1]`` for a WIDER ``x y w h``, see core/geometry.py), so
 ``write_predictions`` writes ``w = x2 - x1 + 1``: a detection equal to a ground-truth box is written
-with the ground truth's own ``w h`` and gets IoU 1. The IoU itself is ``prepare.boxes.iou_matrix``
+with the ground truth's own ``w h`` and gets IoU 1. The IoU itself is ``core.geometry.iou_matrix``
 on ``[x, y, x + w, y + h]``, which is exactly the official arithmetic.
 """
 
@@ -46,9 +46,10 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.detect import read_image_rgb, write_atomic
+from core.atomic import atomic_write_bytes
+from core.imageio import try_read_image_rgb
 from evaluation.ground_truth import SETTINGS, load_ground_truth
-from prepare.boxes import as_boxes, iou_matrix
+from core.geometry import as_boxes, iou_matrix
 
 THRESH_NUM = 1000
 IOU_THRESHOLD = 0.5
@@ -100,7 +101,7 @@ def write_predictions(pred_dir, image_rel_path: str, boxes_xyxy, scores) -> Path
     for (x1, y1, x2, y2), s in zip(boxes, scores):
         lines.append(f"{x1:.2f} {y1:.2f} {x2 - x1 + 1:.2f} {y2 - y1 + 1:.2f} {s:.8f}")
     path = prediction_path(pred_dir, rel.parent.as_posix(), rel.stem)
-    write_atomic(path, ("\n".join(lines) + "\n").encode())
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     return path
 
 
@@ -108,7 +109,7 @@ def write_predictions(pred_dir, image_rel_path: str, boxes_xyxy, scores) -> Path
 
 
 def _xywh_to_official(xywh: np.ndarray) -> np.ndarray:
-    # The official [x, y, x + w, y + h], compared with +1 widths (= prepare.boxes' inclusive IoU).
+    # The official [x, y, x + w, y + h], compared with +1 widths (= core.geometry' inclusive IoU).
     return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:4]], axis=1)
 
 
@@ -250,7 +251,7 @@ def _check_settings(pred: Path, cfg: WiderEvalConfig) -> None:
         old = json.loads(path.read_text())
         if old != settings:
             raise SystemExit(f"error: {pred} holds predictions made with {old}; use another --pred or --overwrite")
-    write_atomic(path, (json.dumps(settings, indent=1) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(settings, indent=1) + "\n").encode())
 
 
 def main(cfg: WiderEvalConfig) -> dict:
@@ -279,7 +280,7 @@ def main(cfg: WiderEvalConfig) -> dict:
         except (FileNotFoundError, ValueError) as err:
             raise SystemExit(f"error: {err}") from None
         for g in tqdm(todo, desc="detect", unit="img", file=sys.stderr):
-            image = read_image_rgb(images_dir / g.event / f"{g.name}.jpg", apply_exif=False)
+            image = try_read_image_rgb(images_dir / g.event / f"{g.name}.jpg")
             if image is None:
                 unreadable.append(f"{g.event}/{g.name}.jpg")
                 continue
@@ -301,7 +302,7 @@ def main(cfg: WiderEvalConfig) -> dict:
         "protocol": "official WIDER FACE (eval_tools): IoU 0.5, 1000 thresholds, global score normalisation",
     }
     plot_pr_curves(results, pred / "pr_curve.png", title=f"WIDER FACE val ({len(evaluated)} images)")
-    write_atomic(pred / "results.json", (json.dumps(summary, indent=1) + "\n").encode())
+    atomic_write_bytes(pred / "results.json", (json.dumps(summary, indent=1) + "\n").encode())
     if detected:
         print(f"{detected} images detected, {seconds / detected:.3f} s/image")
     print(" ".join(f"{s} {summary['ap'][s]:.3f}" for s in SETTINGS))

@@ -1,4 +1,4 @@
-"""The JSON manifest that describes (and commits) a built shard set, and atomic file writing.
+"""The JSON manifest that describes (and commits) a built shard set.
 
 A build writes its shards first and ``manifest.json`` last: a folder without a manifest, or
 with one whose fingerprint differs from the current config, is not a finished build.
@@ -8,44 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from lmdb_builders.schema import KIND_NAMES, SCHEMA_VERSION, SchemaError
 
 MANIFEST_NAME = "manifest.json"
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would survive the rename
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def fingerprint(obj) -> str:

@@ -9,7 +9,7 @@ field       type       meaning
 version     uint8      ``SCHEMA_VERSION``; a reader refuses records of another version
 kind        uint8      ``Kind``: 0 negative, 1 positive, 2 part face, 3 landmark
 size        uint16     side of the square image in pixels (12, 24 or 48)
-box         float32[4] regression offsets (see ``prepare.boxes``); NaN where the kind has none
+box         float32[4] regression offsets (see ``core.geometry``); NaN where the kind has none
 landmarks   float32[10] x1..x5, y1..y5 normalised to the crop; NaN where the kind has none
 image       uint8[size, size, 3]  the crop, RGB
 =========== ========== ===================================================================

@@ -24,7 +24,8 @@ from pathlib import Path
 import lmdb
 import numpy as np
 
-from lmdb_builders.manifest import MANIFEST_NAME, atomic_write_json, empty_counts, load_manifest
+from core.atomic import atomic_write_json
+from lmdb_builders.manifest import MANIFEST_NAME, empty_counts, load_manifest
 from lmdb_builders.schema import (
     KIND_NAMES,
     KINDS_KEY,

@@ -7,7 +7,7 @@ import math
 import cv2
 import numpy as np
 
-from prepare.boxes import crop_with_padding
+from core.geometry import crop_with_padding
 
 
 def resize_square(patch: np.ndarray, size: int) -> np.ndarray:

@@ -281,7 +281,7 @@ def _write_landmark_images(landmarks_dir: Path, count: int, rng) -> list[str]:
         _paste(image, _face_patch(rng, side, side), x, y)
         name = f"{index + 1:05d}.jpg"
         _write_jpeg(landmarks_dir / "demo_faces" / name, image)
-        box = (x, y, x + side - 1, y + side - 1)  # inclusive, as in prepare.boxes
+        box = (x, y, x + side - 1, y + side - 1)  # inclusive, as in core.geometry
         # Backslash on purpose: the CNN_FacePoint lists a user brings are written that way.
         lines.append(facepoint_line(f"demo_faces\\{name}", box, landmark_points(x, y, side)))
     return lines

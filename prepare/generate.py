@@ -42,10 +42,12 @@ from tqdm import tqdm
 from annotations.errors import AnnotationError
 from annotations.landmarks import LANDMARK_COLUMNS, load_landmarks
 from annotations.wider import parse_wider
-from lmdb_builders.manifest import MANIFEST_NAME, atomic_write_json, fingerprint, load_manifest
+from core.atomic import atomic_write_json
+from core.imageio import ImageReadError, read_image_rgb
+from lmdb_builders.manifest import MANIFEST_NAME, fingerprint, load_manifest
 from lmdb_builders.schema import KIND_NAMES, NET_SIZES, Kind, make_records
 from lmdb_builders.writer import ShardWriter, WriterConfig
-from prepare.boxes import regression_targets, square, xywh_to_xyxy
+from core.geometry import regression_targets, square, xywh_to_xyxy
 from prepare.crops import CropSource, cut_and_resize
 from prepare.landmark_aug import LandmarkAugConfig, landmark_samples
 from prepare.sampling import SamplingConfig, label_detections, sample_image_crops, with_jittered_faces
@@ -158,16 +160,9 @@ def landmark_holdout_mask(num_faces: int, fraction: float) -> np.ndarray:
     return np.random.default_rng(0x4E1D).random(num_faces) < fraction
 
 
-def read_rgb(path: str) -> np.ndarray | None:
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def item_records(item, rng, cfg: GenerateConfig) -> list[np.ndarray]:
     """Every sample of one work item as schema record arrays (pixels are read here, in the worker)."""
-    image = read_rgb(item.path)
-    if image is None:
-        raise FileNotFoundError(item.path)
+    image = read_image_rgb(item.path)
     if isinstance(item, LandmarkItem):
         records = []
         for size in cfg.net_sizes:
@@ -203,7 +198,8 @@ def mining_detector(cfg: GenerateConfig):
     """The cascade used for mining, loaded once per worker process."""
     import torch
 
-    from detector.cascade import DetectorConfig, Detector, load_nets  # torch only when mining
+    from core.weights import load_nets
+    from detector.cascade import DetectorConfig, Detector  # torch only when mining
 
     if multiprocessing.parent_process() is not None:
         # A pool worker: the pool already runs one process per core, and torch imported here (after
@@ -224,8 +220,10 @@ def _work(args):
     index, item, cfg = args
     try:
         return index, item_records(item, np.random.default_rng([cfg.seed, index]), cfg), None
-    except (FileNotFoundError, cv2.error) as e:
-        return index, [], f"{item.path}: {e.__class__.__name__}: unreadable or missing image"
+    except ImageReadError as e:
+        return index, [], str(e)
+    except cv2.error as e:
+        return index, [], f"{item.path}: OpenCV could not process the image ({e.err})"
 
 
 def _init_worker():

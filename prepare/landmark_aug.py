@@ -3,7 +3,7 @@
 Each augmentation draws a square crop shifted and scaled around the face box (kept when its IoU
 with the box is >= ``min_iou``), optionally rotates the image about the crop centre by a small
 angle, and optionally mirrors it horizontally, swapping left and right points. Targets are the
-points normalised to the crop (``prepare.boxes.normalize_landmarks``); crops whose points fall
+points normalised to the crop (``core.geometry.normalize_landmarks``); crops whose points fall
 outside are discarded. Pure functions of a random generator.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from prepare.boxes import box_sizes, iou, normalize_landmarks
+from core.geometry import box_sizes, iou, normalize_landmarks
 from prepare.crops import resize_square
 from prepare.sampling import squares
 

@@ -6,7 +6,7 @@
   position and size, labelled by their IoU with that face;
 * the regression target of a positive/part crop is ``boxes.regression_targets(crop, face)``.
 
-All boxes are inclusive ``[x1, y1, x2, y2]`` (see ``prepare.boxes``); crops are integer squares
+All boxes are inclusive ``[x1, y1, x2, y2]`` (see ``core.geometry``); crops are integer squares
 inside the image. Functions return boxes only; cutting pixels is the caller's job.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prepare.boxes import box_sizes, iou, iou_matrix
+from core.geometry import box_sizes, iou, iou_matrix
 
 
 @dataclass(frozen=True)

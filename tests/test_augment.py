@@ -7,7 +7,7 @@ import torch
 from lmdb_builders.reader import records_to_batch
 from lmdb_builders.schema import Kind
 from lmdb_builders.synthetic import synthetic_records
-from prepare.boxes import regression_targets
+from core.geometry import regression_targets
 from trainers.augment import (GREY_WEIGHTS, PhotometricParams, blur_images, flip_box_offsets, flip_mask,
                               gaussian_kernels, hflip_batch, photometric_batch, photometric_params)
 

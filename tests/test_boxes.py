@@ -1,9 +1,9 @@
-"""Hand-computed checks of every function of prepare/boxes.py (inclusive pixel convention)."""
+"""Hand-computed checks of every function of core/geometry.py (inclusive pixel convention)."""
 
 import numpy as np
 import pytest
 
-from prepare.boxes import (
+from core.geometry import (
     as_boxes,
     box_sizes,
     calibrate,

@@ -17,7 +17,7 @@ import torch
 
 from detector.cascade import Detector, DetectorConfig, load_detector
 from lmdb_builders.synthetic import write_synthetic_build
-from trainers.nets import NET_NAMES, build_net
+from core.nets import NET_NAMES, build_net
 from trainers.train import TrainConfig, load_checkpoint, main
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

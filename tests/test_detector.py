@@ -21,17 +21,17 @@ from detector.cascade import (
     Detector,
     DetectorConfig,
     _area_resample,
-    _NMS_CHUNK,
     _area_resize,
     _integral_image,
-    _nms_fast,
     load_detector,
     pyramid_scales,
-    resolve_weights,
 )
+import core.weights
+from core.geometry import NMS_CHUNK as _NMS_CHUNK, nms_fast as _nms_fast
+from core.weights import resolve_weights
 from detector.detect import DetectConfig, main as detect_main
-from prepare.boxes import crop_with_padding, iou, nms
-from trainers.nets import NET_NAMES, build_net
+from core.geometry import crop_with_padding, iou, nms
+from core.nets import NET_NAMES, build_net
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -278,7 +278,7 @@ def test_shipped_weights_find_the_astronaut_face(astronaut):
 
 
 def test_shipped_weights_missing_says_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.setattr(cascade, "SHIPPED_WEIGHTS_DIR", tmp_path / "weights")
+    monkeypatch.setattr(core.weights, "SHIPPED_WEIGHTS_DIR", tmp_path / "weights")
     with pytest.raises(FileNotFoundError, match="original:PATH"):
         resolve_weights("shipped")
 

@@ -9,10 +9,11 @@ import torch
 
 import prepare.generate as generate
 from lmdb_builders.reader import ShardDataset, records_to_batch
-from prepare.boxes import iou
+from core.geometry import iou
+from core.imageio import read_image_rgb
 from prepare.generate import main, tiny_config
 from prepare.sampling import SamplingConfig, label_detections, with_jittered_faces
-from trainers.nets import build_net
+from core.nets import build_net
 
 FACES = np.array([[100, 100, 149, 149], [300, 100, 339, 139]], dtype=float)
 
@@ -96,7 +97,7 @@ def test_mined_records_carry_finite_box_targets(tiny_wider, mining_weights):
     cfg = tiny_config(tiny_wider.train_txt, tiny_wider.train_images, None, "unused", net_sizes=(24,),
                       mine_with=str(mining_weights), mine_thresholds=(0.5, 0.5, 0.5), mine_min_face=16)
     items, _ = generate.build_items(cfg)
-    image = generate.read_rgb(items[1].path)
+    image = read_image_rgb(items[1].path)
     dets = generate.mining_detector(cfg).detect_stages(image, ("pnet",))["pnet"]
     assert len(dets) > 0
     records = generate.item_records(items[1], np.random.default_rng(0), cfg)

@@ -7,7 +7,7 @@ import zipfile
 import pytest
 import torch
 
-from trainers.nets import build_net
+from core.nets import build_net
 from trainers.original_weights import NETS, OriginalWeightsConfig, OriginalWeightsError, extract_weights, main
 
 

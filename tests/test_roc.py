@@ -9,7 +9,7 @@ import torch
 
 from evaluation.roc import RocConfig, auc, landmark_nme, main, rates_at, roc_curve
 from prepare.generate import main as generate, tiny_config
-from trainers.nets import build_net
+from core.nets import build_net
 
 
 def test_roc_curve_by_hand():

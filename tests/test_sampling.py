@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from prepare.boxes import calibrate, iou, iou_matrix, normalize_landmarks, regression_targets
+from core.geometry import calibrate, iou, iou_matrix, normalize_landmarks, regression_targets
 from prepare.landmark_aug import FLIP_ORDER, LandmarkAugConfig, flip_landmarks, landmark_samples
 from prepare.sampling import SamplingConfig, sample_image_crops, squares
 

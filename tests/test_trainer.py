@@ -22,7 +22,7 @@ from lmdb_builders.synthetic import synthetic_records, write_synthetic_build
 from lmdb_builders.reader import MixedKindBatchSampler, ShardDataset, records_to_batch, split_by_kind
 from lmdb_builders.schema import Kind
 from trainers.losses import LossWeights, flatten_output, multitask_loss, ohem_count
-from trainers.nets import EXTRA_HEAD_PREFIX, INPUT_SIZES, NetOutput, build_net, load_state, normalize_images
+from core.nets import EXTRA_HEAD_PREFIX, INPUT_SIZES, NetOutput, build_net, load_state, normalize_images
 from trainers.train import (
     RankSlice,
     TrainConfig,

@@ -20,7 +20,7 @@ from evaluation.wider_eval import (
     voc_ap,
     write_predictions,
 )
-from prepare.boxes import xywh_to_xyxy
+from core.geometry import xywh_to_xyxy
 
 # Two events; image "a" has three faces: 0 and 1 count in every setting, 2 counts in none
 # (e.g. too small); image "b" has one face, counted in hard only; image "c" has no face.
@@ -173,7 +173,7 @@ def test_stage_entry_resumes_and_prints_the_summary_last(tmp_path, gt_dir, capsy
     import cv2
     import torch
 
-    from trainers.nets import build_net
+    from core.nets import build_net
 
     torch.manual_seed(0)
     weights = tmp_path / "w"

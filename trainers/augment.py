@@ -5,7 +5,7 @@ made, both with an exact (or no) effect on the targets:
 
 Horizontal mirroring (``hflip_batch``):
 
-* box offsets ``(dx1, dy1, dx2, dy2)`` (``prepare.boxes.regression_targets``) of a mirrored crop
+* box offsets ``(dx1, dy1, dx2, dy2)`` (``core.geometry.regression_targets``) of a mirrored crop
   are ``(-dx2, dy1, -dx1, dy2)``: the face's left edge ``x2 - gx2`` pixels from the crop's left
   is its old right edge, and both are divided by the same crop width;
 * landmark samples are left alone: their normalised x, ``(px - x1 + 1) / w``, mirrors to

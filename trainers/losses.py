@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from trainers.nets import NetOutput
+from core.nets import NetOutput
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmdb_builders.manifest import atomic_write_bytes
+from core.atomic import atomic_write_bytes
 
 PACKAGE = "facenet-pytorch==2.6.0"
 NETS = ("pnet", "rnet", "onet")
@@ -74,7 +74,7 @@ def check_weights(files: list[Path]) -> None:
     """Each file loads (``weights_only=True``) into the matching net with no missing or extra keys."""
     import torch
 
-    from trainers.nets import build_net, load_state
+    from core.nets import build_net, load_state
 
     for path in files:
         try:

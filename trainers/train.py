@@ -36,15 +36,14 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from lmdb_builders.manifest import atomic_write_bytes
+from core.atomic import atomic_write_bytes
 from lmdb_builders.reader import MixedKindBatchSampler, ShardDataset, ShardLoader, records_to_batch, split_by_kind
 from trainers.augment import flip_mask, hflip_batch, photometric_batch, photometric_params
 from trainers.losses import (DEFAULT_LOSS_WEIGHTS, DEFAULT_OHEM_KEEP, LossWeights, flatten_output, multitask_loss,
                              sample_losses)
-from trainers.nets import INPUT_SIZES, NET_NAMES, build_net, load_state, normalize_images
+from core.nets import INPUT_SIZES, NET_NAMES, build_net, load_state, normalize_images
+from core.weights import CHECKPOINT_FORMAT, load_state_dict, parse_weights
 
-CHECKPOINT_FORMAT = "mtcnn-train-checkpoint/1"
-ORIGINAL_PREFIX = "original:"
 # The cascade's stage thresholds (facenet-pytorch's 0.6 / 0.7 / 0.7): recall is reported at these.
 DEFAULT_THRESHOLDS = {"pnet": 0.6, "rnet": 0.7, "onet": 0.7}
 LOG_COLUMNS = (
@@ -186,23 +185,12 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def load_weights_file(path) -> dict:
-    """A state dict from a plain state-dict file or from a training checkpoint (never unpickles objects)."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        obj = obj["model"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: not a state dict or training checkpoint")
-    return obj
-
-
 def init_model(cfg: TrainConfig) -> nn.Module:
     """The net, seeded with ``cfg.seed``, initialised as ``cfg.init`` says."""
     torch.manual_seed(cfg.seed)
     model = build_net(cfg.net, landmark_head=cfg.landmark_head)
     if cfg.init != "scratch":
-        path = Path(cfg.init[len(ORIGINAL_PREFIX):] if cfg.init.startswith(ORIGINAL_PREFIX) else cfg.init)
-        load_state(model, cfg.net, load_weights_file(path / f"{cfg.net}.pt" if path.is_dir() else path))
+        load_state(model, cfg.net, load_state_dict(parse_weights(cfg.init).net_file(cfg.net)))
     return model
 
 

@@ -1,4 +1,4 @@
-"""Box maths shared by sample generation, hard-example mining and the cascade detector.
+"""Box geometry shared by sample generation, hard-example mining, evaluation and the cascade detector.
 
 Pure numpy functions, no I/O. Every function here exists once in the project.
 
@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 NUM_LANDMARKS = 5
+# Boxes per block of ``nms_fast``'s IoU matrices (and the size below which it defers to ``nms``).
+NMS_CHUNK = 64
 
 
 def as_boxes(boxes) -> np.ndarray:
@@ -154,3 +156,52 @@ def crop_with_padding(image: np.ndarray, box) -> np.ndarray:
     if sx1 <= sx2 and sy1 <= sy2:
         out[sy1 - y1 : sy2 - y1 + 1, sx1 - x1 : sx2 - x1 + 1] = image[sy1 : sy2 + 1, sx1 : sx2 + 1]
     return out
+
+
+def nms_fast(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
+    """``nms``, same result (same IoU arithmetic, same order, same ties), but fast for
+    thousands of boxes that mostly do not touch each other, as P-Net's proposals are.
+
+    ``nms`` compares every kept box with all remaining ones, one numpy round per kept box:
+    after the per-scale NMS almost every box is kept by the 0.7 NMS across scales, so that costs
+    ~N**2 / 2 IoUs and N numpy rounds (0.1 s for 3000 boxes). Here ``iou_matrix`` is taken
+    only between boxes whose x ranges can overlap (boxes sorted by x1, in chunks, each against the
+    boxes starting before the chunk's right edge), the pairs above ``threshold`` become a sparse
+    neighbour list, and the greedy pass walks the boxes best score first, striking out the
+    neighbours of each box it keeps. 'min' mode (only O-Net's final NMS, on few boxes) goes to
+    ``nms``.
+    """
+    if mode != "union" or len(boxes) < NMS_CHUNK:
+        return nms(boxes, scores, threshold, mode)
+    b = np.asarray(boxes, dtype=np.float64)[:, :4]
+    n = len(b)
+    by_x = np.argsort(b[:, 0], kind="stable")
+    xs = b[by_x]
+    heads, tails = [], []
+    for start in range(0, n, NMS_CHUNK):
+        stop = min(start + NMS_CHUNK, n)
+        # Inclusive widths: boxes intersect while x1 of the later one < x2 of the earlier one + 1.
+        reach = int(np.searchsorted(xs[:, 0], xs[start:stop, 2].max() + 1, side="right"))
+        over = iou_matrix(xs[start:stop], xs[start:reach]) > threshold
+        i, j = np.nonzero(over)
+        j += start
+        i += start
+        later = j > i  # each unordered pair once (the diagonal is the box itself)
+        heads.append(by_x[i[later]])
+        tails.append(by_x[j[later]])
+    head, tail = np.concatenate(heads), np.concatenate(tails)
+    src = np.concatenate([head, tail])
+    dst = np.concatenate([tail, head])
+    ordered = np.argsort(src, kind="stable")
+    neighbours = dst[ordered]
+    bounds = np.searchsorted(src[ordered], np.arange(n + 1)).tolist()
+    suppressed = np.zeros(n, dtype=bool)
+    keep = []
+    for i in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable").tolist():
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        lo, hi = bounds[i], bounds[i + 1]
+        if hi > lo:
+            suppressed[neighbours[lo:hi]] = True
+    return np.asarray(keep, dtype=np.int64)
