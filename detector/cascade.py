@@ -65,24 +65,37 @@ _DEVICE_BATCH = 2048
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    """Cascade settings; the defaults are the original MTCNN's (and facenet-pytorch's)."""
+    """Cascade settings; the defaults are the original MTCNN's (and facenet-pytorch's).
+
+    The only place these defaults are written: the stages that run the detector (detect,
+    wider_eval, landmarks, roc, the benchmark) take theirs from here.
+    """
 
     min_face: float = 20.0
+    """Smallest face looked for, in pixels: the first pyramid level scales the image by
+    12 / min_face. 20 is the original's; smaller finds smaller faces at a steeply rising cost."""
     scale_factor: float = 0.709
+    """Ratio between pyramid levels, in (0, 1). 0.709 (about 1 / sqrt(2), halving the area per
+    level) is the original's."""
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    # NMS IoU within one pyramid scale (P-Net), then after P-Net (across scales), R-Net, O-Net.
+    """Face-probability thresholds of P-Net, R-Net and O-Net. The original's 0.6 / 0.7 / 0.7: P-Net
+    lets more through because R-Net and O-Net reject the rest."""
     pnet_scale_nms: float = 0.5
+    """NMS IoU among P-Net's windows within one pyramid level (the original's 0.5)."""
     nms_thresholds: tuple[float, float, float] = (0.7, 0.7, 0.7)
-    # O-Net's final NMS divides by the smaller area, as the original does.
+    """NMS IoU after P-Net (across levels), R-Net and O-Net (the original's 0.7 each)."""
     onet_nms_mode: str = "min"
-    # How P-Net's box offsets scale: "inclusive" (by x2 - x1 + 1, as ``regression_targets`` trains
-    # them) or "original" (by x2 - x1, the original stage 1). None: "original" for weights loaded
-    # as original:PATH by ``load_detector``, "inclusive" otherwise.
+    """O-Net's final NMS overlap: 'min' divides the intersection by the smaller area (removes a
+    small box inside a larger one), as the original does; 'union' is IoU."""
     pnet_regression: str | None = None
+    """How P-Net's box offsets scale: 'inclusive' (by x2 - x1 + 1, as ``regression_targets`` trains
+    them) or 'original' (by x2 - x1, the original stage 1). None: 'original' for weights loaded as
+    original:PATH by ``load_detector``, 'inclusive' otherwise."""
     device: str = "cpu"
-    # Crops per forward pass of R-Net / O-Net. None: per device; on the CPU small batches that
-    # stay in cache (128 / 64, ~2x faster per crop than 512), elsewhere 2048.
+    """Where images, crops and nets live: cpu or cuda[:N]."""
     batch_size: int | None = None
+    """Crops per forward pass of R-Net / O-Net, a speed setting. None: per device; on the CPU small
+    batches that stay in cache (128 / 64, about 2x faster per crop than 512), elsewhere 2048."""
 
     def __post_init__(self):
         if not self.min_face > 0:

@@ -173,6 +173,23 @@ def test_stage_arguments_are_checked():
         Detector(random_nets(names=("pnet", "onet")), LOOSE)
 
 
+def test_public_api_at_package_level():
+    import detector
+
+    assert (detector.Detector, detector.DetectorConfig, detector.Detections, detector.load_detector,
+            detector.pyramid_scales) == (Detector, DetectorConfig, Detections, load_detector, pyramid_scales)
+    assert set(detector.__all__) == {"Detector", "DetectorConfig", "Detections", "load_detector", "pyramid_scales"}
+
+
+def test_every_config_field_says_what_it_is():
+    from dataclasses import fields
+
+    from core.cli import field_docs
+
+    docs = field_docs(DetectorConfig)
+    assert [f.name for f in fields(DetectorConfig) if not docs.get(f.name)] == []
+
+
 def test_config_is_validated():
     for bad in (dict(min_face=0), dict(scale_factor=1.0), dict(thresholds=(0.6, 0.7)), dict(batch_size=0),
                 dict(onet_nms_mode="max"), dict(pnet_regression="x")):
