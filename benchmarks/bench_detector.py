@@ -4,6 +4,8 @@
         --weights original:weights/original [--num 40] [--min-face 20] [--threads 2] \\
         [--facenet build/facenet-pytorch]
 
+Bad input (no images under ``--images``, missing weights) prints one line and exits with code 2.
+
 With ``--facenet PATH`` (a folder holding the ``facenet_pytorch`` package, e.g. the unzipped
 facenet-pytorch 2.6.0 wheel; never part of this repository) the same images are also run through
 facenet-pytorch's cascade, ``facenet_pytorch/models/utils/detect_face.py::detect_face``, on the
@@ -26,7 +28,6 @@ Figures are printed, never asserted.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import sys
 import time
@@ -37,9 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detector.cascade import DetectorConfig, load_detector
-from core.imageio import try_read_image_rgb
+from core.cli import parse_config
 from core.geometry import nms
+from core.imageio import try_read_image_rgb
+from detector import DetectorConfig, load_detector
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGES = REPO_ROOT.parent / "shared" / "data" / "wider" / "WIDER_val" / "images"
@@ -48,11 +50,24 @@ DEFAULT_IMAGES = REPO_ROOT.parent / "shared" / "data" / "wider" / "WIDER_val" / 
 @dataclass(frozen=True)
 class BenchConfig:
     images: str = str(DEFAULT_IMAGES)
+    """WIDER_val/images (event folders of .jpg); the first --num images by sorted path are used."""
     weights: str = f"original:{REPO_ROOT / 'weights' / 'original'}"
+    """shipped | original:PATH | a checkpoint folder (facenet-pytorch runs the same nets)."""
     num: int = 40
-    min_face: float = 20.0
+    """How many images."""
+    min_face: float = DetectorConfig.min_face
+    """Smallest face looked for, in pixels (both detectors)."""
     threads: int | None = None
+    """torch threads; none: torch's default."""
     facenet: str | None = None
+    """Folder holding facenet_pytorch/ (e.g. the unzipped 2.6.0 wheel) to time it alongside; none: skip."""
+
+    def __post_init__(self):
+        if self.num < 1:
+            raise ValueError(f"num must be >= 1, got {self.num}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        DetectorConfig(min_face=self.min_face)  # refuses a bad min_face before any work
 
 
 class _NmsClock:
@@ -131,7 +146,7 @@ def main(cfg: BenchConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     paths = list_images(Path(cfg.images), cfg.num)
     if not paths:
-        raise SystemExit(f"no .jpg images under {cfg.images}")
+        raise FileNotFoundError(f"no .jpg images under {cfg.images}")
     images = [im for im in (try_read_image_rgb(p) for p in paths) if im is not None]
     dcfg = DetectorConfig(min_face=cfg.min_face)
     ours = load_detector(cfg.weights, dcfg)
@@ -184,17 +199,14 @@ def main(cfg: BenchConfig) -> dict:
 
 
 def parse_args(argv=None) -> BenchConfig:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--images", default=str(DEFAULT_IMAGES), help="WIDER_val/images (event folders of .jpg)")
-    p.add_argument("--weights", default=BenchConfig.weights)
-    p.add_argument("--num", type=int, default=BenchConfig.num, help="first N images (sorted paths)")
-    p.add_argument("--min-face", type=float, default=20.0)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--facenet", default=None, help="folder holding facenet_pytorch/ (e.g. the unzipped wheel)")
-    a = p.parse_args(argv)
-    return BenchConfig(images=a.images, weights=a.weights, num=a.num, min_face=a.min_face, threads=a.threads,
-                       facenet=a.facenet)
+    return parse_config(BenchConfig, argv, prog="python -m benchmarks.bench_detector",
+                        description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    config = parse_args()
+    try:
+        main(config)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -17,10 +17,8 @@ landmark faces (``make val-data``). For every net found in the weights folder (`
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +27,12 @@ import numpy as np
 import torch
 
 from core.atomic import atomic_write_bytes, atomic_write_json
+from core.cli import parse_config
 from core.nets import INPUT_SIZES, NET_NAMES, normalize_images
 from core.weights import load_nets, resolve_weights
+from detector import DetectorConfig
 from lmdb_builders.reader import ShardDataset, records_to_batch
 from lmdb_builders.schema import Kind
-
 
 
 @dataclass(frozen=True)
@@ -43,10 +42,24 @@ class RocConfig:
     weights: str
     """A folder with pnet.pt [rnet.pt [onet.pt]] state dicts, ``shipped`` or ``original:PATH``."""
     out: str
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    """Output folder: roc.png, roc.csv, summary.json."""
+    thresholds: tuple[float, float, float] = DetectorConfig.thresholds
+    """Face-probability thresholds of P-Net, R-Net and O-Net at which recall and false-positive rate
+    are reported (the detector's)."""
     batch_size: int = 1024
-    device: str = "cpu"
+    """Samples per forward pass."""
+    device: str = DetectorConfig.device
+    """cpu or cuda[:N]."""
     max_curve_points: int = 1000
+    """At most this many points per stage in roc.csv (the curve is thinned evenly, ends kept)."""
+
+    def __post_init__(self):
+        if len(self.thresholds) != len(NET_NAMES) or not all(0 <= t <= 1 for t in self.thresholds):
+            raise ValueError(f"thresholds must be {len(NET_NAMES)} values in [0, 1], got {self.thresholds}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_curve_points < 2:
+            raise ValueError(f"max_curve_points must be >= 2, got {self.max_curve_points}")
 
 
 # -- pure metrics -----------------------------------------------------------------------------
@@ -205,17 +218,14 @@ def print_table(summaries: list[dict]) -> None:
               f"{fmt(s['landmark_nme'], '7.4f')}")
 
 
+def parse_args(argv=None) -> RocConfig:
+    return parse_config(RocConfig, argv, prog="python -m evaluation.roc", description=__doc__.split("\n\n")[0])
+
+
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--val-data", required=True)
-    p.add_argument("--weights", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--thresholds", type=float, nargs=3, default=RocConfig.thresholds)
-    p.add_argument("--device", default="cpu")
-    a = p.parse_args()
+    config = parse_args()
     try:
-        main(RocConfig(val_data=a.val_data, weights=a.weights, out=a.out, thresholds=tuple(a.thresholds),
-                       device=a.device))
+        main(config)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -190,6 +190,17 @@ def test_every_config_field_says_what_it_is():
     assert [f.name for f in fields(DetectorConfig) if not docs.get(f.name)] == []
 
 
+def test_detector_benchmark_takes_the_detector_defaults(tmp_path):
+    from benchmarks.bench_detector import BenchConfig, main as bench_main, parse_args as bench_args
+
+    assert BenchConfig.min_face is DetectorConfig.min_face  # the same object, not a copy of the number
+    assert bench_args(["--images", "x", "--num", "3", "--threads", "none"]) == BenchConfig(images="x", num=3)
+    with pytest.raises(ValueError):
+        BenchConfig(min_face=0)
+    with pytest.raises(FileNotFoundError, match="no .jpg images"):
+        bench_main(BenchConfig(images=str(tmp_path)))
+
+
 def test_config_is_validated():
     for bad in (dict(min_face=0), dict(scale_factor=1.0), dict(thresholds=(0.6, 0.7)), dict(batch_size=0),
                 dict(onet_nms_mode="max"), dict(pnet_regression="x")):

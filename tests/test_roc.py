@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.roc import RocConfig, auc, landmark_nme, main, rates_at, roc_curve
+from detector import DetectorConfig
+from evaluation.roc import RocConfig, auc, landmark_nme, main, parse_args, rates_at, roc_curve
 from prepare.generate import main as generate, tiny_config
 from core.nets import build_net
 
@@ -60,3 +61,31 @@ def test_make_roc_end_to_end(tiny_wider, tmp_path):
     # The same weights named as the detector names them (original:PATH) give the same figures.
     again = main(RocConfig(val_data=str(val), weights=f"original:{weights}", out=str(tmp_path / "roc2")))
     assert again == summaries
+
+
+def test_defaults_are_the_detectors_and_the_cli_keeps_its_flags():
+    # Taken from DetectorConfig, not written again: the very same objects.
+    assert RocConfig.thresholds is DetectorConfig.thresholds and RocConfig.device is DetectorConfig.device
+    argv = ["--val-data", "v", "--weights", "w", "--out", "o"]
+    assert parse_args(argv) == RocConfig(val_data="v", weights="w", out="o")
+    assert parse_args(argv + ["--thresholds", "0.1", "0.2", "0.3", "--device", "cuda"]) == RocConfig(
+        val_data="v", weights="w", out="o", thresholds=(0.1, 0.2, 0.3), device="cuda")
+    with pytest.raises(SystemExit) as bad:  # a usage error, exit 2
+        parse_args(argv + ["--thresholds", "0.1", "0.2", "1.3"])
+    assert bad.value.code == 2
+
+
+def test_cli_bad_input_prints_one_line_and_exits_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "evaluation.roc", "--val-data", str(tmp_path / "nowhere"),
+                           "--weights", "shipped", "--out", str(tmp_path / "roc")],
+                          cwd=repo, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("error: ") and "nowhere" in proc.stderr
+    assert not (tmp_path / "roc").exists()
