@@ -94,7 +94,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, seen: dict | None
         has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        help_text = docs.get(f.name, "")
+        help_text = docs.get(f.name, "").replace("%", "%%")  # argparse formats help with %
         kwargs: dict = {"dest": dest, "help": help_text}
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
@@ -112,7 +112,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, seen: dict | None
                 kwargs["type"] = _scalar(inner, optional)
             if has_default:
                 kwargs["default"] = default
-                kwargs["help"] = (help_text + f" (default: {_default_text(default)})").strip()
+                kwargs["help"] = (help_text + f" (default: {_default_text(default)})".replace("%", "%%")).strip()
             else:
                 kwargs["required"] = True
             if optional:
