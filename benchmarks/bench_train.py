@@ -32,7 +32,8 @@ NET_OF_SIZE = {12: "pnet", 24: "rnet", 48: "onet"}
 def bench_net(net: str, data: Path, work: Path, steps: int, workers: int, threads: int | None, repeats: int,
               device: str = "cpu") -> dict:
     """Medians over ``repeats`` timed epochs that follow one warm-up epoch."""
-    from trainers.train import TrainConfig, main
+    from trainers.config import TrainConfig
+    from trainers.train import main
 
     cfg = TrainConfig(net=net, data=str(data), out=str(work / f"run-{net}-w{workers}"), epochs=1 + repeats,
                       batches_per_epoch=steps, num_workers=workers, val_fraction=0.002, progress=False,

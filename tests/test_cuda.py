@@ -18,7 +18,9 @@ import torch
 from detector.cascade import Detector, DetectorConfig, load_detector
 from lmdb_builders.synthetic import write_synthetic_build
 from core.nets import NET_NAMES, build_net
-from trainers.train import TrainConfig, load_checkpoint, main
+from trainers.checkpoint import load_checkpoint
+from trainers.config import TrainConfig
+from trainers.train import main
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

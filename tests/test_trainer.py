@@ -23,17 +23,13 @@ from lmdb_builders.reader import MixedKindBatchSampler, ShardDataset, records_to
 from lmdb_builders.schema import Kind
 from trainers.losses import LossWeights, flatten_output, multitask_loss, ohem_count
 from core.nets import EXTRA_HEAD_PREFIX, INPUT_SIZES, NetOutput, build_net, load_state, normalize_images
-from trainers.train import (
-    RankSlice,
-    TrainConfig,
-    evaluate,
-    init_model,
-    latest_checkpoint,
-    load_checkpoint,
-    lr_factor,
-    main,
-    parse_args,
-)
+from trainers.checkpoint import latest_checkpoint, load_checkpoint
+from trainers.config import TrainConfig, parse_args
+from trainers.distributed import RankSlice
+from trainers.engine import evaluate
+from trainers.model import init_model, lr_factor
+from trainers.reporting import LOG_COLUMNS
+from trainers.train import main
 
 REPO = Path(__file__).resolve().parents[1]
 HEADS = {  # (box head, landmark head, classification head) module names
@@ -211,8 +207,12 @@ def test_rnet_and_onet_train_and_write_every_output(net, builds, tmp_path):
     for name in ("log.csv", "loss_curve.png", "checkpoints/epoch-001.pt"):
         assert (out / name).is_file()
     header, row = (out / "log.csv").read_text().splitlines()
-    assert header.split(",")[:3] == ["epoch", "lr", "train_loss"] and "val_recall" in header
-    assert row.startswith("1,")
+    assert header.split(",") == list(LOG_COLUMNS) == [
+        "epoch", "lr", "train_loss", "train_cls", "train_box", "train_landmark", "train_acc", "train_kept",
+        "grad_norm", "val_loss", "val_cls", "val_box", "val_landmark", "val_acc", "val_recall", "val_fpr",
+        "samples_per_s", "data_wait_share", "epoch_s"]
+    assert row.startswith("1,") and len(row.split(",")) == len(LOG_COLUMNS)
+    assert result.history[0].keys() == set(LOG_COLUMNS)  # every named metric has its column, and no more
     # the final file is a plain state dict the detector's loader reads (build_net + load_state)
     state = torch.load(result.weights_path, weights_only=True)
     assert all(isinstance(v, torch.Tensor) and v.is_contiguous() for v in state.values())
@@ -249,7 +249,8 @@ def test_resume_ends_with_exactly_the_weights_of_an_uninterrupted_run(builds, tm
 # -- DDP -----------------------------------------------------------------------------------------
 DDP_SCRIPT = textwrap.dedent("""
     import os, sys, torch
-    from trainers.train import TrainConfig, main
+    from trainers.config import TrainConfig
+    from trainers.train import main
     data, out = sys.argv[1], sys.argv[2]
     torch.set_num_threads(1)
     # batch 4 = 2 neg, 1 pos, 1 landmark: each step, a rank's half lacks box or landmark samples
@@ -296,6 +297,8 @@ def test_lr_schedule_warms_up_then_decays():
 
 
 def test_cli_maps_onto_the_config():
+    assert parse_args(["--net", "rnet", "--grad-clip", "none"]).grad_clip is None
+    assert parse_args(["--net", "rnet"]).grad_clip == 1.0 and parse_args(["--net", "rnet"]).ohem_keep == 0.7
     cfg = parse_args(["--net", "onet", "--no-ohem", "--loss-weights", "1", "0.5", "2", "--resume", "--workers", "0",
                       "--export", "w/onet.pt", "--grad-clip", "0"])
     assert (cfg.net, cfg.data, cfg.out, cfg.ohem_keep, cfg.resume, cfg.num_workers, cfg.export, cfg.grad_clip) == \
@@ -305,4 +308,47 @@ def test_cli_maps_onto_the_config():
     assert (cfg.flip, cfg.photometric) == (True, False)
     changed = parse_args(["--net", "pnet", "--no-flip", "--photometric"])
     assert (changed.flip, changed.photometric) == (False, True)
-    assert TrainConfig(net="pnet").weights == LossWeights(1, 0.5, 0.5) and TrainConfig().stage_threshold == 0.6
+    assert TrainConfig(net="pnet").weights == LossWeights(1, 0.5, 0.5) and TrainConfig(net="pnet").stage_threshold == 0.6
+
+
+def test_every_flag_of_the_makefile_and_readme_parses_with_its_meaning():
+    cfg = parse_args([
+        "--net", "rnet", "--data", "d", "--out", "o", "--export", "e.pt", "--epochs", "8", "--epochs", "3",
+        "--batch-size", "128", "--batches-per-epoch", "40", "--device", "cpu", "--seed", "5", "--resume",
+        "--no-flip", "--photometric", "--no-progress", "--init", "original:w", "--loss-weights", "1", "2", "3",
+        "--ohem-keep", "0.5", "--no-landmark-head", "--no-amp", "--val-fraction", "0.1", "--workers", "2",
+        "--threads", "3", "--threshold", "0.4", "--grad-clip", "2", "--stop-after-epochs", "1",
+        "--optimizer", "adamw", "--lr", "0.01", "--schedule", "step", "--warmup-epochs", "1",
+        "--momentum", "0.8", "--weight-decay", "0.001"])
+    assert cfg == TrainConfig(
+        net="rnet", data="d", out="o", export="e.pt", epochs=3, batch_size=128, batches_per_epoch=40, device="cpu",
+        seed=5, resume=True, flip=False, photometric=True, progress=False, init="original:w",
+        loss_weights=(1.0, 2.0, 3.0), ohem_keep=0.5, landmark_head=False, amp=False, val_fraction=0.1,
+        num_workers=2, threads=3, threshold=0.4, grad_clip=2.0, stop_after_epochs=1, optimizer="adamw", lr=0.01,
+        schedule="step", warmup_epochs=1.0, momentum=0.8, weight_decay=0.001)
+    assert TrainConfig(net="onet").data == "data/onet" and TrainConfig(net="onet").out == "runs/onet"
+
+
+def test_help_shows_every_fields_docstring_and_net_is_required(capsys):
+    import dataclasses
+
+    from core.cli import field_docs
+
+    docs = field_docs(TrainConfig)
+    assert set(docs) == {f.name for f in dataclasses.fields(TrainConfig)}  # every field is documented
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for doc in docs.values():
+        assert doc in text
+    with pytest.raises(SystemExit):
+        parse_args([])  # --net is required
+    with pytest.raises(SystemExit):
+        parse_args(["--net", "pnet", "--ohem-keep", "1.5"])  # the config's checks are usage errors
+
+
+def test_stage_thresholds_are_the_detectors():
+    from detector.cascade import DetectorConfig
+
+    assert [TrainConfig(net=n).stage_threshold for n in ("pnet", "rnet", "onet")] == \
+        list(DetectorConfig().thresholds)

@@ -1,0 +1,130 @@
+"""Epoch checkpoints: everything a resumed run needs to end with an uninterrupted run's weights.
+
+``<out>/checkpoints/epoch-XXX.pt`` holds the model, optimizer, scheduler, loss scaler, sampler
+position, every random state, the config, the data's fingerprint and the log so far, all as
+tensors and plain types so that it loads with ``torch.load(..., weights_only=True)``. Files are
+written atomically: an interrupted save leaves the previous checkpoint as the latest.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import re
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.atomic import atomic_write_bytes
+from core.weights import CHECKPOINT_FORMAT
+from trainers.config import RESUMABLE_CHANGES, TrainConfig
+
+
+class ResumeError(ValueError):
+    """The latest checkpoint in the output folder belongs to a different run."""
+
+
+# -- random states -------------------------------------------------------------------------------
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "python": {"version": py_state[0], "state": torch.tensor(py_state[1], dtype=torch.int64)},
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), None))
+
+
+# -- files ---------------------------------------------------------------------------------------
+def checkpoint_path(out, epoch: int) -> Path:
+    return Path(out) / "checkpoints" / f"epoch-{epoch:03d}.pt"
+
+
+def latest_checkpoint(out) -> Path | None:
+    found = [(int(m.group(1)), p) for p in (Path(out) / "checkpoints").glob("epoch-*.pt")
+             if (m := re.fullmatch(r"epoch-(\d+)\.pt", p.name))]
+    return max(found)[1] if found else None
+
+
+def save_torch(obj, path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path) -> dict:
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a training checkpoint ({CHECKPOINT_FORMAT})")
+    return ckpt
+
+
+def cpu_state(model: nn.Module) -> dict:
+    """The model's weights as contiguous float32 CPU tensors (what the detector loads)."""
+    return {k: v.detach().float().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def clean_out(out: Path, net: str) -> None:
+    """A fresh (non-resumed) run: remove what an earlier run left in its own file names."""
+    for old in [*(out / "checkpoints").glob("epoch-*.pt"), out / "log.csv", out / "loss_curve.png", out / f"{net}.pt"]:
+        if old.is_file():
+            old.unlink()
+
+
+# -- save and restore ----------------------------------------------------------------------------
+def save_checkpoint(cfg: TrainConfig, epoch: int, model: nn.Module, optimizer, scheduler, scaler, *,
+                    data_fingerprint: str, world_size: int, history: list[dict]) -> Path:
+    """Write ``<out>/checkpoints/epoch-<epoch>.pt`` after ``epoch`` epochs are done."""
+    path = checkpoint_path(cfg.out, epoch)
+    save_torch({
+        "format": CHECKPOINT_FORMAT,
+        "net": cfg.net,
+        "epoch": epoch,
+        "model": cpu_state(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+        "sampler": {"epoch": epoch, "start_batch": 0, "seed": cfg.seed},
+        "rng": rng_state(),
+        "config": asdict(cfg),
+        "data_fingerprint": data_fingerprint,
+        "world_size": world_size,
+        "history": history,
+    }, path)
+    return path
+
+
+def check_resumable(cfg: TrainConfig, saved: TrainConfig, data_fp: str, saved_fp: str) -> None:
+    diff = [f.name for f in fields(TrainConfig)
+            if f.name not in RESUMABLE_CHANGES and getattr(cfg, f.name) != getattr(saved, f.name)]
+    if data_fp != saved_fp:
+        diff.append(f"data fingerprint ({saved_fp} -> {data_fp})")
+    if diff:
+        raise ResumeError(f"cannot resume in {cfg.out}: the checkpoint was made with a different "
+                          f"{', '.join(diff)}; delete the folder or choose another --out")
+
+
+def restore(ckpt: dict, model: nn.Module, optimizer, scheduler, scaler) -> tuple[int, int, list[dict]]:
+    """Load a checkpoint's states (the random states last); returns (epoch, start batch, history)."""
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt["scaler"]:
+        scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    return ckpt["sampler"]["epoch"], ckpt["sampler"]["start_batch"], list(ckpt["history"])

@@ -1,0 +1,149 @@
+"""The trainer's settings: ``TrainConfig``, its checks, and the command line generated from it.
+
+Every field's docstring is its ``--help`` (``core.cli``); ``python -m trainers.train --help``
+lists them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from core.cli import config_from_namespace, config_parser
+from core.nets import NET_NAMES
+from detector.cascade import DetectorConfig
+from trainers.losses import DEFAULT_LOSS_WEIGHTS, DEFAULT_OHEM_KEEP, LossWeights
+
+# Validation recall / false positives are counted at the detector's stage thresholds.
+DEFAULT_THRESHOLDS = dict(zip(NET_NAMES, DetectorConfig().thresholds))
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    net: str = field(metadata={"choices": NET_NAMES})
+    """pnet, rnet or onet."""
+    data: str | None = None
+    """A build folder (``manifest.json`` + ``<size>/shard-*.lmdb``); the net's input size is read.
+    None: data/<net>."""
+    out: str | None = None
+    """Output folder: checkpoints/, log.csv, loss_curve.png, <net>.pt. None: runs/<net>."""
+    export: str | None = None
+    """Also write the final weights (the plain state dict) to this file, e.g. the folder the detector reads."""
+    epochs: int = 16
+    """Passes over the training split (or ``batches_per_epoch`` steps each)."""
+    batch_size: int = 384
+    """Samples per optimizer step, over all processes together."""
+    optimizer: str = field(default="sgd", metadata={"choices": OPTIMIZERS})
+    """sgd (momentum, Nesterov) or adamw."""
+    lr: float = 0.1
+    """Peak learning rate (reached after the warm-up); see the README for how it was chosen."""
+    momentum: float = 0.9
+    """SGD momentum (Nesterov when above 0); unused by adamw."""
+    weight_decay: float = 1e-4
+    """Applied to conv and dense weights only, not to biases or PReLU slopes."""
+    schedule: str = field(default="cosine", metadata={"choices": SCHEDULES})
+    """cosine (to 0), step (x0.1 at 50% and 75% of the steps) or constant; per step, after the warm-up."""
+    warmup_epochs: float = 0.5
+    """Linear warm-up from lr / steps to lr over this many epochs."""
+    grad_clip: float | None = 1.0
+    """Clip the global gradient norm to this (None or 0: off); the mean norm before clipping is logged."""
+    loss_weights: tuple[float, float, float] | None = None
+    """det, box, landmark; None: 1/0.5/0.5 (P-Net, R-Net), 1/0.5/1 (O-Net)."""
+    ohem_keep: float | None = DEFAULT_OHEM_KEEP
+    """Share of each batch's classification losses that count (largest first); None: all."""
+    landmark_head: bool = True
+    """Train P-Net's / R-Net's optional landmark head (O-Net always has one)."""
+    flip: bool = True
+    """Mirror each training sample but landmark ones with probability 0.5 (``trainers.augment``)."""
+    photometric: bool = False
+    """Blur, saturation, contrast and brightness changes of each training sample (``trainers.augment``).
+    Off by default; see the README model card."""
+    val_fraction: float = 0.05
+    """Share of each kind held out of the shards for validation."""
+    threshold: float | None = None
+    """Face probability at which validation recall / false positives are counted; None: the
+    detector's threshold for this stage (``DetectorConfig.thresholds``)."""
+    seed: int = 0
+    """Seeds the initial weights, the validation split, the batch order and the augmentation draws."""
+    device: str = "cpu"
+    """cpu or cuda (cuda:N); under torchrun each process takes cuda:LOCAL_RANK."""
+    amp: bool = True
+    """Mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling); ignored on CPU."""
+    init: str = "scratch"
+    """scratch, original:PATH (facenet-pytorch's <net>.pt, or the folder holding it) or PATH (a state
+    dict or checkpoint of this trainer)."""
+    num_workers: int = field(default=1, metadata={"flag": "--workers"})
+    """DataLoader worker processes (0: read in the training process)."""
+    batches_per_epoch: int | None = None
+    """None: one pass over the training split's kinds (per the sampler)."""
+    val_batch_size: int = 1024
+    """Samples per forward pass in validation (speed and memory only)."""
+    threads: int | None = None
+    """torch intra-op threads. None: torch's default (OMP_NUM_THREADS, else all cores), less one per
+    DataLoader worker for P-Net, whose steps are so short that a worker needs a core of its own."""
+    resume: bool = False
+    """Continue from the latest checkpoint in ``out`` (starts afresh when there is none)."""
+    stop_after_epochs: int | None = None
+    """Stop once this many epochs are done, as if interrupted (for testing resume)."""
+    progress: bool = True
+    """tqdm bars."""
+
+    def __post_init__(self):
+        if self.net not in NET_NAMES:
+            raise ValueError(f"net must be one of {NET_NAMES}, got {self.net!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be positive")
+        if self.ohem_keep is not None and not 0.0 < self.ohem_keep <= 1.0:
+            raise ValueError(f"ohem_keep must be in (0, 1] or None, got {self.ohem_keep}")
+        if self.grad_clip is not None and self.grad_clip < 0:
+            raise ValueError(f"grad_clip must be positive, 0 or None, got {self.grad_clip}")
+        if self.loss_weights is not None:
+            object.__setattr__(self, "loss_weights", tuple(float(w) for w in self.loss_weights))
+            if len(self.loss_weights) != 3:
+                raise ValueError("loss_weights needs three values: det, box, landmark")
+        # One spelling per meaning, so that a resume compares like with like.
+        object.__setattr__(self, "data", self.data or f"data/{self.net}")
+        object.__setattr__(self, "out", self.out or f"runs/{self.net}")
+        object.__setattr__(self, "grad_clip", self.grad_clip or None)
+
+    @property
+    def weights(self) -> LossWeights:
+        return LossWeights(*self.loss_weights) if self.loss_weights else DEFAULT_LOSS_WEIGHTS[self.net]
+
+    @property
+    def stage_threshold(self) -> float:
+        return DEFAULT_THRESHOLDS[self.net] if self.threshold is None else self.threshold
+
+    @classmethod
+    def tiny(cls, net: str, data, out, **changes) -> "TrainConfig":
+        """A few small steps on a tiny build: for tests and the demo."""
+        base = dict(net=net, data=str(data), out=str(out), epochs=2, batch_size=64, batches_per_epoch=6,
+                    num_workers=0, val_fraction=0.2, val_batch_size=256, warmup_epochs=0.5, progress=False)
+        return cls(**{**base, **changes})
+
+
+# Fields that may differ between a run and its resumption (they do not change the arithmetic).
+RESUMABLE_CHANGES = {"data", "out", "export", "device", "num_workers", "val_batch_size", "threads", "resume",
+                     "stop_after_epochs", "progress"}
+
+
+def config_from_dict(d: dict) -> TrainConfig:
+    """A ``TrainConfig`` from ``asdict`` output (a checkpoint's), ignoring fields it no longer has."""
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in d.items() if k in known})
+
+
+def parse_args(argv=None, prog: str = "python -m trainers.train", description: str | None = None) -> TrainConfig:
+    """``TrainConfig`` from the command line: one option per field, and ``--no-ohem``."""
+    parser = config_parser(TrainConfig, prog, description)
+    parser.add_argument("--no-ohem", action="store_true", help="every classification loss counts (--ohem-keep none)")
+    ns = parser.parse_args(argv)
+    try:
+        return config_from_namespace(TrainConfig, ns, **({"ohem_keep": None} if ns.no_ohem else {}))
+    except (TypeError, ValueError) as e:
+        parser.error(str(e))

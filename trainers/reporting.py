@@ -1,0 +1,66 @@
+"""What a run reports after every epoch: ``log.csv``, ``loss_curve.png`` and one summary line.
+
+Both files are rewritten whole (atomically) from the history of rows, one per epoch, whose keys are
+``LOG_COLUMNS``; floats are written with 6 significant digits.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from core.atomic import atomic_write_bytes
+from trainers.engine import TIMING_COLUMNS, TRAIN_COLUMNS, VALIDATION_COLUMNS
+
+LOG_COLUMNS = ("epoch", "lr", *TRAIN_COLUMNS, *VALIDATION_COLUMNS, *TIMING_COLUMNS)
+
+
+def write_log(history: list[dict], path) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def plot_history(history: list[dict], path, title: str) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.2))
+    FigureCanvasAgg(fig)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    epochs = [r["epoch"] for r in history]
+    styles = {"loss": "-", "cls": "--", "box": "-.", "landmark": ":"}
+    for split, color in (("train", "tab:blue"), ("val", "tab:orange")):
+        for term, style in styles.items():
+            ax_loss.plot(epochs, [r[f"{split}_{term}"] for r in history], style, color=color,
+                         label=f"{split} {term}", marker="o", ms=3)
+    ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log", title=f"{title}: losses")
+    ax_loss.legend(fontsize=7, ncol=2)
+    for key in ("train_acc", "val_acc", "val_recall", "val_fpr"):
+        ax_acc.plot(epochs, [r[key] for r in history], marker="o", ms=3, label=key)
+    ax_acc.set(xlabel="epoch", ylim=(0, 1), title="classification (recall/fpr at the stage threshold)")
+    ax_acc.grid(alpha=0.3)
+    ax_acc.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def summary(row: dict) -> str:
+    """One line per epoch for the terminal."""
+    return (f"epoch {row['epoch']}: loss {row['train_loss']:.4f} (cls {row['train_cls']:.4f} "
+            f"box {row['train_box']:.4f} lm {row['train_landmark']:.4f}) acc {row['train_acc']:.3f} | "
+            f"val loss {row['val_loss']:.4f} "
+            f"acc {row['val_acc']:.3f} recall {row['val_recall']:.3f} fpr {row['val_fpr']:.3f} | "
+            f"{row['samples_per_s']:.0f} samples/s, data wait {100 * row['data_wait_share']:.1f}%")
+
+
+def report_epoch(history: list[dict], out: Path, net: str) -> None:
+    """Rewrite ``log.csv`` and ``loss_curve.png`` in ``out``."""
+    write_log(history, Path(out) / "log.csv")
+    plot_history(history, Path(out) / "loss_curve.png", net)
