@@ -20,13 +20,15 @@ def mirror_about_crop(face, crop):
 
 def test_flipped_offsets_equal_the_targets_of_the_mirrored_face():
     crop = np.array([10.0, 20.0, 33.0, 43.0])  # 24 x 24
-    face = np.array([13.0, 18.0, 30.0, 40.0])
+    face = np.array([12.0, 18.0, 27.0, 40.0])  # off-centre: 2 columns from the crop's left, 6 from its right
     offsets = regression_targets(crop, face)
-    np.testing.assert_allclose(offsets, [[3 / 24, -2 / 24, -3 / 24, -3 / 24]])
-    expected = regression_targets(crop, mirror_about_crop(face, crop))
+    np.testing.assert_allclose(offsets, [[2 / 24, -2 / 24, -6 / 24, -3 / 24]])
+    # Mirrored about the crop's centre line, the face spans columns 16..31: 6 from the left, 2 from the right.
+    mirrored = mirror_about_crop(face, crop)
+    np.testing.assert_allclose(mirrored, [16, 18, 31, 40])
+    expected = regression_targets(crop, mirrored)
+    np.testing.assert_allclose(expected, [[6 / 24, -2 / 24, -2 / 24, -3 / 24]])
     np.testing.assert_allclose(flip_box_offsets(torch.from_numpy(offsets)).numpy(), expected)
-    # Mirroring pixel columns: face columns 13..30 of crop 10..33 sit at 3..20; mirrored, at 3..20 from the right.
-    np.testing.assert_allclose(expected, [[3 / 24, -2 / 24, -3 / 24, -3 / 24]])
 
 
 def test_asymmetric_face_offsets_swap_and_change_sign():

@@ -1,6 +1,6 @@
 """Training-time augmentation of decoded batches (``lmdb_builders.reader.records_to_batch`` dicts).
 
-Used by ``trainers.train`` on every training batch (not on validation). Two kinds of change are
+Used by ``trainers.engine`` on every training batch (not on validation). Two kinds of change are
 made, both with an exact (or no) effect on the targets:
 
 Horizontal mirroring (``hflip_batch``):
@@ -14,9 +14,8 @@ Horizontal mirroring (``hflip_batch``):
 
 Photometric changes (``photometric_batch``): Gaussian blur, then saturation, contrast and
 brightness, per sample, on every kind. They move no pixel, so no target changes. Meant for the
-later stages, which see few distinct faces (the 1,430 shared training images hold under 20,000)
-and reject blurred validation faces; off by default (``--photometric``) because on the shared set
-it did not raise WIDER AP (README model card).
+later stages, which see few distinct faces; off by default (``--photometric``), see the README
+model card.
 """
 
 from __future__ import annotations
