@@ -25,8 +25,8 @@ DEVICE ?= cpu
 GEN_FLAGS ?=
 TRAIN_FLAGS ?=
 # Per-net settings of the shipped weights (README model card); TRAIN_FLAGS, given after them, wins.
-# R-Net and O-Net learn from small mined builds and overfit with P-Net's 16 epochs; the shipped
-# P-Net was trained before mirroring existed (it was not overfitting).
+# R-Net and O-Net learn from small mined builds and overfit with P-Net's 16 epochs; P-Net does
+# not overfit, and without mirroring it reproduces the shipped weights.
 TRAIN_FLAGS_pnet ?= --no-flip
 TRAIN_FLAGS_rnet ?= --epochs 8
 TRAIN_FLAGS_onet ?= --epochs 6
@@ -50,7 +50,9 @@ DETECT_OUT ?= $(OUT)/detect
 SAMPLING_SRC := prepare/generate.py prepare/sampling.py prepare/landmark_aug.py prepare/crops.py \
 	core/geometry.py lmdb_builders/schema.py lmdb_builders/writer.py annotations/wider.py annotations/landmarks.py
 
-TRAIN_SRC := trainers/train.py trainers/augment.py trainers/losses.py core/nets.py lmdb_builders/reader.py lmdb_builders/schema.py
+TRAIN_SRC := trainers/train.py trainers/config.py trainers/engine.py trainers/model.py trainers/checkpoint.py \
+	trainers/distributed.py trainers/reporting.py trainers/augment.py trainers/losses.py \
+	core/nets.py core/weights.py lmdb_builders/reader.py lmdb_builders/schema.py
 DETECTOR_SRC := detector/cascade.py core/nets.py
 
 .PHONY: help setup pnet-data rnet-data onet-data val-data train-pnet train-rnet train-onet roc eval-wider detect \
