@@ -13,7 +13,6 @@ every state dict is checked to load with ``weights_only=True`` into this project
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.atomic import atomic_write_bytes
+from core.cli import parse_config
 
 PACKAGE = "facenet-pytorch==2.6.0"
 NETS = ("pnet", "rnet", "onet")
@@ -30,8 +30,11 @@ NETS = ("pnet", "rnet", "onet")
 @dataclass(frozen=True)
 class OriginalWeightsConfig:
     out: str = "weights/original"
-    wheel: str | None = None  # a facenet-pytorch wheel already downloaded; None: pip download it
-    package_dir: str | None = None  # also unpack facenet_pytorch/ here
+    """Folder for pnet.pt, rnet.pt and onet.pt."""
+    wheel: str | None = None
+    """A facenet-pytorch wheel already at hand (no network); None: pip download it."""
+    package_dir: str | None = None
+    """Also unpack the whole facenet_pytorch package into this folder."""
 
 
 class OriginalWeightsError(RuntimeError):
@@ -96,12 +99,9 @@ def main(cfg: OriginalWeightsConfig) -> list[Path]:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(prog="python -m trainers.original_weights", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=OriginalWeightsConfig.out)
-    p.add_argument("--wheel", help="use this facenet-pytorch wheel instead of downloading it")
-    p.add_argument("--package-dir", help="also unpack the facenet_pytorch package into this folder")
-    a = p.parse_args()
+    cfg = parse_config(OriginalWeightsConfig, prog="python -m trainers.original_weights",
+                       description=__doc__.split("\n\n")[0])
     try:
-        main(OriginalWeightsConfig(out=a.out, wheel=a.wheel, package_dir=a.package_dir))
+        main(cfg)
     except OriginalWeightsError as e:
         sys.exit(f"error: {e}")
