@@ -308,7 +308,8 @@ def test_cli_maps_onto_the_config():
     assert (cfg.flip, cfg.photometric) == (True, False)
     changed = parse_args(["--net", "pnet", "--no-flip", "--photometric"])
     assert (changed.flip, changed.photometric) == (False, True)
-    assert TrainConfig(net="pnet").weights == LossWeights(1, 0.5, 0.5) and TrainConfig(net="pnet").stage_threshold == 0.6
+    pnet = TrainConfig(net="pnet")
+    assert pnet.weights == LossWeights(1, 0.5, 0.5) and pnet.stage_threshold == 0.6
 
 
 def test_every_flag_of_the_makefile_and_readme_parses_with_its_meaning():
