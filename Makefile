@@ -138,8 +138,8 @@ DEMO_DETECT_WEIGHTS ?= shipped
 DEMO_VARS = WIDER=$(DEMO_WIDER) LANDMARKS=$(DEMO_WIDER)/landmarks/trainImageList.txt OUT=$(DEMO) \
 	GEN_FLAGS=--tiny TRAIN_FLAGS="$(DEMO_TRAIN_FLAGS)"
 
-$(DEMO_TXT): prepare/demo_data.py | $(VENV_STAMP)
-	$(PY) -m prepare.demo_data --out $(DEMO_WIDER) --seed $(SEED) $(DEMO_DATA_FLAGS)
+$(DEMO_TXT): demo/data.py annotations/wider.py annotations/landmarks.py annotations/wider_mat.py | $(VENV_STAMP)
+	$(PY) -m demo.data --out $(DEMO_WIDER) --seed $(SEED) $(DEMO_DATA_FLAGS)
 
 demo: $(DEMO_TXT) ## every stage on a tiny built-in data set (build/demo), then the shipped weights on a photo
 	$(MAKE) --no-print-directory $(DEMO_VARS) stats pnet-data train-pnet rnet-data train-rnet onet-data train-onet \

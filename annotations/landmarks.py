@@ -1,7 +1,9 @@
-"""Parsers of 5-point facial landmark lists into one pandas table.
+"""5-point facial landmark lists: parsers into one pandas table, the CNN_FacePoint writer, and the
+held-out part of a list.
 
-A library module (no command of its own): landmark sample generation and ``annotations.stats``
-read landmark lists through ``load_landmarks``. It reads text files only and writes nothing.
+A library module (no command of its own): landmark sample generation, ``annotations.stats`` and
+the landmark evaluation read landmark lists through ``load_landmarks``; the demo builder writes
+its list with ``write_facepoint`` (``parse_facepoint`` reads back what it wrote, to 2 decimals).
 
 Two formats are read:
 
@@ -21,6 +23,8 @@ cannot be right are dropped and counted, each under one reason, tested in this o
 * ``degenerate``: ``x2 <= x1`` or ``y2 <= y1``;
 * ``landmarks_outside_box``: a point lies farther outside the box than half the box's width
   (for x) or height (for y); real landmarks sit inside or near the box, so such a line is broken.
+
+``landmark_holdout_mask`` picks the faces every training build leaves out, for evaluation.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from annotations.errors import AnnotationError, numbered_lines
+from core.atomic import atomic_write_text
 
 LANDMARK_COLUMNS = ("lex", "ley", "rex", "rey", "nx", "ny", "lmx", "lmy", "rmx", "rmy")
 BOX_COLUMNS = ("x1", "y1", "x2", "y2")
@@ -41,6 +46,10 @@ DROP_REASONS = ("degenerate", "landmarks_outside_box")
 
 # How far outside its box a landmark may lie, as a fraction of the box's width / height.
 MAX_OUTSIDE_FRACTION = 0.5
+
+DEFAULT_HOLDOUT_FRACTION = 0.05
+# Seeds the held-out draw; fixed (not the build's seed) so that every build holds out the same faces.
+HOLDOUT_SEED = 0x4E1D
 
 FACEPOINT_FIELDS = ("path", "x1", "x2", "y1", "y2") + LANDMARK_COLUMNS
 CELEBA_BBOX_NAME = "list_bbox_celeba.txt"
@@ -154,6 +163,32 @@ def parse_celeba(bbox_txt: str | os.PathLike, landmarks_txt: str | os.PathLike) 
         source=f"{bbox_txt} + {landmarks_txt}",
         images_root=celeba_images_root(bbox_txt.parent),
     )
+
+
+def landmark_holdout_mask(num_faces: int, fraction: float = DEFAULT_HOLDOUT_FRACTION) -> np.ndarray:
+    """Which faces of a landmark list are held out (bool (num_faces,)): fixed by list position,
+    independent of any seed, so that every training build excludes exactly the faces the
+    evaluation uses."""
+    return np.random.default_rng(HOLDOUT_SEED).random(num_faces) < fraction
+
+
+def format_facepoint_line(image: str, box_xyxy, points) -> str:
+    """One CNN_FacePoint line: ``image x1 x2 y1 y2`` (note the box order) then the five ``x y``
+    points, each to 2 decimals; ``image`` is written as given (the lists use backslashes)."""
+    x1, y1, x2, y2 = box_xyxy
+    values = [x1, x2, y1, y2] + [float(v) for point in np.asarray(points).reshape(5, 2) for v in point]
+    return image + " " + " ".join(f"{v:.2f}" for v in values)
+
+
+def format_facepoint(faces) -> str:
+    """The text of a CNN_FacePoint list of ``(image, box x1 y1 x2 y2, (5, 2) points)`` faces; pure."""
+    return "".join(format_facepoint_line(image, box, points) + "\n" for image, box, points in faces)
+
+
+def write_facepoint(path: str | os.PathLike, faces) -> Path:
+    """Write ``format_facepoint(faces)`` to ``path`` atomically; returns the path."""
+    atomic_write_text(path, format_facepoint(faces))
+    return Path(path)
 
 
 def celeba_images_root(lists_dir: Path) -> Path:

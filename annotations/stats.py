@@ -13,10 +13,9 @@ can see at all, and dropped/missing counts show a broken or misplaced data set e
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from annotations.errors import AnnotationError
 from annotations.landmarks import LandmarkAnnotations, load_landmarks
 from annotations.wider import WiderAnnotations, parse_wider
 from core.atomic import atomic_write_bytes
+from core.cli import parse_config
 from core.geometry import box_sizes
 
 QUANTILES = (0.0, 0.05, 0.25, 0.50, 0.75, 0.95, 1.0)
@@ -36,10 +36,15 @@ PNET_INPUT_SIZE = 12  # marked on the histogram: smaller faces are below P-Net's
 
 @dataclass(frozen=True, kw_only=True)
 class StatsConfig:
-    wider_txt: Path
-    images_dir: Path | None
+    wider_txt: Path = field(metadata={"flag": "--wider"})
+    """A ``wider_face_*_bbx_gt.txt`` file."""
+    images_dir: Path | None = field(metadata={"flag": "--images"})
+    """Its ``WIDER_*/images`` folder, read for image sizes (boxes are clipped, missing images
+    counted)"""
     landmarks: Path | None = None
+    """A CNN_FacePoint ``.txt`` list or a CelebA folder, for its figures too."""
     out_png: Path
+    """Where to write the face-size histogram (PNG)."""
 
 
 def face_sizes_wider(faces) -> np.ndarray:
@@ -186,14 +191,9 @@ def main(cfg: StatsConfig) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--wider", required=True, type=Path, help="a wider_face_*_bbx_gt.txt file")
-    parser.add_argument("--images", required=True, type=Path, help="its WIDER_*/images folder")
-    parser.add_argument("--landmarks", type=Path, help="a CNN_FacePoint .txt list or a CelebA folder")
-    parser.add_argument("--out-png", required=True, type=Path, help="where to write the size histogram")
-    args = parser.parse_args()
+    config = parse_config(StatsConfig, prog="python -m annotations.stats", description=__doc__.split("\n\n")[0])
     try:
-        main(StatsConfig(wider_txt=args.wider, images_dir=args.images, landmarks=args.landmarks, out_png=args.out_png))
+        main(config)
     except (AnnotationError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

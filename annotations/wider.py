@@ -1,8 +1,9 @@
-"""Parser of WIDER FACE ``wider_face_*_bbx_gt.txt`` files into pandas tables.
+"""WIDER FACE ``wider_face_*_bbx_gt.txt`` files: the parser into pandas tables, and the writer.
 
 A library module (no command of its own): sample generation, ``annotations.stats`` and the
-evaluation read WIDER annotations through ``parse_wider``. It reads the text file and, when
-given the images folder, the image headers; it writes nothing.
+evaluation read WIDER annotations through ``parse_wider``, which reads the text file and, when
+given the images folder, the image headers. The demo builder writes its splits with
+``write_wider_txt``; ``parse_wider`` reads back exactly the boxes and attributes it wrote.
 
 The format, one record per image::
 
@@ -36,8 +37,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-
 from annotations.errors import AnnotationError, numbered_lines
+from core.atomic import atomic_write_text
 from core.imageio import image_size
 
 WIDER_ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
@@ -51,6 +52,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 EXAMPLE_PATH = "0--Parade/0_Parade_marchingband_1_849.jpg"
 
 _INVALID_FIELD = 4 + WIDER_ATTRIBUTES.index("invalid")
+# What the official files write after an image with no faces.
+ZERO_FACES_LINE = " ".join(["0"] * BOX_LINE_FIELDS)
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,6 +138,31 @@ def parse_wider(txt_path: str | os.PathLike, images_dir: str | os.PathLike | Non
         source=str(txt_path),
         images_dir=None if images_dir is None else Path(images_dir),
     )
+
+
+def format_wider_txt(images) -> str:
+    """The ``bbx_gt`` text of ``(image path, boxes)`` records, in their order; pure.
+
+    ``boxes``: (N, 10) integers ``x1 y1 w h`` then ``WIDER_ATTRIBUTES``, or (N, 4) ``x1 y1 w h``
+    with every attribute 0. An image with no boxes gets the official line of zeros.
+    """
+    lines = []
+    for image, boxes in images:
+        rows = np.asarray(boxes, dtype=np.int64)
+        rows = rows.reshape(len(rows), -1) if rows.size else np.zeros((0, BOX_LINE_FIELDS), dtype=np.int64)
+        if rows.shape[1] == len(BOX_COLUMNS):
+            rows = np.concatenate([rows, np.zeros((len(rows), len(WIDER_ATTRIBUTES)), dtype=np.int64)], axis=1)
+        if rows.shape[1] != BOX_LINE_FIELDS:
+            raise ValueError(f"{image}: boxes must have 4 or {BOX_LINE_FIELDS} columns, got {rows.shape[1]}")
+        lines += [image, str(len(rows))]
+        lines += [" ".join(map(str, row)) for row in rows.tolist()] or [ZERO_FACES_LINE]
+    return "".join(line + "\n" for line in lines)
+
+
+def write_wider_txt(path: str | os.PathLike, images) -> Path:
+    """Write ``format_wider_txt(images)`` to ``path`` atomically; returns the path."""
+    atomic_write_text(path, format_wider_txt(images))
+    return Path(path)
 
 
 def assign_drop_reasons(box_values, image_widths, image_heights) -> tuple[np.ndarray, np.ndarray, int]:

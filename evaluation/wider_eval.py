@@ -48,7 +48,7 @@ import numpy as np
 
 from core.atomic import atomic_write_bytes
 from core.imageio import try_read_image_rgb
-from evaluation.ground_truth import SETTINGS, load_ground_truth
+from annotations.wider_mat import SETTINGS, load_ground_truth
 from core.geometry import as_boxes, iou_matrix
 
 THRESH_NUM = 1000

@@ -23,23 +23,25 @@ TINY_SEED = 0
 
 @pytest.fixture(scope="session")
 def tiny_wider(tmp_path_factory):
-    """``prepare.demo_data.DemoPaths`` of a small WIDER-layout set with every edge case the parsers
-    handle (read-only: it is shared by the whole session).
+    """``demo.data.DemoPaths`` of a small WIDER-layout set with every edge case the parsers handle
+    (read-only: it is shared by the whole session).
 
     Train image 0 holds a face flagged invalid, a face hanging off the left border and a zero-width
     box; the last train image has no faces (with the official zeros line).
     """
     # Imported here, not at the top, so that a broken demo builder fails only the tests using it.
-    from prepare.demo_data import build_demo_dataset
+    from demo.data import DemoConfig, build_demo_dataset
 
     root = tmp_path_factory.mktemp("tiny_wider")
     return build_demo_dataset(
-        root,
-        num_train_images=TINY_TRAIN_IMAGES,
-        num_val_images=TINY_VAL_IMAGES,
-        num_landmark_faces=TINY_LANDMARK_FACES,
-        seed=TINY_SEED,
-        with_edge_cases=True,
+        DemoConfig(
+            out_dir=root,
+            num_train_images=TINY_TRAIN_IMAGES,
+            num_val_images=TINY_VAL_IMAGES,
+            num_landmark_faces=TINY_LANDMARK_FACES,
+            seed=TINY_SEED,
+            with_edge_cases=True,
+        )
     )
 
 

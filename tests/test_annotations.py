@@ -1,4 +1,4 @@
-"""Tests of the annotation parsers, the stats command and the demo data builder.
+"""Tests of the annotation parsers and writers, the stats command and the demo data builder.
 
 Run with ``pytest -q tests/test_annotations.py`` (``-m "not slow"`` skips the real-data test).
 Exact counts of the ``tiny_wider`` fixture (conftest: 5 train images, seed 0, edge cases on)
@@ -16,10 +16,20 @@ import pytest
 from PIL import Image
 
 from annotations.errors import AnnotationError
-from annotations.landmarks import LANDMARK_COLUMNS, load_landmarks, parse_celeba, parse_facepoint
+from annotations.landmarks import (
+    LANDMARK_COLUMNS,
+    format_facepoint_line,
+    landmark_holdout_mask,
+    load_landmarks,
+    parse_celeba,
+    parse_facepoint,
+    write_facepoint,
+)
 from annotations.stats import StatsConfig, main as stats_main
-from annotations.wider import WIDER_ATTRIBUTES, parse_wider
-from prepare.demo_data import build_demo_dataset
+from annotations.wider import WIDER_ATTRIBUTES, parse_wider, write_wider_txt
+from annotations.wider_mat import SETTINGS, GtImage, load_ground_truth, write_ground_truth
+from core.cli import parse_config
+from demo.data import DemoConfig, build_demo_dataset
 
 FACE_COLUMNS = ["image", "image_index", "x1", "y1", "w", "h", *WIDER_ATTRIBUTES]
 ZEROS = "0 0 0 0 0 0 0 0 0 0"
@@ -201,6 +211,43 @@ def test_image_sizes_clip_outside_and_missing_images(tmp_path):
     assert ann.images["num_faces"].tolist() == [2, 1, 1]
 
 
+def test_wider_writer_round_trips(tmp_path):
+    images = [
+        ("0--A/a.jpg", [[10, 20, 30, 40, 1, 0, 2, 0, 1, 2], [-5, 3, 12, 14, 0, 1, 0, 0, 0, 0]]),
+        ("0--A/b.jpg", []),  # written with the official line of zeros
+        ("1--B/c.jpg", [[7, 8, 9, 10, 0, 0, 0, 1, 0, 0], [50, 60, 0, 20, 0, 0, 0, 0, 0, 0]]),  # invalid, degenerate
+        ("1--B/d.jpg", np.array([[1, 2, 3, 4]])),  # x1 y1 w h only: attributes 0
+    ]
+    path = write_wider_txt(tmp_path / "split" / "gt.txt", images)
+    assert path.read_text().splitlines()[4:7] == ["0--A/b.jpg", "0", ZEROS]
+    ann = parse_wider(path)
+    assert ann.images["image"].tolist() == [image for image, _ in images]
+    rows = [list(row) + [0] * (10 - len(row)) for _, boxes in images for row in np.asarray(boxes).tolist()]
+    assert ann.all_boxes[["x1", "y1", "w", "h", *WIDER_ATTRIBUTES]].to_numpy().tolist() == rows
+    assert ann.all_boxes["image"].tolist() == ["0--A/a.jpg"] * 2 + ["1--B/c.jpg"] * 2 + ["1--B/d.jpg"]
+    assert ann.dropped == {"degenerate": 1, "invalid": 1, "outside_image": 0}
+
+
+def test_wider_writer_refuses_boxes_of_another_width(tmp_path):
+    with pytest.raises(ValueError, match="4 or 10 columns"):
+        write_wider_txt(tmp_path / "gt.txt", [("a.jpg", [[1, 2, 3, 4, 5]])])
+
+
+def test_wider_mat_ground_truth_round_trips(tmp_path):
+    images = [
+        GtImage("0--A", "a", np.array([[1, 2, 30, 40], [50, 60, 10, 12]], float),
+                {"easy": np.array([0]), "medium": np.array([0]), "hard": np.array([0, 1])}),
+        GtImage("0--A", "b", np.zeros((0, 4)), {s: np.zeros(0, np.int64) for s in SETTINGS}),
+        GtImage("1--B", "c", np.array([[5, 6, 7, 8]], float),
+                {"easy": np.zeros(0, np.int64), "medium": np.array([0]), "hard": np.array([0])}),
+    ]
+    back = load_ground_truth(write_ground_truth(tmp_path / "gt", images))
+    assert [im.key for im in back] == [im.key for im in images]
+    for got, want in zip(back, images):
+        np.testing.assert_array_equal(got.boxes, want.boxes)
+        assert {s: got.keep[s].tolist() for s in SETTINGS} == {s: want.keep[s].tolist() for s in SETTINGS}
+
+
 # ---------------------------------------------------------------- landmarks
 
 
@@ -243,6 +290,25 @@ def test_facepoint_drops_degenerate_and_far_landmarks(tmp_path):
     assert lm.faces["image"].tolist() == ["a.jpg", "d.jpg"]
     assert lm.faces["image_index"].tolist() == [0, 3]
     assert lm.dropped == {"degenerate": 1, "landmarks_outside_box": 1}
+
+
+def test_facepoint_writer_round_trips(tmp_path):
+    points = np.array([[34.32, 34.8], [47.28, 36.24], [40.4, 46.0], [34.0, 50.8], [45.04, 52.08]])
+    faces = [("lfw_5590\\Aaron_Eckhart_0001.jpg", (27.2, 29.76, 51.84, 54.4), points),
+             ("demo\\00002.jpg", (3, 4, 40, 41), points / 2 + 1)]
+    assert format_facepoint_line(*faces[0]) + "\n" == FACEPOINT_TEXT.splitlines(keepends=True)[0]
+    lm = parse_facepoint(write_facepoint(tmp_path / "list.txt", faces))
+    assert lm.faces["image"].tolist() == ["lfw_5590/Aaron_Eckhart_0001.jpg", "demo/00002.jpg"]
+    np.testing.assert_allclose(lm.faces[["x1", "y1", "x2", "y2"]].to_numpy(), [face[1] for face in faces])
+    np.testing.assert_allclose(lm.faces[list(LANDMARK_COLUMNS)].to_numpy(),
+                               [face[2].ravel() for face in faces], atol=0.005)  # written to 2 decimals
+
+
+def test_landmark_holdout_is_fixed_by_position():
+    mask = landmark_holdout_mask(1000, 0.05)
+    assert mask.dtype == bool and 20 < mask.sum() < 80
+    assert np.array_equal(mask, landmark_holdout_mask(1000, 0.05))
+    assert np.array_equal(landmark_holdout_mask(400, 0.05), mask[:400])  # a longer list keeps the earlier choices
 
 
 @pytest.mark.parametrize(
@@ -385,15 +451,24 @@ def file_bytes(root: Path) -> dict[str, bytes]:
 
 def test_demo_data_is_deterministic(tmp_path):
     kwargs = dict(num_train_images=3, num_val_images=1, num_landmark_faces=3, with_edge_cases=True)
-    first = file_bytes(build_demo_dataset(tmp_path / "a", seed=0, **kwargs).root)
-    second = file_bytes(build_demo_dataset(tmp_path / "b", seed=0, **kwargs).root)
-    other = file_bytes(build_demo_dataset(tmp_path / "c", seed=1, **kwargs).root)
+    first = file_bytes(build_demo_dataset(DemoConfig(tmp_path / "a", seed=0, **kwargs)).root)
+    second = file_bytes(build_demo_dataset(DemoConfig(tmp_path / "b", seed=0, **kwargs)).root)
+    other = file_bytes(build_demo_dataset(DemoConfig(tmp_path / "c", seed=1, **kwargs)).root)
     assert first == second
     assert "wider_face_split/wider_face_train_bbx_gt.txt" in first
     assert "landmarks/trainImageList.txt" in first
     assert "WIDER_train/images/0--Demo/0_Demo_demo_0.jpg" in first
     assert sorted(first) == sorted(other)
     assert all(first[name] != other[name] for name in first)
+
+
+def test_demo_command_line_takes_its_defaults_from_the_config(tmp_path):
+    assert parse_config(DemoConfig, ["--out", str(tmp_path)]) == DemoConfig(out_dir=tmp_path)
+    given = parse_config(DemoConfig, ["--out", str(tmp_path), "--train", "6", "--val", "3", "--landmarks", "24",
+                                      "--width", "200", "--height", "160", "--edge-cases"])
+    assert given == DemoConfig(tmp_path, 6, 3, 24, image_width=200, image_height=160, with_edge_cases=True)
+    with pytest.raises(SystemExit):
+        parse_config(DemoConfig, ["--out", str(tmp_path), "--train", "-1"])
 
 
 def test_demo_layout_matches_official_wider(tiny_wider):

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from evaluation.ground_truth import GtImage
-from evaluation.ground_truth import MAT_HEADER, write_ground_truth as write_gt_files
+from annotations.wider_mat import GtImage
+from annotations.wider_mat import MAT_HEADER, write_ground_truth as write_gt_files
 from evaluation.wider_eval import (
     SETTINGS,
     WiderEvalConfig,

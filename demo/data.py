@@ -1,7 +1,7 @@
 """Build a small synthetic face data set in the official WIDER FACE layout, plus a landmark list.
 
-Run as ``python -m prepare.demo_data --out DIR [--train N --val N --landmarks N --seed S]``.
-Writes, under DIR::
+Run as ``python -m demo.data --out DIR [--train N --val N --landmarks N --seed S]`` (``--help``
+lists every option; ``DemoConfig`` holds the defaults). Writes, under DIR::
 
     WIDER_train/images/<k>--Demo/<k>_Demo_demo_<i>.jpg
     WIDER_val/images/<k>--Demo/<k>_Demo_demo_<i>.jpg
@@ -21,15 +21,15 @@ it as an image no net has seen. The set lets the whole pipeline run end to end i
 
 The same seed gives byte-identical files. ``with_edge_cases=True`` (test fixtures) adds to the
 first training image one face flagged invalid, one face partly outside the image (negative x)
-and one degenerate box (w = 0), and leaves the last training image without faces.
+and one degenerate box (w = 0), and leaves the last training image without faces. The annotation
+files are written by the writers beside their parsers (``annotations.wider``,
+``annotations.landmarks``, ``annotations.wider_mat``).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -37,7 +37,11 @@ import cv2
 import numpy as np
 import skimage.data
 
-from evaluation.ground_truth import SETTINGS, GtImage, write_ground_truth
+from annotations.landmarks import write_facepoint
+from annotations.wider import write_wider_txt
+from annotations.wider_mat import SETTINGS, GtImage, write_ground_truth
+from core.atomic import atomic_write_bytes
+from core.cli import parse_config
 
 # Relative positions (x, y) of the five landmarks inside an aligned lfw_subset face crop, in the
 # order left eye, right eye, nose, left mouth corner, right mouth corner. Estimated by eye on
@@ -82,8 +86,6 @@ SKIN_TINTS = np.array(
     ]
 )
 
-WIDER_ZERO_LINE = " ".join(["0"] * 10)
-
 
 @dataclass(frozen=True)
 class DemoPaths:
@@ -98,13 +100,34 @@ class DemoPaths:
 
 @dataclass(frozen=True)
 class DemoConfig:
-    out_dir: Path
-    num_train_images: int = 60
-    num_val_images: int = 20
-    num_landmark_faces: int = 200
+    out_dir: Path = field(metadata={"flag": "--out"})
+    """Folder to write the data set into; files of an earlier build are overwritten, never deleted."""
+    num_train_images: int = field(default=60, metadata={"flag": "--train"})
+    """Images of the WIDER_train split."""
+    num_val_images: int = field(default=20, metadata={"flag": "--val"})
+    """Images of the WIDER_val split (with the official evaluation .mat files)."""
+    num_landmark_faces: int = field(default=200, metadata={"flag": "--landmarks"})
+    """Faces (one 80x80 image each) of the CNN_FacePoint landmark list."""
     seed: int = 0
-    image_size: tuple[int, int] = (320, 240)  # (width, height)
-    with_edge_cases: bool = False
+    """The same seed gives byte-identical files."""
+    image_width: int = field(default=320, metadata={"flag": "--width"})
+    """Width of every WIDER-layout image, pixels."""
+    image_height: int = field(default=240, metadata={"flag": "--height"})
+    """Height of every WIDER-layout image, pixels."""
+    with_edge_cases: bool = field(default=False, metadata={"flag": "--edge-cases"})
+    """Add the broken annotations the test fixtures use (invalid flag, a face off the border, a
+    zero-width box, a training image without faces)."""
+
+    def __post_init__(self):
+        for flag, count in (("train", self.num_train_images), ("val", self.num_val_images),
+                            ("landmarks", self.num_landmark_faces)):
+            if count < 0:
+                raise ValueError(f"--{flag} must not be negative, got {count}")
+        if min(self.image_width, self.image_height) < 2 * FACE_SIDE_RANGE[0]:
+            raise ValueError(f"image size {self.image_width}x{self.image_height} is too small for faces of "
+                             f"{FACE_SIDE_RANGE[0]} px")
+        if self.with_edge_cases and self.num_train_images < 2:
+            raise ValueError("edge cases need at least 2 training images (edge cases + a 0-face image)")
 
 
 @dataclass(frozen=True)
@@ -117,8 +140,9 @@ class _Annotation:
     h: int
     invalid: int = 0
 
-    def line(self) -> str:
-        return f"{self.x} {self.y} {self.w} {self.h} 0 0 0 {self.invalid} 0 0"
+    def row(self) -> tuple[int, ...]:
+        """The box line's ten values (``annotations.wider``): x y w h and the attributes."""
+        return self.x, self.y, self.w, self.h, 0, 0, 0, self.invalid, 0, 0
 
 
 def demo_paths(out_dir: str | os.PathLike) -> DemoPaths:
@@ -138,39 +162,23 @@ def sample_photo_path(out_dir: str | os.PathLike) -> Path:
     return Path(out_dir) / "sample" / "astronaut.png"
 
 
-def build_demo_dataset(
-    out_dir: str | os.PathLike,
-    num_train_images: int = 6,
-    num_val_images: int = 2,
-    num_landmark_faces: int = 8,
-    seed: int = 0,
-    image_size: tuple[int, int] = (320, 240),
-    with_edge_cases: bool = False,
-) -> DemoPaths:
-    """Write the demo set under ``out_dir`` and return where its parts are.
-
-    ``image_size`` is (width, height) of every WIDER-layout image. Files of an earlier build are
-    overwritten, never deleted.
-    """
-    width, height = image_size
-    if min(width, height) < 2 * FACE_SIDE_RANGE[0]:
-        raise ValueError(f"image_size {image_size} is too small for faces of {FACE_SIDE_RANGE[0]} px")
-    if with_edge_cases and num_train_images < 2:
-        raise ValueError("with_edge_cases needs at least 2 training images (edge cases + a 0-face image)")
-    paths = demo_paths(out_dir)
+def build_demo_dataset(cfg: DemoConfig) -> DemoPaths:
+    """Write the data set of ``cfg`` under ``cfg.out_dir`` and return where its parts are."""
+    paths = demo_paths(cfg.out_dir)
+    image_size = (cfg.image_width, cfg.image_height)
     # One independent stream per part, so that asking for more validation images does not
     # change the training images of the same seed.
-    train_rng, val_rng, landmark_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    train_rng, val_rng, landmark_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(3))
 
     train_records = _write_wider_split(
-        paths.train_images, num_train_images, image_size, train_rng, with_edge_cases=with_edge_cases
+        paths.train_images, cfg.num_train_images, image_size, train_rng, with_edge_cases=cfg.with_edge_cases
     )
-    _write_text_atomic(paths.train_txt, wider_text(train_records))
-    val_records = _write_wider_split(paths.val_images, num_val_images, image_size, val_rng, with_edge_cases=False)
-    _write_text_atomic(paths.val_txt, wider_text(val_records))
+    write_wider_txt(paths.train_txt, wider_records(train_records))
+    val_records = _write_wider_split(paths.val_images, cfg.num_val_images, image_size, val_rng, with_edge_cases=False)
+    write_wider_txt(paths.val_txt, wider_records(val_records))
     write_ground_truth(paths.val_ground_truth, evaluation_ground_truth(val_records))
-    landmark_lines = _write_landmark_images(paths.landmarks_txt.parent, num_landmark_faces, landmark_rng)
-    _write_text_atomic(paths.landmarks_txt, "".join(line + "\n" for line in landmark_lines))
+    landmark_faces = _write_landmark_images(paths.landmarks_txt.parent, cfg.num_landmark_faces, landmark_rng)
+    write_facepoint(paths.landmarks_txt, landmark_faces)
     return paths
 
 
@@ -188,28 +196,14 @@ def evaluation_ground_truth(records) -> list[GtImage]:
     return images
 
 
-def wider_text(records: list[tuple[str, list[_Annotation]]]) -> str:
-    """The bbx_gt text of (relative image path, annotations) records, official 0-face placeholder included."""
-    lines = []
-    for image, annotations in records:
-        lines.append(image)
-        lines.append(str(len(annotations)))
-        lines.extend(a.line() for a in annotations)
-        if not annotations:
-            lines.append(WIDER_ZERO_LINE)
-    return "".join(line + "\n" for line in lines)
+def wider_records(records: list[tuple[str, list[_Annotation]]]) -> list[tuple[str, list[tuple[int, ...]]]]:
+    """(relative image path, annotations) records as ``annotations.wider.write_wider_txt`` takes them."""
+    return [(image, [a.row() for a in annotations]) for image, annotations in records]
 
 
 def landmark_points(x: float, y: float, side: float) -> np.ndarray:
     """Pixel landmarks (5, 2) of an aligned lfw_subset face pasted as a ``side`` square at (x, y)."""
     return np.array([(x + rx * side, y + ry * side) for rx, ry in RELATIVE_LANDMARKS])
-
-
-def facepoint_line(image: str, box_xyxy, points) -> str:
-    """A CNN_FacePoint line: ``path x1 x2 y1 y2`` then the five points (note the box order)."""
-    x1, y1, x2, y2 = box_xyxy
-    values = [x1, x2, y1, y2] + [float(v) for point in points for v in point]
-    return image + " " + " ".join(f"{v:.2f}" for v in values)
 
 
 def _write_wider_split(images_dir: Path, count: int, image_size, rng, with_edge_cases: bool):
@@ -270,8 +264,9 @@ def _compose_wider_image(image_size, rng, edge_cases: bool, no_faces: bool):
     return image, annotations
 
 
-def _write_landmark_images(landmarks_dir: Path, count: int, rng) -> list[str]:
-    lines = []
+def _write_landmark_images(landmarks_dir: Path, count: int, rng) -> list[tuple[str, tuple, np.ndarray]]:
+    """Write ``count`` one-face images; returns their (image, box x1 y1 x2 y2, points) for the list."""
+    faces = []
     side_img = LANDMARK_IMAGE_SIDE
     for index in range(count):
         image = _background(rng, side_img, side_img)
@@ -283,8 +278,8 @@ def _write_landmark_images(landmarks_dir: Path, count: int, rng) -> list[str]:
         _write_jpeg(landmarks_dir / "demo_faces" / name, image)
         box = (x, y, x + side - 1, y + side - 1)  # inclusive, as in core.geometry
         # Backslash on purpose: the CNN_FacePoint lists a user brings are written that way.
-        lines.append(facepoint_line(f"demo_faces\\{name}", box, landmark_points(x, y, side)))
-    return lines
+        faces.append((f"demo_faces\\{name}", box, landmark_points(x, y, side)))
+    return faces
 
 
 def _face_shape(rng, max_side: int) -> tuple[int, int]:
@@ -383,44 +378,17 @@ def _background_photos() -> tuple[np.ndarray, ...]:
 
 
 def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise OSError(f"could not encode {path} as JPEG")
-    _write_bytes_atomic(path, encoded.tobytes())
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    _write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    # A crash mid-build leaves either the old file or the new one, never half of one.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(handle, 0o644)  # mkstemp's 0600 would survive the rename
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, encoded.tobytes())
 
 
 def main(cfg: DemoConfig) -> DemoPaths:
-    paths = build_demo_dataset(
-        cfg.out_dir,
-        num_train_images=cfg.num_train_images,
-        num_val_images=cfg.num_val_images,
-        num_landmark_faces=cfg.num_landmark_faces,
-        seed=cfg.seed,
-        image_size=cfg.image_size,
-        with_edge_cases=cfg.with_edge_cases,
-    )
+    """``build_demo_dataset`` plus the sample photo for ``make detect``, with a summary printed."""
+    paths = build_demo_dataset(cfg)
     sample = sample_photo_path(cfg.out_dir)
-    sample.parent.mkdir(parents=True, exist_ok=True)
-    _write_bytes_atomic(sample, (Path(skimage.data.data_dir) / "astronaut.png").read_bytes())
+    atomic_write_bytes(sample, (Path(skimage.data.data_dir) / "astronaut.png").read_bytes())
     print(f"demo data set in {paths.root}")
     print(f"  train: {cfg.num_train_images} images in {paths.train_images}, annotations {paths.train_txt}")
     print(f"  val:   {cfg.num_val_images} images in {paths.val_images}, annotations {paths.val_txt}, "
@@ -431,27 +399,4 @@ def main(cfg: DemoConfig) -> DemoPaths:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, type=Path, help="folder to write the data set into")
-    parser.add_argument("--train", type=int, default=DemoConfig.num_train_images, help="training images")
-    parser.add_argument("--val", type=int, default=DemoConfig.num_val_images, help="validation images")
-    parser.add_argument("--landmarks", type=int, default=DemoConfig.num_landmark_faces, help="landmark faces")
-    parser.add_argument("--seed", type=int, default=DemoConfig.seed)
-    parser.add_argument("--width", type=int, default=DemoConfig.image_size[0])
-    parser.add_argument("--height", type=int, default=DemoConfig.image_size[1])
-    parser.add_argument("--edge-cases", action="store_true", help="add the broken annotations test fixtures use")
-    args = parser.parse_args()
-    for name in ("train", "val", "landmarks"):
-        if getattr(args, name) < 0:
-            parser.error(f"--{name} must not be negative")
-    main(
-        DemoConfig(
-            out_dir=args.out,
-            num_train_images=args.train,
-            num_val_images=args.val,
-            num_landmark_faces=args.landmarks,
-            seed=args.seed,
-            image_size=(args.width, args.height),
-            with_edge_cases=args.edge_cases,
-        )
-    )
+    main(parse_config(DemoConfig, prog="python -m demo.data", description=__doc__.split("\n\n")[0]))

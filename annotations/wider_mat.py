@@ -3,8 +3,9 @@
 ``wider_face_val.mat`` holds ``event_list``, ``file_list`` and ``face_bbx_list`` (boxes ``x y w h``)
 as cells (events x 1) of cells (images x 1); ``wider_{easy,medium,hard}_val.mat`` hold
 ``gt_list``: per image, the 1-based indices of the faces that count in that setting. The reader is
-used by ``evaluation.wider_eval``; the writer by ``prepare.demo_data`` (the demo's validation
-split) and by the evaluator's tests (hand-built cases).
+used by ``evaluation.wider_eval``; the writer by ``demo.data`` (the demo's validation split) and
+by the evaluator's tests (hand-built cases). Read and write round-trip: ``load_ground_truth`` of a
+written folder gives back the same images, boxes and settings.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def _cell(items) -> np.ndarray:
 
 
 # The MAT 5 header is 116 bytes of free text; scipy puts the current time in it, which would make
-# two builds of the same data differ. A fixed text keeps the files byte-identical for a seed.
+# two builds of the same data differ. A fixed text keeps the files byte-identical for a seed; it
+# names the module that first wrote them and stays as it is so that files already built still match.
 MAT_HEADER = b"MATLAB 5.0 MAT-file, written by mtcnn-train evaluation.ground_truth".ljust(116)
 
 
