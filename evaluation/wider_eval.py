@@ -1,7 +1,7 @@
 """WIDER FACE evaluation, the official protocol (``eval_tools/wider_eval.m`` and its Python port).
 
     python -m evaluation.wider_eval --images WIDER_val/images --gt eval_tools/ground_truth \\
-        --pred out/pred --weights original:weights/original --min-face 20 [--device cpu] [--limit N]
+        --pred out/pred --weights original:weights/original [--min-face 20] [--device cpu] [--limit N]
 
 runs the detector over every image of the ground-truth lists found under ``--images``
 (``<event>/<image>.jpg``), writes the predictions in the official submission format, evaluates
@@ -9,6 +9,8 @@ them, writes ``PRED/pr_curve.png`` and ``PRED/results.json`` and prints as its l
 ``easy E medium M hard H``. Predictions already on disk (complete files) are kept, so an
 interrupted run resumes; ``--overwrite`` redoes them. ``PRED/settings.json`` records the detector
 settings, and a run with other settings over the same folder is refused unless ``--overwrite``.
+Bad input (missing images, ground truth or weights, settings that differ) prints one line and
+exits with code 2.
 
 The protocol, as in the official Matlab code:
 
@@ -36,7 +38,6 @@ on ``[x, y, x + w, y + h]``, which is exactly the official arithmetic.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -47,9 +48,11 @@ from pathlib import Path
 import numpy as np
 
 from core.atomic import atomic_write_bytes
-from core.imageio import try_read_image_rgb
-from annotations.wider_mat import SETTINGS, load_ground_truth
+from core.cli import parse_config
 from core.geometry import as_boxes, iou_matrix
+from core.imageio import try_read_image_rgb
+from detector import DetectorConfig, load_detector
+from annotations.wider_mat import SETTINGS, load_ground_truth
 
 THRESH_NUM = 1000
 IOU_THRESHOLD = 0.5
@@ -233,14 +236,31 @@ def plot_pr_curves(results, path: Path, title: str = "WIDER FACE val") -> None:
 @dataclass(frozen=True)
 class WiderEvalConfig:
     images: str
+    """WIDER_val/images: one folder per event holding its .jpg images."""
     gt: str
+    """Folder with wider_face_val.mat and wider_{easy,medium,hard}_val.mat (eval_tools/ground_truth)."""
     pred: str
+    """Prediction folder, written; a rerun keeps the complete files already there (resumes)."""
     weights: str
-    min_face: float = 20.0
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    device: str = "cpu"
+    """shipped | original:PATH | a checkpoint folder with pnet.pt rnet.pt onet.pt."""
+    min_face: float = DetectorConfig.min_face
+    """Smallest face the detector looks for, in pixels."""
+    thresholds: tuple[float, float, float] = DetectorConfig.thresholds
+    """Face-probability thresholds of P-Net, R-Net and O-Net."""
+    device: str = DetectorConfig.device
+    """cpu or cuda[:N]."""
     limit: int | None = None
+    """Only the first N ground-truth images found under --images (quick runs)."""
     overwrite: bool = False
+    """Redo the predictions already on disk, and replace a folder's recorded settings."""
+
+    def __post_init__(self):
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
+        self.detector_config()  # refuses a bad min_face or thresholds before any work
+
+    def detector_config(self) -> DetectorConfig:
+        return DetectorConfig(min_face=self.min_face, thresholds=tuple(self.thresholds), device=self.device)
 
 
 def _check_settings(pred: Path, cfg: WiderEvalConfig) -> None:
@@ -250,35 +270,37 @@ def _check_settings(pred: Path, cfg: WiderEvalConfig) -> None:
     if path.is_file() and not cfg.overwrite:
         old = json.loads(path.read_text())
         if old != settings:
-            raise SystemExit(f"error: {pred} holds predictions made with {old}; use another --pred or --overwrite")
+            raise ValueError(f"{pred} holds predictions made with {old}; use another --pred or --overwrite")
     atomic_write_bytes(path, (json.dumps(settings, indent=1) + "\n").encode())
 
 
 def main(cfg: WiderEvalConfig) -> dict:
+    """Detect (what is not on disk yet), evaluate, write the plot and results.json; the summary.
+
+    Raises FileNotFoundError / ValueError on bad input (no images, ground truth or weights;
+    predictions of other settings in ``cfg.pred``).
+    """
     from tqdm import tqdm
 
-    from detector.cascade import DetectorConfig, load_detector
-
     images_dir, pred = Path(cfg.images), Path(cfg.pred)
-    gt = load_ground_truth(cfg.gt)
+    try:
+        gt = load_ground_truth(cfg.gt)
+    except OSError as err:  # scipy's loadmat turns a missing file into a bare OSError; its cause names the file
+        raise FileNotFoundError(f"cannot read the ground truth in {cfg.gt}: {err.__cause__ or err}") from None
     present = [g for g in gt if (images_dir / g.event / f"{g.name}.jpg").is_file()]
+    if not present:
+        raise FileNotFoundError(f"none of the ground-truth images is under {images_dir}")
     if len(present) < len(gt):
         print(f"{len(gt) - len(present)} of {len(gt)} ground-truth images are not under {images_dir}; "
               f"evaluating the {len(present)} that are", file=sys.stderr)
     if cfg.limit is not None:
         present = present[: cfg.limit]
-    if not present:
-        raise SystemExit(f"error: none of the ground-truth images is under {images_dir}")
     pred.mkdir(parents=True, exist_ok=True)
     _check_settings(pred, cfg)
     todo = [g for g in present if cfg.overwrite or not prediction_complete(prediction_path(pred, g.event, g.name))]
     seconds, unreadable = 0.0, []
     if todo:
-        try:
-            detector = load_detector(cfg.weights, DetectorConfig(min_face=cfg.min_face, thresholds=tuple(cfg.thresholds),
-                                                                  device=cfg.device))
-        except (FileNotFoundError, ValueError) as err:
-            raise SystemExit(f"error: {err}") from None
+        detector = load_detector(cfg.weights, cfg.detector_config())
         for g in tqdm(todo, desc="detect", unit="img", file=sys.stderr):
             image = try_read_image_rgb(images_dir / g.event / f"{g.name}.jpg")
             if image is None:
@@ -310,20 +332,14 @@ def main(cfg: WiderEvalConfig) -> dict:
 
 
 def parse_args(argv=None) -> WiderEvalConfig:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--images", required=True, help="WIDER_val/images (<event>/<image>.jpg)")
-    p.add_argument("--gt", required=True, help="folder with wider_face_val.mat and wider_{easy,medium,hard}_val.mat")
-    p.add_argument("--pred", required=True, help="prediction folder (written; resumable)")
-    p.add_argument("--weights", required=True, help="shipped | original:PATH | checkpoint folder")
-    p.add_argument("--min-face", type=float, default=20.0)
-    p.add_argument("--thresholds", type=float, nargs=3, default=(0.6, 0.7, 0.7))
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--limit", type=int, default=None, help="only the first N images found")
-    p.add_argument("--overwrite", action="store_true", help="redo predictions already on disk")
-    a = p.parse_args(argv)
-    return WiderEvalConfig(images=a.images, gt=a.gt, pred=a.pred, weights=a.weights, min_face=a.min_face,
-                           thresholds=tuple(a.thresholds), device=a.device, limit=a.limit, overwrite=a.overwrite)
+    return parse_config(WiderEvalConfig, argv, prog="python -m evaluation.wider_eval",
+                        description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    config = parse_args()
+    try:
+        main(config)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -338,7 +338,7 @@ def test_detect_cli_writes_json_and_annotated_image(tmp_path):
         assert np.asarray(face["landmarks"]).shape == (5, 2)
     annotated = cv2.imread(str(tmp_path / "out" / "photo.jpg"))
     assert annotated.shape == (60, 80, 3)
-    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temporary files left
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["photo.jpg", "photo.json"]  # no temporaries
 
 
 def test_detect_cli_missing_or_unreadable_image_exits_2(tmp_path, capsys):

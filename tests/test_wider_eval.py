@@ -5,8 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from annotations.wider_mat import GtImage
-from annotations.wider_mat import MAT_HEADER, write_ground_truth as write_gt_files
+from annotations.wider_mat import MAT_HEADER, GtImage, write_ground_truth as write_gt_files
 from evaluation.wider_eval import (
     SETTINGS,
     WiderEvalConfig,
@@ -14,6 +13,7 @@ from evaluation.wider_eval import (
     load_ground_truth,
     main as wider_main,
     normalize_scores,
+    parse_args,
     prediction_complete,
     prediction_path,
     read_prediction,
@@ -34,7 +34,7 @@ GT = [
 
 
 def write_ground_truth(folder, gt=GT):
-    """The official structure (``evaluation.ground_truth``) from the 1-based lists above."""
+    """The official structure (``annotations.wider_mat``) from the 1-based lists above."""
     images = [GtImage(event, name, boxes, {s: np.asarray(k[s], dtype=np.int64) - 1 for s in SETTINGS})
               for event, imgs in gt for name, boxes, k in imgs]
     return write_gt_files(folder, images)
@@ -77,8 +77,12 @@ def test_written_ground_truth_carries_no_timestamp(tmp_path):
         assert data == (second / name).read_bytes()
 
 
+@pytest.mark.slow
 def test_real_ground_truth_reads(shared_data):
-    gt = load_ground_truth(shared_data / "wider" / "eval_tools" / "ground_truth")
+    folder = shared_data / "wider" / "eval_tools" / "ground_truth"
+    if not (folder / "wider_face_val.mat").is_file():
+        pytest.skip(f"WIDER evaluation ground truth not found in {folder}")
+    gt = load_ground_truth(folder)
     assert len(gt) == 201
     assert sum(len(g.boxes) for g in gt) == 2761
 
@@ -193,5 +197,38 @@ def test_stage_entry_resumes_and_prints_the_summary_last(tmp_path, gt_dir, capsy
     assert json.loads((tmp_path / "pred" / "results.json").read_text())["images_evaluated"] == 2
     again = wider_main(cfg)  # everything on disk: nothing detected again
     assert again["images_detected_this_run"] == 0 and again["ap"] == summary["ap"]
-    with pytest.raises(SystemExit):  # other settings over the same predictions
+    with pytest.raises(ValueError, match="--overwrite"):  # other settings over the same predictions
         wider_main(WiderEvalConfig(**{**cfg.__dict__, "min_face": 30.0}))
+
+
+def test_defaults_are_the_detectors_and_the_cli_keeps_its_flags():
+    from detector import DetectorConfig
+
+    cfg = WiderEvalConfig(images="i", gt="g", pred="p", weights="w")
+    assert cfg.detector_config() == DetectorConfig()
+    # Taken from DetectorConfig, not written again: the very same objects.
+    assert WiderEvalConfig.thresholds is DetectorConfig.thresholds and WiderEvalConfig.min_face is DetectorConfig.min_face
+    argv = ["--images", "i", "--gt", "g", "--pred", "p", "--weights", "shipped", "--min-face", "12",
+            "--thresholds", "0.5", "0.6", "0.9", "--device", "cuda:1", "--limit", "3", "--overwrite"]
+    assert parse_args(argv) == WiderEvalConfig(images="i", gt="g", pred="p", weights="shipped", min_face=12.0,
+                                               thresholds=(0.5, 0.6, 0.9), device="cuda:1", limit=3, overwrite=True)
+    assert parse_args(argv[:8]) == WiderEvalConfig(images="i", gt="g", pred="p", weights="shipped")
+    with pytest.raises(ValueError):
+        WiderEvalConfig(images="i", gt="g", pred="p", weights="w", thresholds=(0.5, 1.5, 0.7))
+
+
+def test_cli_bad_input_prints_one_line_and_exits_2(tmp_path, gt_dir):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    base = [sys.executable, "-m", "evaluation.wider_eval", "--pred", str(tmp_path / "pred"), "--weights", "shipped"]
+    for args, says in ((["--images", str(tmp_path), "--gt", str(tmp_path / "nowhere")], "wider_face_val.mat"),
+                       (["--images", str(tmp_path), "--gt", str(gt_dir)], "none of the ground-truth images")):
+        proc = subprocess.run(base + args, cwd=repo, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"})
+        lines = proc.stderr.splitlines()
+        assert proc.returncode == 2, proc.stderr
+        assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], proc.stderr
