@@ -53,7 +53,7 @@ SAMPLING_SRC := prepare/generate.py prepare/sampling.py prepare/landmark_aug.py 
 TRAIN_SRC := trainers/train.py trainers/config.py trainers/engine.py trainers/model.py trainers/checkpoint.py \
 	trainers/distributed.py trainers/reporting.py trainers/augment.py trainers/losses.py \
 	core/nets.py core/weights.py lmdb_builders/reader.py lmdb_builders/schema.py
-DETECTOR_SRC := detector/cascade.py core/nets.py
+DETECTOR_SRC := detector/__init__.py detector/cascade.py core/nets.py core/geometry.py core/imageio.py core/weights.py
 
 .PHONY: help setup pnet-data rnet-data onet-data val-data train-pnet train-rnet train-onet roc eval-wider detect \
 	stats demo test test-fast bench clean-demo original-weights
@@ -112,11 +112,11 @@ $(ORIGINAL)/onet.pt: trainers/original_weights.py | $(VENV_STAMP)
 # -- evaluation -------------------------------------------------------------------------------
 roc: $(OUT)/roc/summary.json ## per-stage ROC on held-out samples -> $(OUT)/roc/roc.png
 
-$(OUT)/roc/summary.json: $(OUT)/val/manifest.json $(WEIGHTS_DIR)/pnet.pt $(WEIGHTS_DIR)/rnet.pt $(WEIGHTS_DIR)/onet.pt evaluation/roc.py | $(VENV_STAMP)
+$(OUT)/roc/summary.json: $(OUT)/val/manifest.json $(WEIGHTS_DIR)/pnet.pt $(WEIGHTS_DIR)/rnet.pt $(WEIGHTS_DIR)/onet.pt evaluation/roc.py detector/cascade.py core/nets.py core/weights.py | $(VENV_STAMP)
 	$(PY) -m evaluation.roc --val-data $(OUT)/val --weights $(WEIGHTS_DIR) --out $(OUT)/roc --device $(DEVICE)
 
 eval-wider: | $(VENV_STAMP) ## WIDER AP easy/medium/hard: IMAGES= GT= PRED= WEIGHTS= MIN_FACE=
-	$(PY) -m evaluation.wider_eval --images $(IMAGES) --gt $(GT) --pred $(PRED) --weights $(WEIGHTS) --min-face $(MIN_FACE) --device $(DEVICE)
+	$(PY) -m evaluation.wider_eval --images $(IMAGES) --gt $(GT) --pred $(PRED) --weights $(WEIGHTS) $(if $(MIN_FACE),--min-face $(MIN_FACE)) --device $(DEVICE)
 
 detect: | $(VENV_STAMP) ## detect faces in IMG= with WEIGHTS= (default shipped) -> DETECT_OUT=
 	@test -n "$(IMG)" || { echo "usage: make detect IMG=photo.jpg [WEIGHTS=shipped|original:PATH|folder] [DETECT_OUT=folder]" >&2; exit 2; }
