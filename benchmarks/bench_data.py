@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -23,19 +22,28 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.cli import parse_config
 from lmdb_builders.manifest import load_manifest
 
 
 @dataclass(frozen=True)
 class BenchConfig:
     wider: str
-    landmarks: str | None
+    """WIDER root with wider_face_split/ and WIDER_train/."""
+    landmarks: str | None = None
+    """A landmark list for the landmark samples too (CNN_FacePoint .txt or a CelebA folder)."""
     workers: int = 0
+    """Worker processes of the data stage (0: as many as CPUs)."""
     repeat: int = 9
+    """The full-scale run lists every WIDER image this many times."""
     read_batches: int = 400
+    """Batches read in the LMDB read benchmark."""
     batch_size: int = 384
+    """Samples per batch in the LMDB read benchmark."""
     work_dir: str | None = None
+    """Folder for the builds (a new temporary folder when none)."""
     skip_full_scale: bool = False
+    """Skip the full-scale run."""
 
 
 def tree_rss_bytes(root_pid: int) -> int:
@@ -167,14 +175,4 @@ def main(cfg: BenchConfig) -> dict:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--wider", required=True, help="WIDER root with wider_face_split/ and WIDER_train/")
-    p.add_argument("--landmarks", default=None)
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--repeat", type=int, default=9)
-    p.add_argument("--read-batches", type=int, default=400)
-    p.add_argument("--work-dir", default=None)
-    p.add_argument("--skip-full-scale", action="store_true")
-    a = p.parse_args()
-    main(BenchConfig(wider=a.wider, landmarks=a.landmarks, workers=a.workers, repeat=a.repeat,
-                     read_batches=a.read_batches, work_dir=a.work_dir, skip_full_scale=a.skip_full_scale))
+    main(parse_config(BenchConfig, prog="python -m benchmarks.bench_data", description=__doc__.split("\n\n")[0]))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lmdb
@@ -42,7 +42,7 @@ _LMDB_OVERHEAD = 64 << 20  # map size headroom on top of the shard's record byte
 
 @dataclass(frozen=True)
 class WriterConfig:
-    shard_bytes: int = 1 << 30
+    shard_bytes: int = field(default=1 << 30, metadata={"cli": False})  # offered in MiB: --shard-mb
     """Roll to a new part once a bucket's shard holds this many record bytes (default 1 GiB)."""
     commit_every: int = 1000
     """Records per LMDB write transaction."""

@@ -9,26 +9,22 @@
 and writes ``build/pnet/12/shard-*.lmdb`` plus ``build/pnet/manifest.json`` (last), and
 ``build/pnet/report.json`` (timing). Negatives, positives and part faces come from random crops of
 each WIDER image (``prepare.sampling``), landmark samples from each face of the landmark list
-(``prepare.landmark_aug``).
+(``prepare.landmark_aug``). ``--help`` lists every option (one per ``GenerateConfig`` field).
 
 ``make rnet-data`` / ``make onet-data`` add ``--mine-with build/weights --net-size 24`` (or 48):
-the crops of a WIDER image are then the detections of the earlier stages of the cascade
-(P-Net for 24 px, P-Net then R-Net for 48 px; ``detector.cascade``), squared and cut as the next
-stage will see them, labelled by IoU with the faces (``sampling.label_detections``): hard examples. Work item ``i`` (WIDER images first, then landmark images) draws every
-random number from ``np.random.default_rng([seed, i])`` and results are written in item order, so
+the crops of a WIDER image are then the earlier stages' detections, labelled by IoU with the
+faces (``prepare.mining``): hard examples.
+
+Work item ``i`` (WIDER images first, then landmark images) draws every random number from
+``np.random.default_rng([seed, i])`` and results are written in item order (``prepare.pool``), so
 the same seed gives byte-identical shards with any number of workers. A killed run resumes where
-its last complete part ended (``lmdb_builders.writer``); a finished one is left alone.
+its last complete part ended (``lmdb_builders.writer``); a finished one with the same fingerprint
+(``prepare.fingerprint``) is left alone.
 """
 
 from __future__ import annotations
 
-import argparse
-import collections
 import dataclasses
-import functools
-import hashlib
-import json
-import multiprocessing
 import os
 import sys
 import time
@@ -40,17 +36,24 @@ import numpy as np
 from tqdm import tqdm
 
 from annotations.errors import AnnotationError
-from annotations.landmarks import LANDMARK_COLUMNS, load_landmarks
+from annotations.landmarks import DEFAULT_HOLDOUT_FRACTION, LANDMARK_COLUMNS, landmark_holdout_mask, load_landmarks
 from annotations.wider import parse_wider
 from core.atomic import atomic_write_json
+from core.cli import config_from_namespace, config_parser
+from core.geometry import regression_targets, xywh_to_xyxy
 from core.imageio import ImageReadError, read_image_rgb
-from lmdb_builders.manifest import MANIFEST_NAME, fingerprint, load_manifest
+from detector import DetectorConfig
+from lmdb_builders.manifest import MANIFEST_NAME, load_manifest
 from lmdb_builders.schema import KIND_NAMES, NET_SIZES, Kind, make_records
 from lmdb_builders.writer import ShardWriter, WriterConfig
-from core.geometry import regression_targets, square, xywh_to_xyxy
 from prepare.crops import CropSource, cut_and_resize
+from prepare.fingerprint import build_fingerprint
 from prepare.landmark_aug import LandmarkAugConfig, landmark_samples
-from prepare.sampling import SamplingConfig, label_detections, sample_image_crops, with_jittered_faces
+from prepare.mining import mined_crops, mining_detector, mining_stages
+from prepare.pool import ordered_map
+from prepare.sampling import SamplingConfig, sample_image_crops
+
+LANDMARK_PARTS = ("train", "holdout")
 
 
 @dataclass(frozen=True)
@@ -62,44 +65,62 @@ class GenerateConfig:
     out: str
     """Build folder: shards go to ``<out>/<size>/``, the manifest to ``<out>/manifest.json``."""
     landmarks: str | None = None
-    """CNN_FacePoint ``trainImageList.txt`` or a CelebA folder; None for no landmark samples."""
-    net_sizes: tuple[int, ...] = (12,)
-    """Sample sizes to write; each crop is resized to every size (one bucket of shards each)."""
+    """CNN_FacePoint ``trainImageList.txt`` or a CelebA folder; without one, no landmark samples."""
+    net_sizes: tuple[int, ...] = field(default=(12,), metadata={"flag": "--net-size", "choices": NET_SIZES})
+    """Sample sizes to write (e.g. 12 24 48 for held-out evaluation samples); each crop is resized
+    to every size, one bucket of shards each."""
     seed: int = 0
+    """Seeds every random draw (item i draws from default_rng([seed, i]))."""
     workers: int = 0
     """Worker processes (0: as many as CPUs). Does not change the output."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     landmark_aug: LandmarkAugConfig = field(default_factory=LandmarkAugConfig)
-    landmark_holdout: float = 0.05
+    landmark_holdout: float = DEFAULT_HOLDOUT_FRACTION
     """Share of the landmark list's faces kept out of training, for held-out evaluation."""
-    landmark_part: str = "train"
-    """"train": the faces not held out (training builds); "holdout": only the held-out ones."""
+    landmark_part: str = field(default="train", metadata={"choices": LANDMARK_PARTS})
+    """Landmark faces to use: "train", those not held out (training builds); "holdout", only the
+    held-out ones (evaluation builds)."""
     writer: WriterConfig = field(default_factory=WriterConfig)
     limit_images: int | None = None
     """Use only the first N WIDER images (quick runs)."""
     mine_with: str | None = None
-    """Hard-example mining: a folder with the earlier stages' weights (pnet.pt [, rnet.pt]).
-    None: random crops (P-Net data, held-out evaluation samples)."""
-    mine_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    mine_min_face: float = 20.0
+    """Hard-example mining: a folder with the earlier stages' weights (pnet.pt [, rnet.pt]), to mine
+    24 px (P-Net) or 48 px (P-Net then R-Net) samples from their detections. Without one: random
+    crops (P-Net data, held-out evaluation samples)."""
+    mine_thresholds: tuple[float, float, float] = DetectorConfig().thresholds
+    """Mining: the cascade's P-, R- and O-Net score thresholds (the detector's by default)."""
+    mine_min_face: float = DetectorConfig().min_face
+    """Mining: the smallest face the cascade looks for, pixels (the detector's by default)."""
     mine_negatives_per_image: int = 60
-    mine_device: str = "cpu"
+    """Mining: at most this many negatives (detections overlapping no face) per image."""
+    mine_device: str = field(default="cpu", metadata={"flag": "--device"})
+    """Mining: the device the nets run on (cpu, cuda); not part of the fingerprint."""
     mine_jittered_faces: bool = False
-    """Mining: add the jittered positives / part faces of every face (``sampling.with_jittered_faces``)
+    """Mining: also add each face's jittered positives and part faces (as P-Net's data has them)
     to the labelled detections."""
 
-    def mining_stages(self) -> tuple[str, ...]:
-        """The cascade stages whose detections feed a ``net_sizes`` bucket (24: P-Net; 48: P- and R-Net)."""
-        return {24: ("pnet",), 48: ("pnet", "rnet")}[self.net_sizes[0]]
+    def __post_init__(self):
+        if not self.net_sizes or not set(self.net_sizes) <= set(NET_SIZES):
+            raise ValueError(f"net sizes must be among {NET_SIZES}, got {self.net_sizes}")
+        if self.landmark_part not in LANDMARK_PARTS:
+            raise ValueError(f"landmark_part must be 'train' or 'holdout', got {self.landmark_part!r}")
+        if self.mine_with and (len(self.net_sizes) != 1 or self.net_sizes[0] == 12):
+            raise ValueError("mining writes one size, 24 (from P-Net) or 48 (from P-Net + R-Net)")
+
+
+# The small variant for demos and tests: fewer crops per image, 1 MiB shards.
+TINY = dict(
+    sampling=SamplingConfig(negatives_per_image=12, jitter_attempts_per_face=8, min_face=12),
+    landmark_aug=LandmarkAugConfig(samples_per_face=3),
+    writer=WriterConfig(shard_bytes=1 << 20, commit_every=50),
+)
 
 
 def tiny_config(wider_txt, wider_images, landmarks, out, **overrides) -> GenerateConfig:
-    """A small variant for demos and tests: fewer crops per image, 1 MiB shards (``overrides`` win)."""
-    small = dict(sampling=SamplingConfig(negatives_per_image=12, jitter_attempts_per_face=8, min_face=12),
-                 landmark_aug=LandmarkAugConfig(samples_per_face=3), writer=WriterConfig(shard_bytes=1 << 20, commit_every=50))
+    """``TINY`` for these inputs (``overrides`` win)."""
     return GenerateConfig(
         wider_txt=str(wider_txt), wider_images=str(wider_images), landmarks=str(landmarks) if landmarks else None,
-        out=str(out), **{**small, **overrides},
+        out=str(out), **{**TINY, **overrides},
     )
 
 
@@ -154,12 +175,6 @@ def build_items(cfg: GenerateConfig) -> tuple[list, dict]:
     return items, dropped
 
 
-def landmark_holdout_mask(num_faces: int, fraction: float) -> np.ndarray:
-    """Which faces of a landmark list are held out: fixed by list position, independent of the seed,
-    so that every training build excludes exactly the faces the evaluation build uses."""
-    return np.random.default_rng(0x4E1D).random(num_faces) < fraction
-
-
 def item_records(item, rng, cfg: GenerateConfig) -> list[np.ndarray]:
     """Every sample of one work item as schema record arrays (pixels are read here, in the worker)."""
     image = read_image_rgb(item.path)
@@ -173,11 +188,10 @@ def item_records(item, rng, cfg: GenerateConfig) -> list[np.ndarray]:
                 records.append(make_records(np.stack(patches), Kind.LANDMARK, landmarks=np.stack(values)))
         return records
     if cfg.mine_with:
-        detections = mining_detector(cfg).detect_stages(image, cfg.mining_stages())[cfg.mining_stages()[-1]]
-        boxes = np.floor(square(detections.boxes)).astype(np.int64)  # the crops the next stage is fed
-        crops = label_detections(rng, boxes, item.faces, item.all_faces, cfg.mine_negatives_per_image, cfg.sampling)
-        if cfg.mine_jittered_faces:
-            crops = with_jittered_faces(rng, image.shape[1], image.shape[0], crops, item.faces, cfg.sampling)
+        detector = mining_detector(cfg.mine_with, cfg.net_sizes[0], cfg.mine_min_face, cfg.mine_thresholds,
+                                   cfg.mine_device)
+        crops = mined_crops(rng, image, detector, cfg.net_sizes[0], item.faces, item.all_faces,
+                            cfg.mine_negatives_per_image, cfg.sampling, cfg.mine_jittered_faces)
     else:
         height, width = image.shape[:2]
         crops = sample_image_crops(rng, width, height, item.faces, item.all_faces, min(cfg.net_sizes), cfg.sampling)
@@ -193,31 +207,10 @@ def item_records(item, rng, cfg: GenerateConfig) -> list[np.ndarray]:
     return records
 
 
-@functools.lru_cache(maxsize=2)
-def mining_detector(cfg: GenerateConfig):
-    """The cascade used for mining, loaded once per worker process."""
-    import torch
-
-    from core.weights import load_nets
-    from detector.cascade import DetectorConfig, Detector  # torch only when mining
-
-    if multiprocessing.parent_process() is not None:
-        # A pool worker: the pool already runs one process per core, and torch imported here (after
-        # _init_worker) would otherwise start a thread per core in each (2x slower on 2 cores).
-        torch.set_num_threads(1)
-    nets = load_nets(Path(cfg.mine_with), cfg.mine_device)
-    stages = cfg.mining_stages()
-    missing = [name for name in stages if name not in nets]
-    if missing:
-        raise FileNotFoundError(f"{cfg.mine_with} lacks {', '.join(m + '.pt' for m in missing)} needed to mine "
-                                f"{cfg.net_sizes[0]} px samples")
-    detector_cfg = DetectorConfig(min_face=cfg.mine_min_face, thresholds=cfg.mine_thresholds,
-                                  device=cfg.mine_device, pnet_regression="inclusive")
-    return Detector({name: nets[name] for name in stages}, detector_cfg)
-
-
-def _work(args):
-    index, item, cfg = args
+def work(task):
+    """(index, records, error) of one ``(index, item, cfg)`` task; run in a pool worker. An image
+    that cannot be read or processed gives no records and a reason, not a failed build."""
+    index, item, cfg = task
     try:
         return index, item_records(item, np.random.default_rng([cfg.seed, index]), cfg), None
     except ImageReadError as e:
@@ -226,65 +219,9 @@ def _work(args):
         return index, [], f"{item.path}: OpenCV could not process the image ({e.err})"
 
 
-def _init_worker():
-    cv2.setNumThreads(1)  # one process per core already
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
-
-
-def _ordered_results(items, cfg: GenerateConfig, start: int, workers: int):
-    """(index, samples, error) for items[start:], in order, with at most a few items in flight."""
-    tasks = ((i, items[i], cfg) for i in range(start, len(items)))
-    if workers <= 1:
-        _init_worker()
-        yield from map(_work, tasks)
-        return
-    ctx = multiprocessing.get_context("spawn")  # no forked copies of the parent's state
-    with ctx.Pool(workers, initializer=_init_worker) as pool:
-        # A bounded window of pending results keeps memory flat however many images there are.
-        window = collections.deque()
-        for task in tasks:
-            window.append(pool.apply_async(_work, (task,)))
-            if len(window) >= 4 * workers:
-                yield window.popleft().get()
-        while window:
-            yield window.popleft().get()
-
-
 # -- the stage --------------------------------------------------------------------------------
-def file_digest(path) -> str:
-    h = hashlib.sha256()
-    p = Path(path)
-    files = sorted(p.glob("list_*_celeba.txt")) if p.is_dir() else [p]
-    for f in files:
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def build_fingerprint(cfg: GenerateConfig) -> tuple[str, dict]:
-    """The config that decides the output (not paths, not worker count) and its hash."""
-    described = dataclasses.asdict(cfg)
-    for key in ("out", "workers", "wider_txt", "wider_images", "landmarks", "mine_with", "mine_device"):
-        described.pop(key)
-    described["inputs"] = {
-        "wider_txt": file_digest(cfg.wider_txt),
-        "landmarks": file_digest(cfg.landmarks) if cfg.landmarks else None,
-    }
-    if cfg.mine_with:  # retrained nets make mined data stale
-        described["inputs"]["mining_nets"] = {n: file_digest(Path(cfg.mine_with) / f"{n}.pt") for n in cfg.mining_stages()}
-    else:
-        for key in [k for k in described if k.startswith("mine_")]:
-            described.pop(key)
-    return fingerprint(described), described
-
-
 def main(cfg: GenerateConfig) -> dict:
-    if not cfg.net_sizes or not set(cfg.net_sizes) <= set(NET_SIZES):
-        raise ValueError(f"net sizes must be among {NET_SIZES}, got {cfg.net_sizes}")
-    if cfg.landmark_part not in ("train", "holdout"):
-        raise ValueError(f"landmark_part must be 'train' or 'holdout', got {cfg.landmark_part!r}")
-    if cfg.mine_with and (len(cfg.net_sizes) != 1 or cfg.net_sizes[0] == 12):
-        raise ValueError("mining writes one size, 24 (from P-Net) or 48 (from P-Net + R-Net)")
+    """Build (or resume, or leave alone) the shards and manifest of ``cfg``; returns the manifest."""
     out = Path(cfg.out)
     key, described = build_fingerprint(cfg)
     if (out / MANIFEST_NAME).exists():
@@ -304,7 +241,8 @@ def main(cfg: GenerateConfig) -> dict:
     t0 = time.perf_counter()
     bar = tqdm(total=len(items), initial=start, unit="img", desc=f"{'/'.join(map(str, cfg.net_sizes))} px samples", dynamic_ncols=True)
     try:
-        for index, records, error in _ordered_results(items, cfg, start, workers):
+        tasks = ((i, items[i], cfg) for i in range(start, len(items)))
+        for index, records, error in ordered_map(work, tasks, workers):
             if error:
                 skipped.append(error)
             writer.add_image(index, records)
@@ -323,7 +261,7 @@ def main(cfg: GenerateConfig) -> dict:
     manifest = writer.finish(len(items), {
         "stage": "generate",
         "net_sizes": list(cfg.net_sizes),
-        "mined_with": cfg.mining_stages() if cfg.mine_with else None,
+        "mined_with": mining_stages(cfg.net_sizes[0]) if cfg.mine_with else None,
         "seed": cfg.seed,
         "config": described,
         "report": {
@@ -343,6 +281,7 @@ def main(cfg: GenerateConfig) -> dict:
 
 
 def print_summary(out: Path, manifest: dict, timing: dict) -> None:
+    """What was built, per size and kind, and how fast."""
     report = manifest["report"]
     print(f"wrote {out / MANIFEST_NAME}")
     for size, bucket in manifest["buckets"].items():
@@ -358,44 +297,24 @@ def print_summary(out: Path, manifest: dict, timing: dict) -> None:
 
 
 def parse_args(argv=None) -> GenerateConfig:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--wider-txt", required=True)
-    p.add_argument("--wider-images", required=True)
-    p.add_argument("--landmarks", default=None)
-    p.add_argument("--out", required=True)
-    p.add_argument("--net-size", type=int, nargs="+", default=[12], choices=NET_SIZES,
-                   help="one or more sample sizes (e.g. 12 24 48 for held-out evaluation samples)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--limit-images", type=int, default=None)
-    p.add_argument("--negatives-per-image", type=int, default=SamplingConfig.negatives_per_image)
-    p.add_argument("--min-face", type=int, default=SamplingConfig.min_face)
-    p.add_argument("--landmark-samples-per-face", type=int, default=LandmarkAugConfig.samples_per_face)
-    p.add_argument("--landmark-part", choices=("train", "holdout"), default="train",
-                   help="landmark faces to use: those not held out (training) or the held-out ones (evaluation)")
-    p.add_argument("--shard-mb", type=float, default=WriterConfig.shard_bytes / 2**20)
-    p.add_argument("--mine-with", default=None, help="folder with pnet.pt [rnet.pt]: mine 24/48 px samples from detections")
-    p.add_argument("--mine-thresholds", type=float, nargs=3, default=GenerateConfig.mine_thresholds)
-    p.add_argument("--mine-min-face", type=float, default=GenerateConfig.mine_min_face)
-    p.add_argument("--mine-negatives-per-image", type=int, default=GenerateConfig.mine_negatives_per_image)
-    p.add_argument("--mine-jittered-faces", action="store_true",
-                   help="mining: also add each face's jittered positives and part faces (as P-Net's data has)")
-    p.add_argument("--device", default="cpu", help="device for the mining nets")
-    p.add_argument("--tiny", action="store_true", help="the small demo/test variant of the sampling config")
-    a = p.parse_args(argv)
-    common = dict(net_sizes=tuple(a.net_size), seed=a.seed, workers=a.workers, limit_images=a.limit_images,
-                  mine_with=a.mine_with, mine_thresholds=tuple(a.mine_thresholds), mine_min_face=a.mine_min_face,
-                  mine_negatives_per_image=a.mine_negatives_per_image, mine_device=a.device,
-                  mine_jittered_faces=a.mine_jittered_faces,
-                  landmark_part=a.landmark_part)
-    if a.tiny:
-        return tiny_config(a.wider_txt, a.wider_images, a.landmarks, a.out, **common)
-    return GenerateConfig(
-        wider_txt=a.wider_txt, wider_images=a.wider_images, landmarks=a.landmarks, out=a.out, **common,
-        sampling=SamplingConfig(negatives_per_image=a.negatives_per_image, min_face=a.min_face),
-        landmark_aug=LandmarkAugConfig(samples_per_face=a.landmark_samples_per_face),
-        writer=WriterConfig(shard_bytes=int(a.shard_mb * 2**20)),
-    )
+    """The config of a command line: one option per ``GenerateConfig`` field, plus ``--shard-mb``
+    (``writer.shard_bytes`` in MiB) and ``--tiny`` (start from ``TINY``; options given still win)."""
+    parser = config_parser(GenerateConfig, prog="python -m prepare.generate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shard-mb", type=float, default=WriterConfig.shard_bytes / 2**20,
+                        help="roll to a new shard part once a bucket holds this many MiB of records "
+                             f"(default: {WriterConfig.shard_bytes / 2**20:g})")
+    parser.add_argument("--tiny", action="store_true",
+                        help="the small variant for demos and tests (TINY: fewer crops per image, 1 MiB shards)")
+    ns = parser.parse_args(argv)
+    if ns.tiny:  # TINY's values become the defaults, so that only options given override them
+        tiny = {name: value for part in TINY.values() for name, value in dataclasses.asdict(part).items()}
+        parser.set_defaults(**tiny, shard_mb=TINY["writer"].shard_bytes / 2**20)
+        ns = parser.parse_args(argv)
+    writer = WriterConfig(shard_bytes=int(ns.shard_mb * 2**20), commit_every=ns.commit_every)
+    try:
+        return config_from_namespace(GenerateConfig, ns, writer=writer)
+    except (TypeError, ValueError) as e:
+        parser.error(str(e))
 
 
 if __name__ == "__main__":

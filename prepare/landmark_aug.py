@@ -9,7 +9,7 @@ outside are discarded. Pure functions of a random generator.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -23,21 +23,31 @@ from prepare.sampling import squares
 FLIP_ORDER = np.array([1, 0, 2, 4, 3])
 
 
+def _flag(name: str) -> dict:
+    # Command lines that offer these beside the face sampling options prefix them with --landmark-.
+    return {"flag": f"--landmark-{name.replace('_', '-')}"}
+
+
 @dataclass(frozen=True)
 class LandmarkAugConfig:
-    samples_per_face: int = 10
+    samples_per_face: int = field(default=10, metadata=_flag("samples_per_face"))
     """Augmented crop attempts per face (each kept only if it passes the IoU and inside checks)."""
-    include_plain: bool = True
+    include_plain: bool = field(default=True, metadata=_flag("include_plain"))
     """Also emit the un-augmented square crop around the face."""
-    max_shift: float = 0.1
+    max_shift: float = field(default=0.1, metadata=_flag("max_shift"))
     """Centre shift, as a fraction of the face width/height."""
-    min_scale: float = 0.9
-    max_scale: float = 1.15
-    """Crop side relative to the face's longer side."""
-    flip_probability: float = 0.5
-    rotate_probability: float = 0.5
-    max_rotation_deg: float = 10.0
-    min_iou: float = 0.65
+    min_scale: float = field(default=0.9, metadata=_flag("min_scale"))
+    """Smallest crop side relative to the face's longer side."""
+    max_scale: float = field(default=1.15, metadata=_flag("max_scale"))
+    """Largest crop side relative to the face's longer side."""
+    flip_probability: float = field(default=0.5, metadata=_flag("flip_probability"))
+    """Chance of mirroring a crop (left and right points swapped)."""
+    rotate_probability: float = field(default=0.5, metadata=_flag("rotate_probability"))
+    """Chance of rotating a crop about its centre."""
+    max_rotation_deg: float = field(default=10.0, metadata=_flag("max_rotation_deg"))
+    """Rotation angles are drawn from [-this, this] degrees."""
+    min_iou: float = field(default=0.65, metadata=_flag("min_iou"))
+    """A crop is kept only if its IoU with the face box is at least this."""
 
 
 def flip_landmarks(points, crop_box) -> np.ndarray:

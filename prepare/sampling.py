@@ -30,8 +30,11 @@ class SamplingConfig:
     min_face: int = 20
     """Faces whose longer side is below this (pixels) give no positives or parts: too small to learn from."""
     neg_iou: float = 0.3
+    """A crop whose IoU with every annotated face is below this is a negative."""
     part_iou: float = 0.4
+    """A crop whose IoU with its face is at least this (and below pos_iou) is a part face."""
     pos_iou: float = 0.65
+    """A crop whose IoU with its face is at least this is a positive."""
     max_negative_size_fraction: float = 0.5
     """Negative sides are drawn from [net_size, this * min(image width, height))."""
 
@@ -162,10 +165,8 @@ def with_jittered_faces(rng, width, height, crops: FaceCrops, faces, cfg: Sampli
     """``crops`` (a stage's labelled detections) plus the jittered positives and part faces of every
     face at least ``min_face`` large, as P-Net's data has them; the negatives stay the mined ones.
 
-    An earlier stage's detections give few positives (16k from the shared 1,430 images); these
-    add the faces it missed or boxed badly, so the next stage also learns to accept them. Off by
-    default (``--mine-jittered-faces``): on the shared set it raised R-Net's recall but lowered its
-    AUC (README model card).
+    An earlier stage's detections hold few positives; these add the faces it missed or boxed
+    badly, so that the next stage also learns to accept them.
     """
     groups = [(crops.positives, crops.positive_faces, crops.parts, crops.part_faces)]
     groups += [_jittered_with_faces(rng, width, height, face, cfg)

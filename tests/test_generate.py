@@ -1,9 +1,11 @@
-"""End-to-end pnet-data stage on the tiny fixture: output, determinism, resume, errors, Makefile."""
+"""End-to-end pnet-data stage on the tiny fixture: output, determinism, resume, errors, command
+line, the ordered pool, Makefile."""
 
 import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,10 +14,14 @@ import pytest
 import torch
 
 import prepare.generate as generate
+from annotations.landmarks import landmark_holdout_mask
+from detector import DetectorConfig
 from lmdb_builders.manifest import MANIFEST_NAME, load_manifest
 from lmdb_builders.reader import ShardDataset, records_to_batch
 from lmdb_builders.writer import WriterConfig, read_shard_meta
-from prepare.generate import main, tiny_config
+from prepare.fingerprint import build_fingerprint
+from prepare.generate import TINY, main, parse_args, tiny_config
+from prepare.pool import ordered_map
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,7 +60,7 @@ def test_every_kind_is_produced_and_readable(built):
 def test_manifest_describes_the_build(built, tiny_wider):
     manifest, out = built
     assert manifest["seed"] == 0 and manifest["net_sizes"] == [12]
-    held_out = generate.landmark_holdout_mask(8, 0.05).sum()
+    held_out = landmark_holdout_mask(8, 0.05).sum()
     assert manifest["report"]["wider_images"] == 5 and manifest["report"]["landmark_images"] == 8 - held_out
     assert manifest["report"]["dropped_annotations"]["wider"]["invalid"] == 1
     for shard in manifest["shards"]:
@@ -74,7 +80,7 @@ def test_same_seed_same_bytes_whatever_the_worker_count(built, tiny_wider, tmp_p
 def test_finished_build_is_left_alone(built, tiny_wider, capsys):
     manifest, out = built
     stamp = (out / MANIFEST_NAME).stat().st_mtime_ns
-    again = main(config(tiny_wider, out, workers=1))
+    again = main(config(tiny_wider, out, workers=2))  # the worker count is not part of the fingerprint
     assert "up to date" in capsys.readouterr().out
     assert (out / MANIFEST_NAME).stat().st_mtime_ns == stamp and strip(again) == strip(manifest)
 
@@ -82,20 +88,20 @@ def test_finished_build_is_left_alone(built, tiny_wider, capsys):
 def test_interrupted_build_resumes_to_identical_output(built, tiny_wider, tmp_path, monkeypatch):
     manifest, _ = built
     out = tmp_path / "interrupted"
-    real_work = generate._work
+    real_work = generate.work
 
     def dies_at_item_9(args):
         if args[0] == 9:
             raise KeyboardInterrupt  # the user pressed Ctrl-C (the writer drops its open part)
         return real_work(args)
 
-    monkeypatch.setattr(generate, "_work", dies_at_item_9)
+    monkeypatch.setattr(generate, "work", dies_at_item_9)
     with pytest.raises(KeyboardInterrupt):
         main(config(tiny_wider, out, workers=1))
     assert not (out / MANIFEST_NAME).exists()
     assert not list(out.glob("12/*.tmp"))
     assert list(out.glob("12/shard-*.lmdb"))  # earlier parts survived
-    monkeypatch.setattr(generate, "_work", real_work)
+    monkeypatch.setattr(generate, "work", real_work)
     resumed = main(config(tiny_wider, out, workers=1))
     assert strip(resumed) == strip(manifest)
 
@@ -110,8 +116,6 @@ def test_several_sizes_share_the_same_crops(tiny_wider, tmp_path):
 
 
 def test_landmark_holdout_is_disjoint_from_training(tiny_wider, tmp_path):
-    mask = generate.landmark_holdout_mask(1000, 0.05)
-    assert 20 < mask.sum() < 80 and np.array_equal(mask, generate.landmark_holdout_mask(1000, 0.05))
     base = config(tiny_wider, tmp_path, landmark_holdout=0.5)
     train, _ = generate.build_items(base)
     held, _ = generate.build_items(replace(base, landmark_part="holdout"))
@@ -146,19 +150,63 @@ def test_malformed_annotation_gives_file_and_line(tmp_path, tiny_wider):
     assert f"{bad}:4:" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_makefile_target_is_a_real_file(tiny_wider, tmp_path):
+def test_command_line_matches_the_makefile_and_the_config(tmp_path):
+    paths = ["--wider-txt", "t.txt", "--wider-images", "im", "--landmarks", "l.txt", "--out", "o"]
+    assert parse_args(paths + ["--net-size", "12", "--seed", "0", "--workers", "0", "--tiny"]) == tiny_config(
+        "t.txt", "im", "l.txt", "o")
+    plain = parse_args(paths + ["--net-size", "24", "--mine-with", "w"])
+    assert plain == generate.GenerateConfig("t.txt", "im", "o", "l.txt", net_sizes=(24,), mine_with="w")
+    assert plain.mine_thresholds == DetectorConfig().thresholds and plain.mine_min_face == DetectorConfig().min_face
+    given = parse_args(paths + ["--net-size", "12", "24", "48", "--landmark-part", "holdout", "--tiny",
+                                "--negatives-per-image", "5", "--landmark-samples-per-face", "2", "--shard-mb", "2",
+                                "--mine-thresholds", "0.6", "0.3", "0.7", "--device", "cuda", "--limit-images", "3"])
+    assert given.net_sizes == (12, 24, 48) and given.landmark_part == "holdout" and given.limit_images == 3
+    assert given.sampling == replace(TINY["sampling"], negatives_per_image=5)  # options given win over --tiny
+    assert given.landmark_aug.samples_per_face == 2 and given.writer == WriterConfig(2 << 20, commit_every=50)
+    assert given.mine_thresholds == (0.6, 0.3, 0.7) and given.mine_device == "cuda"
+    with pytest.raises(SystemExit):
+        parse_args(paths + ["--net-size", "12", "--mine-with", "w"])  # mining writes 24 or 48 px
+
+
+def test_pool_keeps_task_order_with_a_bounded_window():
+    consumed = []
+
+    def tasks():
+        for i in range(30):
+            consumed.append(i)
+            yield -i
+
+    results = ordered_map(abs, tasks(), workers=2, window_per_worker=2)
+    assert next(results) == 0 and len(consumed) == 4  # 2 workers x 2 in flight, no more read ahead
+    assert list(results) == list(range(1, 30))
+
+
+def test_makefile_rebuilds_when_an_input_changes(tiny_wider, tmp_path):
     root = tmp_path / "wider"
     shutil.copytree(tiny_wider.root, root)
+    an_hour_ago = time.time() - 3600  # inputs made well before the build
+    for path in root.rglob("*"):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    landmarks = root / tiny_wider.landmarks_txt.relative_to(tiny_wider.root)
     make = ["make", "-C", str(REPO), "--no-print-directory", f"WIDER={root}", f"OUT={tmp_path / 'out'}",
-            f"LANDMARKS={root / tiny_wider.landmarks_txt.relative_to(tiny_wider.root)}",
-            "GEN_FLAGS=--tiny", "WORKERS=1", f"PY={sys.executable}", "VENV_STAMP="]
+            f"LANDMARKS={landmarks}", "GEN_FLAGS=--tiny", "WORKERS=1", f"PY={sys.executable}", "VENV_STAMP="]
+    manifest = tmp_path / "out" / "pnet" / MANIFEST_NAME
     subprocess.run(make + ["pnet-data"], check=True, capture_output=True)
-    assert (tmp_path / "out" / "pnet" / MANIFEST_NAME).exists()
-    assert subprocess.run(make + ["-q", "pnet-data"]).returncode == 0  # up to date
-    txt = root / "wider_face_split" / "wider_face_train_bbx_gt.txt"
-    later = (tmp_path / "out" / "pnet" / MANIFEST_NAME).stat().st_mtime + 10  # copytree kept the fixture's old mtime
-    os.utime(txt, (later, later))
-    assert subprocess.run(make + ["-q", "pnet-data"]).returncode == 1  # a changed input reruns it
+    first = load_manifest(manifest.parent)
+    assert subprocess.run(make + ["-q", "pnet-data"]).returncode == 0  # the target is a file, up to date
+    # The landmark list edited after the build (its last face removed): make reruns the stage, and
+    # the stage, seeing another input, builds anew. The build is dated a second back so that the
+    # edit is later whatever the file system's time resolution.
+    built_at = manifest.stat().st_mtime_ns - 10**9
+    os.utime(manifest, ns=(built_at, built_at))
+    landmarks.write_text("".join(landmarks.read_text().splitlines(keepends=True)[:-1]))
+    assert subprocess.run(make + ["-q", "pnet-data"]).returncode == 1
+    subprocess.run(make + ["pnet-data"], check=True, capture_output=True)
+    second = load_manifest(manifest.parent)
+    assert manifest.stat().st_mtime_ns > built_at
+    assert second["fingerprint"] != first["fingerprint"]
+    assert second["config"]["inputs"]["landmarks"] != first["config"]["inputs"]["landmarks"]
+    assert subprocess.run(make + ["-q", "pnet-data"]).returncode == 0
 
 
 @pytest.mark.slow
@@ -175,5 +223,7 @@ def test_real_wider_subset(shared_data, tmp_path):
     assert len(manifest["shards"]) > 1 and not manifest["report"]["skipped_images"]
     assert len(ShardDataset(tmp_path / "real", 12)) == manifest["buckets"]["12"]["samples"]
     assert load_manifest(tmp_path / "real")["fingerprint"] == manifest["fingerprint"]
-    assert replace(cfg, workers=1) != cfg  # workers are not part of the fingerprint ...
-    assert generate.build_fingerprint(replace(cfg, workers=1))[0] == manifest["fingerprint"]  # ... by design
+    stamp = (tmp_path / "real" / MANIFEST_NAME).stat().st_mtime_ns
+    assert build_fingerprint(replace(cfg, workers=1))[0] == manifest["fingerprint"]
+    main(replace(cfg, workers=1))  # another worker count: the finished build is left alone
+    assert (tmp_path / "real" / MANIFEST_NAME).stat().st_mtime_ns == stamp

@@ -1,19 +1,20 @@
 """Hard-example mining: detections labelled by IoU, and rnet-data / onet-data end to end."""
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import prepare.generate as generate
-from lmdb_builders.reader import ShardDataset, records_to_batch
-from core.geometry import iou
+from core.geometry import iou, square
 from core.imageio import read_image_rgb
-from prepare.generate import main, tiny_config
-from prepare.sampling import SamplingConfig, label_detections, with_jittered_faces
 from core.nets import build_net
+from lmdb_builders.reader import ShardDataset, records_to_batch
+from prepare.fingerprint import build_fingerprint
+from prepare.generate import main, tiny_config
+from prepare.mining import mined_crops, mining_detector, mining_stages
+from prepare.sampling import SamplingConfig, label_detections, with_jittered_faces
 
 FACES = np.array([[100, 100, 149, 149], [300, 100, 339, 139]], dtype=float)
 
@@ -98,8 +99,14 @@ def test_mined_records_carry_finite_box_targets(tiny_wider, mining_weights):
                       mine_with=str(mining_weights), mine_thresholds=(0.5, 0.5, 0.5), mine_min_face=16)
     items, _ = generate.build_items(cfg)
     image = read_image_rgb(items[1].path)
-    dets = generate.mining_detector(cfg).detect_stages(image, ("pnet",))["pnet"]
+    detector = mining_detector(cfg.mine_with, 24, cfg.mine_min_face, cfg.mine_thresholds, cfg.mine_device)
+    dets = detector.detect_stages(image, mining_stages(24))["pnet"]
     assert len(dets) > 0
+    item = items[1]
+    crops = mined_crops(np.random.default_rng(0), image, detector, 24, item.faces, item.all_faces, 10**6, cfg.sampling)
+    fed = {tuple(box) for box in np.floor(square(dets.boxes)).astype(np.int64).tolist()}  # what R-Net is fed
+    mined = np.concatenate([crops.negatives, crops.positives, crops.parts]).tolist()
+    assert mined and all(tuple(box) in fed for box in mined)
     records = generate.item_records(items[1], np.random.default_rng(0), cfg)
     labelled = [r for r in records if r["kind"][0] in (1, 2)]
     assert labelled
@@ -110,14 +117,20 @@ def test_mined_records_carry_finite_box_targets(tiny_wider, mining_weights):
 def test_retrained_pnet_changes_the_fingerprint(tiny_wider, mining_weights, tmp_path):
     cfg = tiny_config(tiny_wider.train_txt, tiny_wider.train_images, None, tmp_path, net_sizes=(24,),
                       mine_with=str(mining_weights))
-    before = generate.build_fingerprint(cfg)[0]
+    before = build_fingerprint(cfg)[0]
     copy = tmp_path / "w"
     copy.mkdir()
     net = build_net("pnet")
     torch.save(net.state_dict(), copy / "pnet.pt")
-    after = generate.build_fingerprint(tiny_config(tiny_wider.train_txt, tiny_wider.train_images, None, tmp_path,
+    after = build_fingerprint(tiny_config(tiny_wider.train_txt, tiny_wider.train_images, None, tmp_path,
                                                    net_sizes=(24,), mine_with=str(copy)))[0]
     assert before != after
+
+
+def test_mining_stages():
+    assert mining_stages(24) == ("pnet",) and mining_stages(48) == ("pnet", "rnet")
+    with pytest.raises(ValueError, match="24 or 48"):
+        mining_stages(12)
 
 
 def test_mining_needs_the_earlier_nets(tiny_wider, tmp_path):
@@ -129,5 +142,5 @@ def test_mining_needs_the_earlier_nets(tiny_wider, tmp_path):
     with pytest.raises(FileNotFoundError, match="rnet.pt"):
         main(cfg)
     with pytest.raises(ValueError, match="mining writes one size"):
-        main(tiny_config(tiny_wider.train_txt, tiny_wider.train_images, None, tmp_path / "p", net_sizes=(12,),
-                         mine_with=str(only_pnet)))
+        tiny_config(tiny_wider.train_txt, tiny_wider.train_images, None, tmp_path / "p", net_sizes=(12,),
+                    mine_with=str(only_pnet))
