@@ -47,8 +47,9 @@ MIN_FACE ?= 20
 IMG ?=
 DETECT_OUT ?= $(OUT)/detect
 
-SAMPLING_SRC := prepare/generate.py prepare/sampling.py prepare/landmark_aug.py prepare/crops.py \
-	core/geometry.py lmdb_builders/schema.py lmdb_builders/writer.py annotations/wider.py annotations/landmarks.py
+SAMPLING_SRC := prepare/generate.py prepare/sampling.py prepare/landmark_aug.py prepare/crops.py prepare/pool.py \
+	prepare/fingerprint.py core/geometry.py core/imageio.py lmdb_builders/schema.py lmdb_builders/writer.py \
+	lmdb_builders/manifest.py annotations/wider.py annotations/landmarks.py
 
 TRAIN_SRC := trainers/train.py trainers/config.py trainers/engine.py trainers/model.py trainers/checkpoint.py \
 	trainers/distributed.py trainers/reporting.py trainers/augment.py trainers/losses.py \
@@ -75,13 +76,15 @@ $(OUT)/pnet/manifest.json: $(WIDER_TXT) $(LANDMARKS) $(SAMPLING_SRC) | $(VENV_ST
 
 rnet-data: $(OUT)/rnet/manifest.json ## mine 24 px samples with the trained P-Net -> $(OUT)/rnet
 
-$(OUT)/rnet/manifest.json: $(WEIGHTS_DIR)/pnet.pt $(WIDER_TXT) $(LANDMARKS) $(SAMPLING_SRC) $(DETECTOR_SRC) | $(VENV_STAMP)
+$(OUT)/rnet/manifest.json: $(WEIGHTS_DIR)/pnet.pt $(WIDER_TXT) $(LANDMARKS) $(SAMPLING_SRC) prepare/mining.py \
+		$(DETECTOR_SRC) | $(VENV_STAMP)
 	$(PY) -m prepare.generate --wider-txt $(WIDER_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
 		--out $(OUT)/rnet --net-size 24 --mine-with $(WEIGHTS_DIR) --device $(DEVICE) --seed $(SEED) --workers $(WORKERS) $(GEN_FLAGS)
 
 onet-data: $(OUT)/onet/manifest.json ## mine 48 px samples with P-Net then R-Net -> $(OUT)/onet
 
-$(OUT)/onet/manifest.json: $(WEIGHTS_DIR)/pnet.pt $(WEIGHTS_DIR)/rnet.pt $(WIDER_TXT) $(LANDMARKS) $(SAMPLING_SRC) $(DETECTOR_SRC) | $(VENV_STAMP)
+$(OUT)/onet/manifest.json: $(WEIGHTS_DIR)/pnet.pt $(WEIGHTS_DIR)/rnet.pt $(WIDER_TXT) $(LANDMARKS) $(SAMPLING_SRC) \
+		prepare/mining.py $(DETECTOR_SRC) | $(VENV_STAMP)
 	$(PY) -m prepare.generate --wider-txt $(WIDER_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
 		--out $(OUT)/onet --net-size 48 --mine-with $(WEIGHTS_DIR) --mine-thresholds $(ONET_MINE_THRESHOLDS) \
 		--device $(DEVICE) --seed $(SEED) --workers $(WORKERS) $(GEN_FLAGS)
