@@ -56,7 +56,7 @@ TRAIN_SRC := trainers/train.py trainers/config.py trainers/engine.py trainers/mo
 	core/nets.py core/weights.py lmdb_builders/reader.py lmdb_builders/schema.py
 DETECTOR_SRC := detector/__init__.py detector/cascade.py core/nets.py core/geometry.py core/imageio.py core/weights.py
 
-.PHONY: help setup pnet-data rnet-data onet-data val-data train-pnet train-rnet train-onet roc eval-wider detect \
+.PHONY: help setup pnet-data rnet-data onet-data val-data train-pnet train-rnet train-onet roc eval-wider eval-landmarks detect \
 	stats demo test test-fast bench clean-demo original-weights
 
 help: ## list the targets
@@ -120,6 +120,19 @@ $(OUT)/roc/summary.json: $(OUT)/val/manifest.json $(WEIGHTS_DIR)/pnet.pt $(WEIGH
 
 eval-wider: | $(VENV_STAMP) ## WIDER AP easy/medium/hard: IMAGES= GT= PRED= WEIGHTS= MIN_FACE=
 	$(PY) -m evaluation.wider_eval --images $(IMAGES) --gt $(GT) --pred $(PRED) --weights $(WEIGHTS) $(if $(MIN_FACE),--min-face $(MIN_FACE)) --device $(DEVICE)
+
+# The weight files a WEIGHTS spec (shipped | original:PATH | folder) names: results depend on them.
+weights_files = $(if $(filter shipped,$(1)),$(wildcard weights/*.pt),$(wildcard $(patsubst original:%,%,$(1))/*.pt))
+WEIGHTS_TAG = $(subst /,_,$(subst :,_,$(WEIGHTS)))
+# eval-landmarks: the landmark list and which of its faces (holdout: those no training build saw)
+LANDMARK_LIST ?= $(LANDMARKS)
+LM_PART ?= holdout
+LM_OUT ?= $(OUT)/eval-landmarks/$(WEIGHTS_TAG)
+eval-landmarks: $(LM_OUT)/results.json ## landmark NME, failure rate and CED of WEIGHTS= on LANDMARK_LIST= -> LM_OUT=
+
+$(LM_OUT)/results.json: $(LANDMARK_LIST) $(call weights_files,$(WEIGHTS)) evaluation/landmarks.py $(DETECTOR_SRC) | $(VENV_STAMP)
+	$(PY) -m evaluation.landmarks --landmarks $(LANDMARK_LIST) --weights $(WEIGHTS) --out $(LM_OUT) --part $(LM_PART) \
+		$(if $(MIN_FACE),--min-face $(MIN_FACE)) --device $(DEVICE)
 
 detect: | $(VENV_STAMP) ## detect faces in IMG= with WEIGHTS= (default shipped) -> DETECT_OUT=
 	@test -n "$(IMG)" || { echo "usage: make detect IMG=photo.jpg [WEIGHTS=shipped|original:PATH|folder] [DETECT_OUT=folder]" >&2; exit 2; }
