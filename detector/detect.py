@@ -1,18 +1,21 @@
-"""Detect faces in one image: ``make detect IMG=photo.jpg WEIGHTS=... OUT=folder``.
+"""Detect faces in one image: ``make detect IMG=photo.jpg [WEIGHTS=...] [BACKEND=torch|onnx] [DETECT_OUT=folder]``.
 
     python -m detector.detect --image photo.jpg --weights original:weights/original --out out/
-        [--min-face 20] [--thresholds 0.6 0.7 0.7] [--device cpu]
+        [--min-face M] [--thresholds P R O] [--device cpu] [--backend torch|onnx] [--threads N]
+
+(the defaults of ``--min-face`` and ``--thresholds`` are ``DetectorConfig``'s; ``--help`` lists
+them). ``--backend onnx`` runs the files of ``make export`` (``--weights`` is that folder) in
+onnxruntime.
 
 Writes ``OUT/<stem>.json`` = ``{"faces": [{"box": [x1, y1, x2, y2], "score": s,
 "landmarks": [[x, y] x 5]}]}`` (0-based inclusive pixel coordinates; landmarks are null when the
 cascade ended before a net with a landmark head) and ``OUT/<stem>.jpg``, the image with boxes,
 scores and landmark dots; both atomically (temporary file + ``os.replace``). A missing or
-unreadable image, or missing weights, prints one line and exits with code 2.
+unreadable image, missing weights or an unknown backend prints one line and exits with code 2.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass
@@ -20,8 +23,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from core.atomic import atomic_write_bytes
+from core.cli import parse_config
 from core.imageio import ImageReadError, encode_image, read_image_rgb
 from detector.cascade import Detections, DetectorConfig, load_detector
 
@@ -31,11 +36,23 @@ EXIT_BAD_INPUT = 2
 @dataclass(frozen=True)
 class DetectConfig:
     image: str
+    """The photo (JPEG, PNG, ...), read in its stored orientation."""
     weights: str
+    """shipped | original:PATH | a checkpoint folder with pnet.pt ...; with --backend onnx, a folder
+    written by make export."""
     out: str
-    min_face: float = 20.0
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    device: str = "cpu"
+    """Output folder for <stem>.json and <stem>.jpg."""
+    min_face: float = DetectorConfig.min_face
+    """Smallest face looked for, in pixels."""
+    thresholds: tuple[float, float, float] = DetectorConfig.thresholds
+    """Face-probability thresholds of P-Net, R-Net and O-Net."""
+    device: str = DetectorConfig.device
+    """cpu or cuda[:N] (the torch backend)."""
+    backend: str = "torch"
+    """torch (the PyTorch nets of --weights) or onnx (onnxruntime on an export folder, make export)."""
+    threads: int | None = None
+    """CPU threads: onnxruntime's intra-op threads per net, or torch.set_num_threads for the torch
+    backend. None: the library's default."""
 
 
 def detections_to_json(dets: Detections) -> dict:
@@ -70,9 +87,11 @@ def main(cfg: DetectConfig) -> int:
     except ImageReadError as err:
         print(f"error: cannot read image {err.path}: {err.reason}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if cfg.threads is not None and cfg.backend == "torch":
+        torch.set_num_threads(cfg.threads)
     try:
         detector = load_detector(cfg.weights, DetectorConfig(min_face=cfg.min_face, thresholds=tuple(cfg.thresholds),
-                                                              device=cfg.device))
+                                                              device=cfg.device), cfg.backend, cfg.threads)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -89,16 +108,7 @@ def main(cfg: DetectConfig) -> int:
 
 
 def parse_args(argv=None) -> DetectConfig:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--image", required=True)
-    p.add_argument("--weights", required=True, help="shipped | original:PATH | checkpoint folder with pnet.pt ...")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--min-face", type=float, default=20.0)
-    p.add_argument("--thresholds", type=float, nargs=3, default=(0.6, 0.7, 0.7))
-    p.add_argument("--device", default="cpu")
-    a = p.parse_args(argv)
-    return DetectConfig(image=a.image, weights=a.weights, out=a.out, min_face=a.min_face,
-                        thresholds=tuple(a.thresholds), device=a.device)
+    return parse_config(DetectConfig, argv, prog="python -m detector.detect", description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":
