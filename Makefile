@@ -47,9 +47,11 @@ MIN_FACE ?= 20
 IMG ?=
 DETECT_OUT ?= $(OUT)/detect
 
+# The code that makes the samples: exactly prepare.fingerprint.SAMPLING_CODE, which the build's
+# fingerprint digests (a test keeps the two equal), so that an edit rebuilds instead of rerunning a no-op.
 SAMPLING_SRC := prepare/generate.py prepare/sampling.py prepare/landmark_aug.py prepare/crops.py prepare/pool.py \
-	prepare/fingerprint.py core/geometry.py core/imageio.py lmdb_builders/schema.py lmdb_builders/writer.py \
-	lmdb_builders/manifest.py annotations/wider.py annotations/landmarks.py
+	prepare/fingerprint.py prepare/checks.py annotations/wider.py annotations/landmarks.py annotations/visibility.py \
+	lmdb_builders/schema.py lmdb_builders/writer.py lmdb_builders/manifest.py core/geometry.py core/imageio.py
 
 TRAIN_SRC := trainers/train.py trainers/config.py trainers/engine.py trainers/model.py trainers/checkpoint.py \
 	trainers/distributed.py trainers/reporting.py trainers/augment.py trainers/losses.py \

@@ -38,10 +38,19 @@ class AnnotationError(ValueError):
 
 
 def numbered_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
-    """Stream ``(1-based line number, stripped text)``; undecodable bytes become an AnnotationError."""
+    """Stream ``(1-based line number, stripped text)``; undecodable bytes, and a path that is missing,
+    a folder or unreadable, become an AnnotationError."""
     # Bytes decoded line by line (not a text-mode file, which decodes ahead in 8 KiB chunks), so
     # that a bad byte is reported on its own line.
-    with open(Path(path), "rb") as handle:
+    try:
+        handle = open(Path(path), "rb")
+    except FileNotFoundError:
+        raise AnnotationError(path, None, "no such file") from None
+    except IsADirectoryError:
+        raise AnnotationError(path, None, "is a folder; expected an annotation file") from None
+    except OSError as err:
+        raise AnnotationError(path, None, f"cannot read ({err.strerror or err})") from None
+    with handle:
         for line_no, raw in enumerate(handle, start=1):
             if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]  # a BOM written by some Windows editors is not part of the first field

@@ -24,6 +24,12 @@ cannot be right are dropped and counted, each under one reason, tested in this o
 * ``landmarks_outside_box``: a point lies farther outside the box than half the box's width
   (for x) or height (for y); real landmarks sit inside or near the box, so such a line is broken.
 
+The parsers read no image. ``faces_inside_images`` adds the check that needs the images' sizes
+(their headers only): a face whose box lies mostly outside its image (``mostly_outside_image``,
+``annotations.visibility``) would give crops of the zero padding around the image, all black.
+Sample generation applies it after the held-out split, so that the split stays a function of the
+list alone.
+
 ``landmark_holdout_mask`` picks the faces every training build leaves out, for evaluation.
 """
 
@@ -38,11 +44,14 @@ import numpy as np
 import pandas as pd
 
 from annotations.errors import AnnotationError, numbered_lines
+from annotations.visibility import MIN_VISIBLE_FRACTION, visible_fraction
 from core.atomic import atomic_write_text
+from core.imageio import image_size
 
 LANDMARK_COLUMNS = ("lex", "ley", "rex", "rey", "nx", "ny", "lmx", "lmy", "rmx", "rmy")
 BOX_COLUMNS = ("x1", "y1", "x2", "y2")
 DROP_REASONS = ("degenerate", "landmarks_outside_box")
+OUTSIDE_IMAGE = "mostly_outside_image"  # the drop reason of faces_inside_images
 
 # How far outside its box a landmark may lie, as a fraction of the box's width / height.
 MAX_OUTSIDE_FRACTION = 0.5
@@ -189,6 +198,21 @@ def write_facepoint(path: str | os.PathLike, faces) -> Path:
     """Write ``format_facepoint(faces)`` to ``path`` atomically; returns the path."""
     atomic_write_text(path, format_facepoint(faces))
     return Path(path)
+
+
+def faces_inside_images(faces: pd.DataFrame, images_root) -> np.ndarray:
+    """Which faces (rows of a ``LandmarkAnnotations.faces`` table) have at least
+    ``MIN_VISIBLE_FRACTION`` of their box inside their image, as a bool mask. Image sizes come from
+    the headers; a face whose image cannot be read is kept (the stage that reads the pixels skips
+    and reports the image)."""
+    if faces.empty:
+        return np.zeros(0, dtype=bool)
+    root = Path(images_root)
+    sizes = {image: image_size(root / image) or (-1, -1) for image in faces["image"].unique()}
+    widths = np.array([sizes[image][0] for image in faces["image"]], dtype=np.float64)
+    heights = np.array([sizes[image][1] for image in faces["image"]], dtype=np.float64)
+    visible = visible_fraction(faces[list(BOX_COLUMNS)].to_numpy(dtype=np.float64), widths, heights)
+    return (widths <= 0) | (visible >= MIN_VISIBLE_FRACTION)
 
 
 def celeba_images_root(lists_dir: Path) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from annotations.errors import AnnotationError
-from annotations.landmarks import LandmarkAnnotations, load_landmarks
+from annotations.landmarks import OUTSIDE_IMAGE, LandmarkAnnotations, faces_inside_images, load_landmarks
 from annotations.wider import WiderAnnotations, parse_wider
 from core.atomic import atomic_write_bytes
 from core.cli import parse_config
@@ -85,8 +85,9 @@ def wider_figures(ann: WiderAnnotations) -> dict:
     }
 
 
-def landmark_figures(lm: LandmarkAnnotations, missing_images: int) -> dict:
-    """The figures of one parsed landmark list; ``missing_images`` is counted by the caller (I/O)."""
+def landmark_figures(lm: LandmarkAnnotations, missing_images: int, mostly_outside: int = 0) -> dict:
+    """The figures of one parsed landmark list; ``missing_images`` and ``mostly_outside`` (faces
+    sample generation drops, ``faces_inside_images``) are counted by the caller (I/O)."""
     faces = lm.faces
     sizes = face_sizes_landmarks(faces)
     return {
@@ -95,7 +96,7 @@ def landmark_figures(lm: LandmarkAnnotations, missing_images: int) -> dict:
         "images": int(faces["image"].nunique()),
         "missing_images": int(missing_images),
         "face_size": size_quantiles(sizes),
-        "dropped": dict(lm.dropped),
+        "dropped": {**lm.dropped, OUTSIDE_IMAGE: int(mostly_outside)},
     }
 
 
@@ -182,7 +183,8 @@ def main(cfg: StatsConfig) -> dict:
     if cfg.landmarks is not None:
         landmarks = load_landmarks(cfg.landmarks)
         missing = sum(not (landmarks.images_root / image).is_file() for image in landmarks.faces["image"].unique())
-        figures["landmarks"] = landmark_figures(landmarks, missing)
+        outside = int(np.count_nonzero(~faces_inside_images(landmarks.faces, landmarks.images_root)))
+        figures["landmarks"] = landmark_figures(landmarks, missing, outside)
         landmark_sizes = face_sizes_landmarks(landmarks.faces)
     print(format_table(figures))
     write_size_histogram(cfg.out_png, face_sizes_wider(wider.faces), landmark_sizes)

@@ -21,10 +21,12 @@ exactly one drop reason, tested in this order:
 
 * ``degenerate``: ``w <= 0`` or ``h <= 0`` (they occur in the official files);
 * ``invalid``: WIDER's own ``invalid`` flag is 1;
-* ``outside_image``: the box does not overlap the image at all (known only with ``images_dir``).
+* ``outside_image``: the box does not overlap the image at all (known only with ``images_dir``);
+* ``mostly_outside_image``: less than half of the box lies inside the image
+  (``annotations.visibility``): clipping it would make another box, not the face.
 
-A box partly outside its image is clipped to the image and kept (``WiderAnnotations.clipped``
-counts them). ``all_boxes`` keeps every parsed box with its reason, because sample generation must
+A box partly outside its image, with at least half of it inside, is clipped to the image and kept
+(``WiderAnnotations.clipped`` counts them). ``all_boxes`` keeps every parsed box with its reason, because sample generation must
 not cut a "negative" out of a region that holds a face, annotated-but-dropped or not.
 """
 
@@ -38,13 +40,14 @@ import numpy as np
 import pandas as pd
 
 from annotations.errors import AnnotationError, numbered_lines
+from annotations.visibility import MIN_VISIBLE_FRACTION, visible_fraction
 from core.atomic import atomic_write_text
 from core.imageio import image_size
 
 WIDER_ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
 BOX_COLUMNS = ("x1", "y1", "w", "h")
 BOX_LINE_FIELDS = len(BOX_COLUMNS) + len(WIDER_ATTRIBUTES)
-DROP_REASONS = ("degenerate", "invalid", "outside_image")
+DROP_REASONS = ("degenerate", "invalid", "outside_image", "mostly_outside_image")
 
 # What an image line must end with. WIDER ships only .jpg, but a user's own set in this layout
 # may hold other formats; the point is to tell a path from a misplaced count or box line.
@@ -184,7 +187,9 @@ def assign_drop_reasons(box_values, image_widths, image_heights) -> tuple[np.nda
     invalid = ~degenerate & (boxes[:, _INVALID_FIELD] == 1)
     candidate = ~degenerate & ~invalid
     outside = candidate & size_known & ((x1 >= width_img) | (y1 >= height_img) | (x2 < 0) | (y2 < 0))
-    kept = candidate & ~outside
+    visible = visible_fraction(np.stack([x1, y1, x2, y2], axis=1), width_img, height_img)
+    mostly_outside = candidate & size_known & ~outside & (visible < MIN_VISIBLE_FRACTION)
+    kept = candidate & ~outside & ~mostly_outside
     needs_clip = kept & size_known & ((x1 < 0) | (y1 < 0) | (x2 > width_img - 1) | (y2 > height_img - 1))
 
     if needs_clip.any():
@@ -199,6 +204,7 @@ def assign_drop_reasons(box_values, image_widths, image_heights) -> tuple[np.nda
     drop_reason[degenerate] = "degenerate"
     drop_reason[invalid] = "invalid"
     drop_reason[outside] = "outside_image"
+    drop_reason[mostly_outside] = "mostly_outside_image"
     return boxes, drop_reason, int(np.count_nonzero(needs_clip))
 
 

@@ -40,3 +40,16 @@ def load_manifest(path) -> dict:
         raise SchemaError(f"{path}: schema version {version}, this code reads version {SCHEMA_VERSION}")
     manifest["_path"] = str(path)
     return manifest
+
+
+# The Makefile target that builds a manifest's kind of build, by (sizes, mined or not).
+_MAKE_TARGETS = {((12,), False): "pnet-data", ((24,), True): "rnet-data", ((48,), True): "onet-data",
+                 ((12, 24, 48), False): "val-data"}
+
+
+def rebuild_hint(manifest: dict) -> str:
+    """How to rebuild a build whose shards are damaged: delete the folder, rerun its stage."""
+    root = Path(manifest["_path"]).parent
+    key = (tuple(manifest.get("net_sizes") or ()), bool(manifest.get("mined_with")))
+    stage = f"make {_MAKE_TARGETS[key]}" if key in _MAKE_TARGETS else "python -m prepare.generate"
+    return f"delete {root} and rebuild it ({stage})"

@@ -1,14 +1,17 @@
 """Streaming reader of a shard set: a torch Dataset, a kind-mixing batch sampler and a loader.
 
-``ShardDataset(build_dir, size)`` checks the manifest (schema version, per-kind counts against
-each shard's own kinds index) and keeps only the small kinds arrays in memory; LMDB environments
+``ShardDataset(build_dir, size)`` checks the manifest (schema version, each shard's records
+against the manifest's SHA-256, see ``lmdb_builders.verify``, per-kind counts against each shard's
+own kinds index) and keeps only the small kinds arrays in memory; LMDB environments
 are opened lazily, once per process, so the dataset can be sent to DataLoader workers (an open
 environment cannot be pickled). ``__getitems__`` reads a whole batch in one transaction and
 returns the raw structured records (one ``np.frombuffer``).
 
 ``ShardLoader`` runs a DataLoader over those record batches and turns each into tensors in the
 consuming process: one numpy buffer crosses the process boundary per batch, which is about three
-times faster than sending seven tensors through shared memory.
+times faster than sending seven tensors through shared memory. A ``SchemaError`` (or
+``ShardCorruptError``) raised in a worker reaches the caller as the same class with its one-line
+message (a DataLoader otherwise replaces the message with the worker's whole traceback).
 
 Use::
 
@@ -26,13 +29,24 @@ import os
 import random
 from pathlib import Path
 
+import lmdb
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lmdb_builders.manifest import load_manifest
-from lmdb_builders.schema import CLASS_LABEL, HAS_BOX, HAS_LANDMARKS, KIND_NAMES, Kind, SchemaError, decode_records, record_key
-from lmdb_builders.writer import open_for_read, shard_kinds
+from lmdb_builders.manifest import load_manifest, rebuild_hint
+from lmdb_builders.schema import (
+    CLASS_LABEL,
+    HAS_BOX,
+    HAS_LANDMARKS,
+    KIND_NAMES,
+    Kind,
+    SchemaError,
+    ShardCorruptError,
+    decode_records,
+    record_key,
+)
+from lmdb_builders.verify import VerifiedShards, open_shard, verified_kinds
 
 # neg : pos : part : landmark, as in the paper.
 PAPER_RATIO = {Kind.NEGATIVE: 3, Kind.POSITIVE: 1, Kind.PART: 1, Kind.LANDMARK: 2}
@@ -54,16 +68,17 @@ class ShardDataset(Dataset):
         if not shards:
             raise SchemaError(f"{self.manifest['_path']}: no {size} px shards in this build")
         self.paths = [self.root / s["path"] for s in shards]
+        self.hint = rebuild_hint(self.manifest)
+        cache = VerifiedShards(self.root)
         kinds = []
         for entry, path in zip(shards, self.paths):
-            if not path.exists():
-                raise SchemaError(f"{path}: listed in the manifest but missing")
-            k = shard_kinds(path)
+            k = verified_kinds(path, entry["path"], entry["sha256"], cache, self.hint)
             counts = {KIND_NAMES[Kind(v)]: int(n) for v, n in zip(*np.unique(k, return_counts=True))}
             expected = {name: n for name, n in entry["counts"].items() if n}
             if len(k) != entry["samples"] or counts != expected:
                 raise SchemaError(f"{path}: holds {len(k)} records {counts}, manifest says {entry['samples']} {expected}")
             kinds.append(k)
+        cache.save()
         self.kinds = np.concatenate(kinds)
         self.starts = np.cumsum([0] + [len(k) for k in kinds])
         self._envs = None
@@ -82,7 +97,7 @@ class ShardDataset(Dataset):
             self._envs = [None] * len(self.paths)
             self._pid = os.getpid()
         if self._envs[shard] is None:
-            self._envs[shard] = open_for_read(self.paths[shard])
+            self._envs[shard] = open_shard(self.paths[shard])
         return self._envs[shard]
 
     def __getitems__(self, indices) -> np.ndarray:
@@ -95,10 +110,13 @@ class ShardDataset(Dataset):
         for shard in np.unique(shard_of):
             positions = np.flatnonzero(shard_of == shard)
             keys = [record_key(int(i)) for i in idx[positions] - self.starts[shard]]
-            with self._env(shard).begin(buffers=False) as txn:
-                found = txn.cursor().getmulti(keys)
+            try:
+                with self._env(shard).begin(buffers=False) as txn:
+                    found = txn.cursor().getmulti(keys)
+            except lmdb.Error as e:  # changed since it was verified
+                raise ShardCorruptError(f"{self.paths[shard]}: cannot read records ({e}): {self.hint}") from None
             if len(found) != len(keys):
-                raise SchemaError(f"{self.paths[shard]}: {len(keys) - len(found)} records missing")
+                raise ShardCorruptError(f"{self.paths[shard]}: {len(keys) - len(found)} records missing: {self.hint}")
             for p, (_, value) in zip(positions, found):
                 buffers[p] = value
         return decode_records(buffers, self.size)
@@ -128,11 +146,34 @@ class ShardLoader:
         return len(self.batch_sampler)
 
     def __iter__(self):
-        for records in self.loader:
-            batch = records_to_batch(records)
-            if self.pin_memory:
-                batch = {k: v.pin_memory() for k, v in batch.items()}
-            yield batch
+        try:
+            for records in self.loader:
+                batch = records_to_batch(records)
+                if self.pin_memory:
+                    batch = {k: v.pin_memory() for k, v in batch.items()}
+                yield batch
+        except SchemaError as e:
+            message = worker_error_message(e)
+            if message is None:
+                raise
+            raise type(e)(message) from None
+
+
+def worker_error_message(err: Exception) -> str | None:
+    """The one-line message of an exception a DataLoader worker raised, or None when ``err`` was
+    not re-raised from a worker. The DataLoader rebuilds the worker's exception in the parent as
+    ``type(err)("Caught ... in DataLoader worker process N. Original Traceback ...")``; the
+    traceback's last line is ``module.Class: message``."""
+    text = str(err)
+    if not text.startswith("Caught ") or "DataLoader worker" not in text.split("\n", 1)[0]:
+        return None
+    cls = type(err)
+    prefixes = (f"{cls.__module__}.{cls.__qualname__}: ", f"{cls.__qualname__}: ")
+    for line in reversed(text.splitlines()):
+        for prefix in prefixes:
+            if line.startswith(prefix):
+                return line[len(prefix):]
+    return None
 
 
 def seed_worker(worker_id: int) -> None:

@@ -83,6 +83,15 @@ class SchemaError(ValueError):
     """A record or shard that does not follow this schema."""
 
 
+class ShardCorruptError(SchemaError):
+    """A shard whose bytes are not those its build wrote: missing, not an LMDB file, or records whose
+    checksum differs from the manifest's. ``str()`` is one line naming the shard and how to rebuild it.
+
+    Both error classes take one message argument, so they pickle, and a DataLoader worker's copy
+    is rebuilt in the parent with its class (``reader.ShardLoader`` restores the one-line message).
+    """
+
+
 @dataclass(frozen=True, eq=False)
 class Sample:
     """One training sample. ``box`` / ``landmarks`` are None where the kind has no such target."""

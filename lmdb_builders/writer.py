@@ -11,6 +11,12 @@ A killed build therefore leaves only ``.tmp`` files (deleted on the next run) or
 renamed shards are incomplete as a set (also deleted); the next run with the same fingerprint
 resumes after the last complete part, and because every random draw is seeded per image, the
 result is byte-identical to an uninterrupted run. The manifest is written last, by ``finish``.
+
+The shard files themselves, not only their records, are byte-identical for the same samples
+whatever the worker count or run: LMDB is opened with ``meminit=True``, so the unused bytes of its
+pages are zeros rather than whatever the allocator held (about 5 KB per shard otherwise differ
+from run to run). A write that fails (a full disk, a failing one, ``ulimit -f``) is a one-line
+``ShardWriteError`` naming the shard and the disk's free bytes.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +42,7 @@ from lmdb_builders.schema import (
     record_key,
     record_size,
 )
+from lmdb_builders.verify import VERIFIED_NAME, open_shard
 
 SHARD_GLOB = "shard-*.lmdb"
 _LMDB_OVERHEAD = 64 << 20  # map size headroom on top of the shard's record bytes
@@ -47,19 +55,44 @@ class WriterConfig:
     commit_every: int = 1000
     """Records per LMDB write transaction."""
 
+    def __post_init__(self):
+        if self.shard_bytes <= 0:
+            raise ValueError(f"--shard-mb must be > 0, got {self.shard_bytes / 2**20:g}")
+        if self.commit_every < 1:
+            raise ValueError(f"--commit-every must be >= 1, got {self.commit_every}")
+
+
+class ShardWriteError(OSError):
+    """A shard that could not be written; ``str()`` is one line naming it and the disk's free bytes."""
+
+
+def write_error(path: Path, err: Exception, needed: int) -> ShardWriteError:
+    """The error for a failed shard write. LMDB reports a full disk as an I/O error (or
+    MDB_MAP_FULL), so the free bytes of the disk tell a full disk from a failing one."""
+    free = shutil.disk_usage(path.parent).free
+    if free < needed:
+        cause = f"the disk is full: {free:,} bytes free, a shard may need up to {needed:,}"
+    else:
+        cause = (f"the disk has {free:,} bytes free, so it is not full: check the disk (dmesg) and the "
+                 "file-size limit (ulimit -f)")
+    return ShardWriteError(f"{path}: cannot write the shard ({err}); {cause}")
+
 
 def shard_path(out_dir: Path, size: int, part: int) -> Path:
     return out_dir / str(size) / f"shard-{part:05d}.lmdb"
 
 
+def _map_size(shard_bytes: int) -> int:
+    return 2 * shard_bytes + _LMDB_OVERHEAD
+
+
 def _open_for_write(path: Path, shard_bytes: int) -> lmdb.Environment:
     # lock=False: one writer, and no stray "-lock" file beside a shard that is renamed later.
-    map_size = 2 * shard_bytes + _LMDB_OVERHEAD
-    return lmdb.open(str(path), subdir=False, map_size=map_size, lock=False, sync=True, meminit=False)
+    # meminit=True: unused page bytes are zeros, so equal records give equal files.
+    return lmdb.open(str(path), subdir=False, map_size=_map_size(shard_bytes), lock=False, sync=True, meminit=True)
 
 
-def open_for_read(path) -> lmdb.Environment:
-    return lmdb.open(str(path), subdir=False, readonly=True, lock=False, readahead=False, meminit=False)
+open_for_read = open_shard
 
 
 def read_shard_meta(path) -> dict | None:
@@ -88,7 +121,11 @@ class _OpenShard:
         self.cfg = cfg
         self.size = size
         self.part = part
-        self.env = _open_for_write(self.tmp_path, cfg.shard_bytes)
+        self.env = None
+        try:
+            self.env = _open_for_write(self.tmp_path, cfg.shard_bytes)
+        except lmdb.Error as e:
+            raise write_error(self.tmp_path, e, _map_size(cfg.shard_bytes)) from None
         self.pending: list[tuple[bytes, bytes]] = []
         self.kinds = bytearray()
         self.counts = empty_counts()
@@ -113,8 +150,11 @@ class _OpenShard:
 
     def flush(self) -> None:
         if self.pending:
-            with self.env.begin(write=True) as txn:
-                txn.cursor().putmulti(self.pending, append=True)
+            try:
+                with self.env.begin(write=True) as txn:
+                    txn.cursor().putmulti(self.pending, append=True)
+            except lmdb.Error as e:
+                raise write_error(self.tmp_path, e, _map_size(self.cfg.shard_bytes)) from None
             self.pending = []
 
     def close(self, meta: dict) -> dict:
@@ -129,16 +169,20 @@ class _OpenShard:
             record_bytes=self.record_bytes,
             sha256=self.digest.hexdigest(),
         )
-        with self.env.begin(write=True) as txn:
-            txn.put(KINDS_KEY, bytes(self.kinds))
-            txn.put(META_KEY, json.dumps(meta, sort_keys=True).encode())
-        self.env.sync(True)
+        try:
+            with self.env.begin(write=True) as txn:
+                txn.put(KINDS_KEY, bytes(self.kinds))
+                txn.put(META_KEY, json.dumps(meta, sort_keys=True).encode())
+            self.env.sync(True)
+        except lmdb.Error as e:
+            raise write_error(self.tmp_path, e, _map_size(self.cfg.shard_bytes)) from None
         self.env.close()
         os.replace(self.tmp_path, self.final_path)
         return meta
 
     def abandon(self) -> None:
-        self.env.close()
+        if self.env is not None:
+            self.env.close()
         if self.tmp_path.exists():
             self.tmp_path.unlink()
 
@@ -161,8 +205,9 @@ class ShardWriter:
     def _recover(self) -> None:
         """Keep the complete parts of an earlier run with the same fingerprint; delete the rest."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        # Whatever follows rewrites shards, so an old manifest must not vouch for them.
+        # Whatever follows rewrites shards, so an old manifest (or checksum cache) must not vouch for them.
         (self.out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+        (self.out_dir / VERIFIED_NAME).unlink(missing_ok=True)
         for tmp in self.out_dir.glob("*/shard-*.lmdb.tmp"):
             tmp.unlink()
         shards = sorted(self.out_dir.glob(f"*/{SHARD_GLOB}"))
@@ -233,6 +278,16 @@ class ShardWriter:
         self.open = {}
         self.part += 1
         self.part_start = self.next_image
+
+    def counts(self) -> dict[int, dict[str, int]]:
+        """Samples per kind name of each bucket size written so far (complete and open shards)."""
+        totals: dict[int, dict[str, int]] = {}
+        for size, counts in [(m["size"], m["counts"]) for m in self.completed] + [
+                (s.size, s.counts) for s in self.open.values()]:
+            bucket = totals.setdefault(size, empty_counts())
+            for name, n in counts.items():
+                bucket[name] += n
+        return totals
 
     def finish(self, num_images: int, manifest_extra: dict) -> dict:
         """Close the last part and write the manifest (the commit marker). Returns the manifest."""

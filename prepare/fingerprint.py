@@ -2,9 +2,16 @@
 
 A finished build whose manifest holds the same fingerprint is left alone, and a killed one
 resumes only with the same fingerprint (``lmdb_builders.writer``). The fingerprint covers the
-config less what cannot change the samples (paths, worker count, the mining device) plus a
-digest of each input file's content, so a moved data set is still up to date, and an edited
-annotation file or a retrained mining net is not.
+config less what cannot change the samples (paths, worker count, the mining device), a digest of
+each input file's content, and a digest of the code that makes the samples (``SAMPLING_CODE``,
+plus ``MINING_CODE`` for mined builds: the bytes of each file, in that fixed order). So a moved
+data set is still up to date, while an edited annotation file, a retrained mining net or a change
+to the sampling code is not, and a build is never kept after the code that made it has changed.
+
+The Makefile's data rules list the same files as prerequisites (``SAMPLING_SRC`` and, for the
+mined builds, ``prepare/mining.py $(DETECTOR_SRC)``; a test keeps them equal): a file make
+watches but the fingerprint ignored would make it rerun the stage, which would find the build up
+to date and leave the manifest older than the file, on every run.
 """
 
 from __future__ import annotations
@@ -23,6 +30,20 @@ if TYPE_CHECKING:
 # Fields of GenerateConfig that do not decide the samples; the input files enter by content.
 NOT_DECIDING = ("out", "workers", "wider_txt", "wider_images", "landmarks", "mine_with", "mine_device")
 
+# The code that decides a build's bytes (paths relative to the project root), in digest order.
+SAMPLING_CODE = (
+    "prepare/generate.py", "prepare/sampling.py", "prepare/landmark_aug.py", "prepare/crops.py",
+    "prepare/pool.py", "prepare/fingerprint.py", "prepare/checks.py",
+    "annotations/wider.py", "annotations/landmarks.py", "annotations/visibility.py",
+    "lmdb_builders/schema.py", "lmdb_builders/writer.py", "lmdb_builders/manifest.py",
+    "core/geometry.py", "core/imageio.py",
+)
+# Mined builds also depend on the cascade that finds their crops.
+MINING_CODE = (
+    "prepare/mining.py", "detector/__init__.py", "detector/cascade.py", "core/nets.py", "core/weights.py",
+)
+CODE_ROOT = Path(__file__).resolve().parents[1]
+
 
 def file_digest(path) -> str:
     """A short sha256 of a file's bytes; of a CelebA folder, of its ``list_*_celeba.txt`` lists."""
@@ -31,6 +52,23 @@ def file_digest(path) -> str:
     files = sorted(p.glob("list_*_celeba.txt")) if p.is_dir() else [p]
     for f in files:
         h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def code_files(mined: bool) -> tuple[str, ...]:
+    """The files ``code_digest`` reads for a build, mined or not."""
+    return SAMPLING_CODE + (MINING_CODE if mined else ())
+
+
+def code_digest(files, root=None) -> str:
+    """A short sha256 of the files' names and bytes, in the given order (paths relative to
+    ``root``, the project root by default)."""
+    root = Path(root or CODE_ROOT)
+    h = hashlib.sha256()
+    for name in files:
+        data = (root / name).read_bytes()
+        h.update(f"{name}\0{len(data)}\0".encode())
+        h.update(data)
     return h.hexdigest()[:16]
 
 
@@ -50,4 +88,5 @@ def build_fingerprint(cfg: GenerateConfig) -> tuple[str, dict]:
     else:
         for key in [k for k in described if k.startswith("mine_")]:
             described.pop(key)
+    described["code"] = code_digest(code_files(bool(cfg.mine_with)))
     return fingerprint(described), described

@@ -19,11 +19,20 @@ Work item ``i`` (WIDER images first, then landmark images) draws every random nu
 ``np.random.default_rng([seed, i])`` and results are written in item order (``prepare.pool``), so
 the same seed gives byte-identical shards with any number of workers. A killed run resumes where
 its last complete part ended (``lmdb_builders.writer``); a finished one with the same fingerprint
-(``prepare.fingerprint``) is left alone.
+(``prepare.fingerprint``: config, inputs and the sampling code) is left alone.
+
+What the stage refuses, each with one line and exit status 2 (never a traceback): an output folder
+another run is writing (``core.lock``); annotation paths that are missing or folders; option values
+that mean nothing (``--workers -1``, ``--min-face 0``, negative counts, ``--seed -1``); a build in
+which no WIDER image produced samples, or without one of the kinds the loss needs (negatives,
+positives, part faces, and landmark samples when a landmark list is given): no manifest is written
+then. Images that cannot be used (missing, truncated, not images) are skipped and counted by
+reason in the report; ``--workers`` above the CPU count is capped with a warning.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import sys
@@ -36,16 +45,25 @@ import numpy as np
 from tqdm import tqdm
 
 from annotations.errors import AnnotationError
-from annotations.landmarks import DEFAULT_HOLDOUT_FRACTION, LANDMARK_COLUMNS, landmark_holdout_mask, load_landmarks
+from annotations.landmarks import (
+    DEFAULT_HOLDOUT_FRACTION,
+    LANDMARK_COLUMNS,
+    OUTSIDE_IMAGE,
+    faces_inside_images,
+    landmark_holdout_mask,
+    load_landmarks,
+)
 from annotations.wider import parse_wider
 from core.atomic import atomic_write_json
 from core.cli import config_from_namespace, config_parser
 from core.geometry import regression_targets, xywh_to_xyxy
 from core.imageio import ImageReadError, read_image_rgb
+from core.lock import FolderLockedError, folder_lock
 from detector import DetectorConfig
 from lmdb_builders.manifest import MANIFEST_NAME, load_manifest
-from lmdb_builders.schema import KIND_NAMES, NET_SIZES, Kind, make_records
-from lmdb_builders.writer import ShardWriter, WriterConfig
+from lmdb_builders.schema import KIND_NAMES, NET_SIZES, Kind, SchemaError, make_records
+from lmdb_builders.writer import ShardWriteError, ShardWriter, WriterConfig
+from prepare.checks import require, require_fraction
 from prepare.crops import CropSource, cut_and_resize
 from prepare.fingerprint import build_fingerprint
 from prepare.landmark_aug import LandmarkAugConfig, landmark_samples
@@ -100,6 +118,13 @@ class GenerateConfig:
     to the labelled detections."""
 
     def __post_init__(self):
+        require(self.seed >= 0, self, "seed", ">= 0")
+        require(self.workers >= 0, self, "workers", ">= 0 (0: one per CPU)")
+        require_fraction(self, "landmark_holdout")
+        require(self.limit_images is None or self.limit_images >= 0, self, "limit_images", ">= 0 (or none)")
+        require(all(0 <= t <= 1 for t in self.mine_thresholds), self, "mine_thresholds", "between 0 and 1")
+        require(self.mine_min_face > 0, self, "mine_min_face", "> 0 (pixels)")
+        require(self.mine_negatives_per_image >= 0, self, "mine_negatives_per_image", ">= 0")
         if not self.net_sizes or not set(self.net_sizes) <= set(NET_SIZES):
             raise ValueError(f"net sizes must be among {NET_SIZES}, got {self.net_sizes}")
         if self.landmark_part not in LANDMARK_PARTS:
@@ -139,13 +164,45 @@ class LandmarkItem:
     points: np.ndarray  # (N, 5, 2)
 
 
+class BuildError(ValueError):
+    """A build that would be useless (no samples, a kind missing); ``str()`` is one line."""
+
+
+def check_inputs(cfg: GenerateConfig) -> None:
+    """Refuse input paths that cannot be what they are meant to be, before anything is read."""
+    txt = Path(cfg.wider_txt)
+    if not txt.exists():
+        raise AnnotationError(txt, None, "no such file (--wider-txt: a wider_face_*_bbx_gt.txt file)")
+    if txt.is_dir():
+        raise AnnotationError(txt, None, "is a folder; --wider-txt takes a wider_face_*_bbx_gt.txt file")
+    if not Path(cfg.wider_images).is_dir():
+        raise AnnotationError(cfg.wider_images, None, "is not a folder (--wider-images: the folder the txt's "
+                                                      "image paths are relative to, WIDER_train/images)")
+    if cfg.landmarks and not Path(cfg.landmarks).exists():
+        raise AnnotationError(cfg.landmarks, None, "no such landmark list or folder (--landmarks)")
+    if cfg.mine_with:
+        for name in mining_stages(cfg.net_sizes[0]):
+            weights = Path(cfg.mine_with) / f"{name}.pt"
+            if not weights.is_file():
+                raise FileNotFoundError(f"{weights}: no such file; mining {cfg.net_sizes[0]} px samples needs the "
+                                        f"trained {', '.join(mining_stages(cfg.net_sizes[0]))} (make train-{name})")
+
+
 def build_items(cfg: GenerateConfig) -> tuple[list, dict]:
-    """Parse the annotations into the ordered list of work items, plus what the parsers dropped."""
+    """Parse the annotations into the ordered list of work items, plus what the parsers dropped.
+
+    Refuses (``BuildError``) a WIDER list without images, or whose images are all missing."""
     wider = parse_wider(cfg.wider_txt, cfg.wider_images)
     images = wider.images
     if cfg.limit_images is not None:
         images = images.iloc[: cfg.limit_images]
     root = Path(cfg.wider_images)
+    if images.empty:
+        raise BuildError(f"no WIDER image produced samples (0 listed in {cfg.wider_txt})")
+    if not images["exists"].any():
+        raise BuildError(f"no WIDER image produced samples ({len(images)} listed, {len(images)} skipped: none is "
+                         f"a readable image under {root}, e.g. {root / images['image'].iloc[0]}); is --wider-images "
+                         "the folder the txt's image paths are relative to?")
     kept = wider.faces.groupby("image_index")
     boxes = wider.all_boxes[(wider.all_boxes.w > 0) & (wider.all_boxes.h > 0)].groupby("image_index")
     kept_groups, all_groups = dict(list(kept)), dict(list(boxes))
@@ -163,6 +220,9 @@ def build_items(cfg: GenerateConfig) -> tuple[list, dict]:
         marks = load_landmarks(cfg.landmarks)
         held_out = landmark_holdout_mask(len(marks.faces), cfg.landmark_holdout)
         faces = marks.faces[held_out if cfg.landmark_part == "holdout" else ~held_out]
+        # After the split, so that which faces are held out depends on the list alone.
+        inside = faces_inside_images(faces, marks.images_root)
+        faces = faces[inside]
         for image, group in faces.groupby("image", sort=False):
             items.append(
                 LandmarkItem(
@@ -171,7 +231,7 @@ def build_items(cfg: GenerateConfig) -> tuple[list, dict]:
                     group[list(LANDMARK_COLUMNS)].to_numpy(dtype=np.float64).reshape(-1, 5, 2),
                 )
             )
-        dropped["landmarks"] = dict(marks.dropped)
+        dropped["landmarks"] = {**marks.dropped, OUTSIDE_IMAGE: int(np.count_nonzero(~inside))}
     return items, dropped
 
 
@@ -208,21 +268,59 @@ def item_records(item, rng, cfg: GenerateConfig) -> list[np.ndarray]:
 
 
 def work(task):
-    """(index, records, error) of one ``(index, item, cfg)`` task; run in a pool worker. An image
-    that cannot be read or processed gives no records and a reason, not a failed build."""
+    """(index, records, skip reason or None) of one ``(index, item, cfg)`` task; run in a pool
+    worker. An image that cannot be read or processed gives no records and a reason, not a failed
+    build."""
     index, item, cfg = task
     try:
         return index, item_records(item, np.random.default_rng([cfg.seed, index]), cfg), None
     except ImageReadError as e:
-        return index, [], str(e)
+        return index, [], e.reason
     except cv2.error as e:
-        return index, [], f"{item.path}: OpenCV could not process the image ({e.err})"
+        return index, [], f"OpenCV could not process the image ({e.err})"
+
+
+def pool_size(workers: int) -> int:
+    """The worker count to run: 0 means one per CPU; more than the CPUs is capped, with a warning
+    (more processes than cores only adds memory and switching)."""
+    cpus = os.cpu_count() or 1
+    if workers > cpus:
+        print(f"warning: --workers {workers} is more than the {cpus} CPUs; using {cpus}", file=sys.stderr)
+        return cpus
+    return workers or cpus
+
+
+KIND_WORDS = {"neg": "negative", "pos": "positive", "part": "part", "landmark": "landmark"}
+
+
+def refuse_useless_build(counts: dict, cfg: GenerateConfig, num_wider: int, wider_skips: dict) -> None:
+    """``BuildError`` when no WIDER image gave a sample, or a kind the loss needs is missing:
+    negatives, positives and part faces, and landmark samples when a landmark list was given."""
+    totals = next(iter(counts.values()), {})  # every size holds the same crops
+    if not any(totals.get(name, 0) for name in ("neg", "pos", "part")):
+        skipped = sum(wider_skips.values())
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(wider_skips.items(), key=lambda kv: -kv[1]))
+        raise BuildError(f"no WIDER image produced samples ({num_wider} listed, {skipped} skipped"
+                         f"{': ' + reasons if reasons else ''})")
+    needed = ["neg", "pos", "part"] + (["landmark"] if cfg.landmarks else [])
+    for name in needed:
+        if not totals.get(name, 0):
+            have = ", ".join(f"{KIND_WORDS[k]} {totals.get(k, 0):,}" for k in KIND_NAMES.values())
+            raise BuildError(f"the build has no {KIND_WORDS[name]} samples ({have}); training needs every kind: "
+                             "check the annotations and the sampling options")
 
 
 # -- the stage --------------------------------------------------------------------------------
 def main(cfg: GenerateConfig) -> dict:
-    """Build (or resume, or leave alone) the shards and manifest of ``cfg``; returns the manifest."""
+    """Build (or resume, or leave alone) the shards and manifest of ``cfg``; returns the manifest.
+    Holds the output folder's lock throughout: a second run on the same folder is refused."""
+    check_inputs(cfg)
     out = Path(cfg.out)
+    with folder_lock(out, "prepare.generate"):
+        return _build(cfg, out)
+
+
+def _build(cfg: GenerateConfig, out: Path) -> dict:
     key, described = build_fingerprint(cfg)
     if (out / MANIFEST_NAME).exists():
         manifest = load_manifest(out)
@@ -231,33 +329,36 @@ def main(cfg: GenerateConfig) -> dict:
             return manifest
     items, dropped = build_items(cfg)
     num_wider = sum(isinstance(i, WiderItem) for i in items)
+    workers = pool_size(cfg.workers)
     writer = ShardWriter(out, key, cfg.writer)
     start = writer.resume_image
     if start:
         print(f"resuming after {start} of {len(items)} items (earlier shards kept)")
-    workers = cfg.workers or os.cpu_count() or 1
-    skipped: list[str] = []
+    # Items done by an earlier, interrupted run are re-checked cheaply (missing files) so that
+    # the report lists every unusable image, not only those of this run.
+    skips = {i: "no such file" for i in range(start) if not os.path.exists(items[i].path)}
     n_samples = 0
     t0 = time.perf_counter()
     bar = tqdm(total=len(items), initial=start, unit="img", desc=f"{'/'.join(map(str, cfg.net_sizes))} px samples", dynamic_ncols=True)
     try:
         tasks = ((i, items[i], cfg) for i in range(start, len(items)))
-        for index, records, error in ordered_map(work, tasks, workers):
-            if error:
-                skipped.append(error)
+        for index, records, reason in ordered_map(work, tasks, workers):
+            if reason:
+                skips[index] = reason
             writer.add_image(index, records)
             n_samples += sum(len(r) for r in records)
             bar.update(1)
             bar.set_postfix_str(f"{n_samples / max(bar.format_dict['elapsed'], 1e-9):.0f} samples/s", refresh=False)
+        refuse_useless_build(writer.counts(), cfg, num_wider,
+                             collections.Counter(r for i, r in skips.items() if i < num_wider))
     except BaseException:
         writer.abort()
         raise
     finally:
         bar.close()
     elapsed = time.perf_counter() - t0
-    # Errors of items done by an earlier, interrupted run are re-checked cheaply here so the
-    # report lists every unreadable image, not only those of this run.
-    skipped = sorted(set(skipped) | {f"{it.path}: missing" for it in items[:start] if not os.path.exists(it.path)})
+    skipped = sorted(f"{items[i].path}: {reason}" for i, reason in skips.items())
+    by_reason = dict(sorted(collections.Counter(skips.values()).items()))
     manifest = writer.finish(len(items), {
         "stage": "generate",
         "net_sizes": list(cfg.net_sizes),
@@ -268,6 +369,7 @@ def main(cfg: GenerateConfig) -> dict:
             "wider_images": num_wider,
             "landmark_images": len(items) - num_wider,
             "skipped_images": skipped,
+            "skipped_by_reason": by_reason,
             "dropped_annotations": dropped,
         },
     })
@@ -275,7 +377,8 @@ def main(cfg: GenerateConfig) -> dict:
               "seconds_per_item": round(elapsed / max(len(items) - start, 1), 4),
               "items_per_s": round((len(items) - start) / max(elapsed, 1e-9), 1),
               "samples_per_s": round(n_samples / max(elapsed, 1e-9), 1)}
-    atomic_write_json(out / "report.json", {"timing": timing, "skipped_images": skipped})
+    atomic_write_json(out / "report.json", {"timing": timing, "skipped_images": skipped,
+                                            "skipped_by_reason": by_reason})
     print_summary(out, manifest, timing)
     return manifest
 
@@ -288,10 +391,14 @@ def print_summary(out: Path, manifest: dict, timing: dict) -> None:
         counts = "  ".join(f"{name} {bucket['counts'][name]:,}" for name in KIND_NAMES.values())
         print(f"  {size} px: {bucket['samples']:,} samples ({counts}) in "
               f"{sum(s['size'] == int(size) for s in manifest['shards'])} shard(s)")
+    by_reason = report.get("skipped_by_reason", {})
     print(f"  images: {report['wider_images']:,} WIDER + {report['landmark_images']:,} landmark; "
-          f"skipped {len(report['skipped_images'])} unreadable")
+          f"skipped {len(report['skipped_images'])} unusable"
+          + "".join(f"\n    {n:,} {reason}" for reason, n in sorted(by_reason.items(), key=lambda kv: -kv[1])))
     for name in report["skipped_images"][:10]:
         print(f"    skipped {name}")
+    if len(report["skipped_images"]) > 10:
+        print(f"    ... and {len(report['skipped_images']) - 10:,} more (report.json lists them all)")
     print(f"  time {timing['seconds']} s, {timing['items_per_s']} images/s ({timing['seconds_per_item'] * 1000:.1f} ms "
           f"per image), {timing['samples_per_s']} samples/s")
 
@@ -310,8 +417,8 @@ def parse_args(argv=None) -> GenerateConfig:
         tiny = {name: value for part in TINY.values() for name, value in dataclasses.asdict(part).items()}
         parser.set_defaults(**tiny, shard_mb=TINY["writer"].shard_bytes / 2**20)
         ns = parser.parse_args(argv)
-    writer = WriterConfig(shard_bytes=int(ns.shard_mb * 2**20), commit_every=ns.commit_every)
     try:
+        writer = WriterConfig(shard_bytes=int(ns.shard_mb * 2**20), commit_every=ns.commit_every)
         return config_from_namespace(GenerateConfig, ns, writer=writer)
     except (TypeError, ValueError) as e:
         parser.error(str(e))
@@ -320,6 +427,7 @@ def parse_args(argv=None) -> GenerateConfig:
 if __name__ == "__main__":
     try:
         main(parse_args())
-    except (AnnotationError, FileNotFoundError, ValueError) as e:
+    except (AnnotationError, SchemaError, BuildError, FolderLockedError, ShardWriteError, FileNotFoundError,
+            ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

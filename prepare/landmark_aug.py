@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from core.geometry import box_sizes, iou, normalize_landmarks
+from prepare.checks import require, require_fraction
 from prepare.crops import resize_square
 from prepare.sampling import squares
 
@@ -48,6 +49,15 @@ class LandmarkAugConfig:
     """Rotation angles are drawn from [-this, this] degrees."""
     min_iou: float = field(default=0.65, metadata=_flag("min_iou"))
     """A crop is kept only if its IoU with the face box is at least this."""
+
+    def __post_init__(self):
+        require(self.samples_per_face >= 0, self, "samples_per_face", ">= 0")
+        require(self.max_shift >= 0, self, "max_shift", ">= 0")
+        require(self.min_scale > 0, self, "min_scale", "> 0")
+        require(self.max_scale >= self.min_scale, self, "max_scale", f">= --landmark-min-scale {self.min_scale}")
+        require(self.max_rotation_deg >= 0, self, "max_rotation_deg", ">= 0")
+        for name in ("flip_probability", "rotate_probability", "min_iou"):
+            require_fraction(self, name)
 
 
 def flip_landmarks(points, crop_box) -> np.ndarray:

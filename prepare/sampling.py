@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.geometry import box_sizes, iou, iou_matrix
+from prepare.checks import require, require_fraction
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,15 @@ class SamplingConfig:
     """A crop whose IoU with its face is at least this is a positive."""
     max_negative_size_fraction: float = 0.5
     """Negative sides are drawn from [net_size, this * min(image width, height))."""
+
+    def __post_init__(self):
+        for name in ("negatives_per_image", "negative_attempts_near_face", "jitter_attempts_per_face"):
+            require(getattr(self, name) >= 0, self, name, ">= 0")
+        require(self.min_face >= 1, self, "min_face", ">= 1 (pixels)")
+        for name in ("neg_iou", "part_iou", "pos_iou"):
+            require_fraction(self, name)
+        require(self.part_iou <= self.pos_iou, self, "part_iou", f"<= --pos-iou {self.pos_iou}")
+        require(0 < self.max_negative_size_fraction <= 1, self, "max_negative_size_fraction", "in (0, 1]")
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ def test_tiny_wider_with_images_exact_counts(tiny_wider):
     assert list(ann.images.columns) == ["image", "image_index", "num_faces", "width", "height", "exists"]
     assert len(ann.all_boxes) == 11
     assert len(ann.faces) == 9
-    assert ann.dropped == {"degenerate": 1, "invalid": 1, "outside_image": 0}
+    assert ann.dropped == {"degenerate": 1, "invalid": 1, "outside_image": 0, "mostly_outside_image": 0}
     assert ann.clipped == 1
     assert ann.source == str(tiny_wider.train_txt)
 
@@ -104,7 +104,7 @@ def test_tiny_wider_without_images_keeps_file_coordinates(tiny_wider):
     ann = parse_wider(tiny_wider.train_txt)
     assert len(ann.faces) == 9
     assert ann.clipped == 0
-    assert ann.dropped == {"degenerate": 1, "invalid": 1, "outside_image": 0}
+    assert ann.dropped == {"degenerate": 1, "invalid": 1, "outside_image": 0, "mostly_outside_image": 0}
     assert (ann.images["width"] == -1).all() and (ann.images["height"] == -1).all()
     assert ann.images["exists"].all()
     assert ann.faces.iloc[0][["x1", "w"]].tolist() == [-23, 71]
@@ -113,7 +113,7 @@ def test_tiny_wider_without_images_keeps_file_coordinates(tiny_wider):
 def test_val_split_has_no_edge_cases(tiny_wider):
     ann = parse_wider(tiny_wider.val_txt, tiny_wider.val_images)
     assert len(ann.images) == 2
-    assert ann.dropped == {"degenerate": 0, "invalid": 0, "outside_image": 0}
+    assert ann.dropped == {"degenerate": 0, "invalid": 0, "outside_image": 0, "mostly_outside_image": 0}
     assert ann.clipped == 0
     assert (ann.images["num_faces"] >= 1).all()
 
@@ -190,9 +190,10 @@ def test_image_sizes_clip_outside_and_missing_images(tmp_path):
     Image.new("RGB", (50, 40)).save(images / "ev" / "real.jpg")
     (images / "ev" / "broken.jpg").write_bytes(b"not a jpeg")
     text = (
-        "ev/real.jpg\n4\n"
+        "ev/real.jpg\n5\n"
         "10 10 20 20 0 0 0 0 0 0\n"  # inside
-        "45 30 10 20 0 0 0 0 0 0\n"  # partly outside: clipped to 5 x 10
+        "35 25 20 20 0 0 0 0 0 0\n"  # partly outside, 15 x 15 of it inside (56%): clipped to that
+        "45 30 10 20 0 0 0 0 0 0\n"  # 5 x 10 of it inside (25%): another box than the face, dropped
         "60 10 5 5 0 0 0 0 0 0\n"  # entirely right of the image
         "-10 -10 10 10 0 0 0 0 0 0\n"  # ends at -1: no overlap
         "ev/missing.jpg\n1\n1 1 5 5 0 0 0 0 0 0\n"
@@ -200,11 +201,11 @@ def test_image_sizes_clip_outside_and_missing_images(tmp_path):
     )
     ann = parse_wider(write(tmp_path / "gt.txt", text), images)
     assert ann.images[["width", "height", "exists"]].values.tolist() == [[50, 40, True], [-1, -1, False], [-1, -1, False]]
-    assert ann.dropped == {"degenerate": 0, "invalid": 0, "outside_image": 2}
+    assert ann.dropped == {"degenerate": 0, "invalid": 0, "outside_image": 2, "mostly_outside_image": 1}
     assert ann.clipped == 1
     assert ann.faces[["image_index", "x1", "y1", "w", "h"]].values.tolist() == [
         [0, 10, 10, 20, 20],
-        [0, 45, 30, 5, 10],
+        [0, 35, 25, 15, 15],
         [1, 1, 1, 5, 5],  # boxes of unreadable images are kept; the pixel loader reports them
         [2, 1, 1, 5, 5],
     ]
@@ -225,7 +226,7 @@ def test_wider_writer_round_trips(tmp_path):
     rows = [list(row) + [0] * (10 - len(row)) for _, boxes in images for row in np.asarray(boxes).tolist()]
     assert ann.all_boxes[["x1", "y1", "w", "h", *WIDER_ATTRIBUTES]].to_numpy().tolist() == rows
     assert ann.all_boxes["image"].tolist() == ["0--A/a.jpg"] * 2 + ["1--B/c.jpg"] * 2 + ["1--B/d.jpg"]
-    assert ann.dropped == {"degenerate": 1, "invalid": 1, "outside_image": 0}
+    assert ann.dropped == {"degenerate": 1, "invalid": 1, "outside_image": 0, "mostly_outside_image": 0}
 
 
 def test_wider_writer_refuses_boxes_of_another_width(tmp_path):
@@ -430,7 +431,7 @@ def test_stats_main_prints_and_writes_png(tiny_wider, tmp_path, capsys):
     assert wider["faces_kept"] == 9 and wider["boxes_in_file"] == 11
     assert wider["faces_per_image_max"] == 3 and wider["faces_per_image_median"] == 2
     assert wider["faces_per_image_mean"] == pytest.approx(9 / 5)
-    assert wider["dropped"] == {"degenerate": 1, "invalid": 1, "outside_image": 0}
+    assert wider["dropped"] == {"degenerate": 1, "invalid": 1, "outside_image": 0, "mostly_outside_image": 0}
     assert wider["clipped"] == 1
     sizes = wider["face_size"]
     assert list(sizes) == ["min", "5%", "25%", "50%", "75%", "95%", "max"]
@@ -505,7 +506,7 @@ def test_real_shared_data_totals(shared_data):
     ann = parse_wider(txt, wider_dir / "WIDER_train" / "images")
     assert len(ann.images) == 1430
     assert len(ann.all_boxes) == 19756
-    assert ann.dropped == {"degenerate": 7, "invalid": 333, "outside_image": 0}
+    assert ann.dropped == {"degenerate": 7, "invalid": 333, "outside_image": 0, "mostly_outside_image": 0}
     assert len(ann.faces) == 19756 - 7 - 333
     assert ann.clipped == 0
     assert ann.images["exists"].all()
