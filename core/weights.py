@@ -9,17 +9,25 @@ export, ``--init`` of the trainer), is one of:
 * ``PATH``: a folder with this project's ``pnet.pt`` [``rnet.pt`` [``onet.pt``]] or one such file.
 
 Files are plain state dicts or the trainer's checkpoints; both load with ``weights_only=True``,
-so a weights file can never run code.
+so a weights file can never run code. A file that cannot be used is refused with ``WeightsError``,
+one line naming it: zero bytes, truncated or corrupt, objects other than tensors, NaN or infinite
+values, or tensors that do not fit the net they are loaded into (another net's, another shape).
 """
 
 from __future__ import annotations
 
+import hashlib
+import pickle
+import re
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from core.device import resolve_device
 from core.nets import NET_NAMES, build_net, has_landmark_head, load_state
 
 SHIPPED = "shipped"
@@ -87,19 +95,118 @@ def resolve_weights(weights: str) -> Path:
     return folder
 
 
-def load_state_dict(path, device: str = "cpu") -> dict:
-    """A state dict from a plain state-dict file or from a training checkpoint (never unpickles objects)."""
-    obj = torch.load(path, map_location=device, weights_only=True)
+class WeightsError(ValueError):
+    """A weights file that cannot be used (unreadable, not weights, not finite, or not this net's);
+    ``str()`` is one line naming the file."""
+
+
+def _first_line(err: BaseException, limit: int = 160) -> str:
+    text = (str(err).strip().splitlines() or [""])[0]
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+# What torch's weights-only unpickler says when a file holds a Python object, or bytes it cannot read.
+_OBJECT = re.compile(r"Unsupported global: GLOBAL (\S+)")
+_UNPICKLER = re.compile(r"WeightsUnpickler error:\s*([^\n]+)")
+
+
+def _unreadable(path: Path, err: Exception) -> WeightsError:
+    """Why ``torch.load`` could not read ``path``, as the user would put it."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if size == 0:
+        reason = "zero bytes"
+    elif head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+        # torch.save writes a zip archive whose directory is at the very end: a cut file lacks it.
+        reason = f"truncated: {size:,} bytes of a zip archive without its directory at the end"
+    elif isinstance(err, pickle.UnpicklingError) and (found := _OBJECT.search(str(err))):
+        reason = (f"it holds pickled Python objects ({found.group(1)}), not only tensors: a whole module saved "
+                  f"with torch.save(model)? Such files are never unpickled here; save net.state_dict()")
+    elif isinstance(err, pickle.UnpicklingError) and (found := _UNPICKLER.search(str(err))):
+        # torch's advice to retry with weights_only=False (which runs any code in the file) is not passed on
+        reason = f"corrupt: not a pickle of tensors ({found.group(1).strip()})"
+    elif isinstance(err, EOFError) or "EOF" in str(err):
+        reason = f"truncated: {_first_line(err)}"
+    else:
+        reason = f"corrupt: {_first_line(err)}"
+    return WeightsError(f"{path}: not a readable weights file ({reason})")
+
+
+def _fit_problems(name: str, state: dict) -> list[str]:
+    """What keeps ``state`` from loading into net ``name`` (empty when it fits)."""
+    expected = build_net(name, landmark_head=has_landmark_head(name, state)).state_dict()
+
+    def listed(keys):
+        return ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+
+    problems = []
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing:
+        problems.append(f"missing {listed(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {listed(unexpected)}")
+    problems += [f"{k} is {tuple(state[k].shape)}, {name} needs {tuple(v.shape)}"
+                 for k, v in expected.items() if k in state and state[k].shape != v.shape][:3]
+    return problems
+
+
+def check_fits(name: str, state: dict, path) -> None:
+    """Raise ``WeightsError`` naming ``path`` unless ``state`` loads into net ``name`` (keys and shapes)."""
+    problems = _fit_problems(name, state)
+    if problems:
+        others = [n for n in NET_NAMES if n != name and not _fit_problems(n, state)]
+        detail = f"they fit {others[0]} ({others[0]}'s file under another name?)" if others else "; ".join(problems)
+        raise WeightsError(f"{path}: weights do not fit {name}: {detail}")
+
+
+def load_state_dict(path, device: str = "cpu", net: str | None = None) -> dict:
+    """A state dict from a plain state-dict file or from a training checkpoint (never unpickles objects).
+
+    Raises ``WeightsError`` (one line naming the file) when the file is empty, truncated or
+    corrupt, holds something else than tensors, or holds NaN or infinite values; with ``net``,
+    also when the tensors do not fit that net (keys or shapes). A missing file stays
+    ``FileNotFoundError``; a bad ``device`` is ``core.device.DeviceError``.
+    """
+    path = Path(path)
+    location = resolve_device(device)
+    try:
+        with warnings.catch_warnings():  # torch warns about odd pickles before refusing them: one line, ours
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location=location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        if not path.is_file():  # a folder, a permission problem: the OS says why
+            raise WeightsError(f"{path}: not a readable weights file ({err.strerror or err})") from None
+        raise _unreadable(path, err) from None
+    except Exception as err:  # anything the unpickler or the zip reader raises on bad bytes
+        raise _unreadable(path, err) from None
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        obj = obj["model"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: not a state dict or training checkpoint")
+        obj = obj.get("model")
+    other = [(k, v) for k, v in obj.items() if not isinstance(v, torch.Tensor)] if isinstance(obj, dict) else []
+    if not isinstance(obj, dict) or not obj or other:
+        what = (type(obj).__name__ if not isinstance(obj, dict) else "an empty dict" if not obj
+                else f"a dict whose {other[0][0]!r} is {type(other[0][1]).__name__}, not a tensor")
+        raise WeightsError(f"{path}: not a state dict or training checkpoint (holds {what})")
+    floats = [v for v in obj.values() if v.is_floating_point()]
+    bad = sum(int((~torch.isfinite(v)).sum()) for v in floats)
+    if bad:
+        total = sum(v.numel() for v in floats)
+        raise WeightsError(f"{path}: {bad:,} of {total:,} values are NaN or infinite (a diverged training run?)")
+    if net is not None:
+        check_fits(net, obj, path)
     return obj
 
 
 def load_net(name: str, path, device: str = "cpu") -> nn.Module:
-    """Net ``name`` built to match the file (with or without the optional landmark head) and loaded."""
-    state = load_state_dict(path, device)
+    """Net ``name`` built to match the file (with or without the optional landmark head) and loaded.
+
+    Raises ``WeightsError`` when the file is unusable or does not fit ``name`` (``load_state_dict``).
+    """
+    state = load_state_dict(path, device, net=name)
     net = build_net(name, landmark_head=has_landmark_head(name, state))
     load_state(net, name, state)
     return net
@@ -107,6 +214,7 @@ def load_net(name: str, path, device: str = "cpu") -> nn.Module:
 
 def load_nets(folder: Path, device: str = "cpu") -> dict[str, nn.Module]:
     """Build and load every net whose ``<name>.pt`` state dict is in ``folder`` (pnet first, no gap)."""
+    resolve_device(device)  # a device this machine lacks is refused before any file is read
     nets = {}
     for name in NET_NAMES:
         path = Path(folder) / f"{name}.pt"
@@ -119,3 +227,11 @@ def load_nets(folder: Path, device: str = "cpu") -> dict[str, nn.Module]:
     if not nets:
         raise FileNotFoundError(f"{folder} has no pnet.pt")
     return nets
+
+
+def weights_digests(weights: str) -> dict[str, str]:
+    """sha256 of each net file a ``--weights`` spec names (``{"pnet.pt": hex, ...}``): what a result
+    made with these weights records, so that a later run can tell whether the files changed."""
+    folder = resolve_weights(weights)
+    return {f"{name}.pt": hashlib.sha256((folder / f"{name}.pt").read_bytes()).hexdigest()
+            for name in NET_NAMES if (folder / f"{name}.pt").is_file()}
