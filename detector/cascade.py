@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.device import resolve_device
 from core.geometry import NUM_LANDMARKS, calibrate, denormalize_landmarks, nms_fast, square
 from core.imageio import to_rgb_uint8
 from core.nets import INPUT_SIZES, NET_NAMES, normalize_images
@@ -451,6 +452,7 @@ def load_detector(weights: str, cfg: DetectorConfig = DetectorConfig(), backend:
         raise ValueError(f"unknown backend {backend!r}; expected one of: {', '.join(BACKENDS)}")
     if backend == "onnx" and str(cfg.device) != "cpu":
         raise ValueError(f"the onnx backend runs on the CPU (onnxruntime), not on {cfg.device!r}")
+    resolve_device(cfg.device)  # a device this machine lacks is one line (DeviceError), before any file is read
     if backend == "onnx":
         from detector.onnx_backend import load_onnx_nets  # onnxruntime is imported only when asked for
 
