@@ -27,10 +27,13 @@ import numpy as np
 
 from annotations.errors import AnnotationError
 from annotations.landmarks import DEFAULT_HOLDOUT_FRACTION, LANDMARK_COLUMNS, landmark_holdout_mask, load_landmarks
-from core.atomic import atomic_write_bytes, atomic_write_json
+from core.atomic import DiskFullError, NotWritableError, atomic_write_bytes, atomic_write_json, ensure_writable_folder
 from core.cli import parse_config
+from core.device import resolve_device
 from core.geometry import iou_matrix
 from core.imageio import ImageReadError, read_image_rgb
+from core.lock import FolderLockedError, folder_lock
+from core.weights import weights_digests
 from detector import DetectorConfig, load_detector
 
 _DEFAULTS = DetectorConfig()
@@ -191,11 +194,18 @@ def plot_ced(curves: dict[str, tuple[np.ndarray, np.ndarray]], failure_nme: floa
 
 
 def main(cfg: LandmarkEvalConfig) -> dict:
+    resolve_device(cfg.device)  # a device this machine lacks, an output folder that cannot be written
+    digests = weights_digests(cfg.weights)  # or missing weights: one line before any work
+    out = ensure_writable_folder(cfg.out)
+    with folder_lock(out, "evaluation.landmarks"):
+        return _run(cfg, out, digests)
+
+
+def _run(cfg: LandmarkEvalConfig, out: Path, digests: dict[str, str]) -> dict:
     rows, unreadable = evaluate(cfg)
     nme = [r["nme"] for r in rows if r["nme"] is not None]
     results = summarize(nme, len(rows), cfg.failure_nme)
-    results.update(unreadable_images=unreadable, config=asdict(cfg))
-    out = Path(cfg.out)
+    results.update(unreadable_images=unreadable, config=asdict(cfg), weights_sha256=digests)
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=["image", "detected", "iou", "score", "nme"])
     writer.writeheader()
@@ -223,6 +233,6 @@ if __name__ == "__main__":
     config = parse_config(LandmarkEvalConfig, prog="python -m evaluation.landmarks", description=__doc__.split("\n\n")[0])
     try:
         main(config)
-    except (AnnotationError, FileNotFoundError, ValueError) as e:
+    except (AnnotationError, FileNotFoundError, ValueError, FolderLockedError, NotWritableError, DiskFullError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

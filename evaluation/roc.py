@@ -13,6 +13,10 @@ landmark faces (``make val-data``). For every net found in the weights folder (`
 * ``summary.json`` and a printed table: AUC, recall and false-positive rate at the stage's
   detection threshold, mean absolute box-offset error on positives, and the landmark NME
   (mean point error over the inter-ocular distance) on held-out landmark samples.
+
+Bad input (a device this machine lacks, unusable weights, a missing build, a shard missing or
+unreadable, an output folder that cannot be written or that another run holds) is found before
+the nets run and printed as one line, exit code 2.
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import lmdb
 import numpy as np
 import torch
 
-from core.atomic import atomic_write_bytes, atomic_write_json
+from core.atomic import DiskFullError, NotWritableError, atomic_write_bytes, atomic_write_json, ensure_writable_folder
 from core.cli import parse_config
+from core.device import resolve_device
+from core.lock import FolderLockedError, folder_lock
 from core.nets import INPUT_SIZES, NET_NAMES, normalize_images
 from core.weights import load_nets, resolve_weights
 from detector import DetectorConfig
@@ -117,7 +124,7 @@ def thin(curve: np.ndarray, max_points: int) -> np.ndarray:
 
 
 # -- running the nets -------------------------------------------------------------------------
-def net_outputs(net, dataset: ShardDataset, batch_size: int, device: str) -> dict[str, np.ndarray]:
+def net_outputs(net, dataset: ShardDataset, batch_size: int, device) -> dict[str, np.ndarray]:
     """Face probability, box offsets and landmarks for every sample of a dataset, in order."""
     probs, boxes, marks, batches = [], [], [], []
     with torch.inference_mode():
@@ -182,16 +189,23 @@ def plot_curves(curves: dict, summaries: list[dict]) -> bytes:
 
 
 def main(cfg: RocConfig) -> list[dict]:
-    nets = load_nets(resolve_weights(cfg.weights), cfg.device)
+    # Everything that can be wrong with the inputs or the output folder is found before the nets run.
+    device = resolve_device(cfg.device)
+    nets = load_nets(resolve_weights(cfg.weights), device)
+    datasets = {name: ShardDataset(cfg.val_data, INPUT_SIZES[name]) for name in NET_NAMES if name in nets}
+    out = ensure_writable_folder(cfg.out)
+    with folder_lock(out, "evaluation.roc"):
+        return _run(cfg, nets, datasets, device, out)
+
+
+def _run(cfg: RocConfig, nets: dict, datasets: dict, device, out: Path) -> list[dict]:
     summaries, curves = [], {}
     for i, name in enumerate(NET_NAMES):
         if name not in nets:
             continue
-        dataset = ShardDataset(cfg.val_data, INPUT_SIZES[name])
-        outputs = net_outputs(nets[name].to(cfg.device).eval(), dataset, cfg.batch_size, cfg.device)
+        outputs = net_outputs(nets[name].to(device).eval(), datasets[name], cfg.batch_size, device)
         summary, curves[name] = stage_summary(name, outputs, cfg.thresholds[i])
         summaries.append(summary)
-    out = Path(cfg.out)
     rows = io.StringIO()
     writer = csv.writer(rows)
     writer.writerow(["stage", "threshold", "fpr", "tpr"])
@@ -226,6 +240,8 @@ if __name__ == "__main__":
     config = parse_args()
     try:
         main(config)
-    except (FileNotFoundError, ValueError) as e:
+    # ValueError covers SchemaError (a manifest or shard that does not match), WeightsError and
+    # DeviceError; lmdb.Error is a shard LMDB cannot open (a corrupt header).
+    except (FileNotFoundError, ValueError, lmdb.Error, FolderLockedError, NotWritableError, DiskFullError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -8,9 +8,12 @@ runs the detector over every image of the ground-truth lists found under ``--ima
 them, writes ``PRED/pr_curve.png`` and ``PRED/results.json`` and prints as its last line
 ``easy E medium M hard H``. Predictions already on disk (complete files) are kept, so an
 interrupted run resumes; ``--overwrite`` redoes them. ``PRED/settings.json`` records the detector
-settings, and a run with other settings over the same folder is refused unless ``--overwrite``.
-Bad input (missing images, ground truth or weights, settings that differ) prints one line and
-exits with code 2.
+settings and the sha256 of every weights file: a run with other settings over the same folder is
+refused unless ``--overwrite``; a run whose weights files changed under the same name (retrained
+into the same folder) deletes the old predictions, says so, and detects every image again.
+Bad input (missing images, ground truth or weights, unusable weights files or ``--device``,
+settings that differ, an output folder that cannot be written or that another run holds) prints
+one line and exits with code 2, before any detection.
 
 The protocol, as in the official Matlab code:
 
@@ -38,6 +41,8 @@ on ``[x, y, x + w, y + h]``, which is exactly the official arithmetic.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
 import sys
@@ -47,10 +52,13 @@ from pathlib import Path
 
 import numpy as np
 
-from core.atomic import atomic_write_bytes
+from core.atomic import DiskFullError, NotWritableError, atomic_write_bytes, ensure_writable_folder
 from core.cli import parse_config
+from core.device import resolve_device
 from core.geometry import as_boxes, iou_matrix
 from core.imageio import try_read_image_rgb
+from core.lock import FolderLockedError, folder_lock
+from core.weights import weights_digests
 from detector import DetectorConfig, load_detector
 from annotations.wider_mat import SETTINGS, load_ground_truth
 
@@ -224,10 +232,10 @@ def plot_pr_curves(results, path: Path, title: str = "WIDER FACE val") -> None:
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01), title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    tmp.replace(path)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 # -- the stage -----------------------------------------------------------------------------------
@@ -249,6 +257,8 @@ class WiderEvalConfig:
     """Face-probability thresholds of P-Net, R-Net and O-Net."""
     device: str = DetectorConfig.device
     """cpu or cuda[:N]."""
+    backend: str = "torch"
+    """torch, or onnx (onnxruntime; --weights is then a folder written by make export)."""
     limit: int | None = None
     """Only the first N ground-truth images found under --images (quick runs)."""
     overwrite: bool = False
@@ -263,25 +273,67 @@ class WiderEvalConfig:
         return DetectorConfig(min_face=self.min_face, thresholds=tuple(self.thresholds), device=self.device)
 
 
-def _check_settings(pred: Path, cfg: WiderEvalConfig) -> None:
-    """Refuse to mix predictions of different detector settings in one folder."""
-    settings = {"weights": cfg.weights, "min_face": cfg.min_face, "thresholds": list(cfg.thresholds)}
+def _remove_predictions(pred: Path) -> int:
+    """Delete the prediction files (``PRED/<event>/*.txt``), results and plot of a folder; their count."""
+    files = sorted(pred.glob("*/*.txt"))
+    for path in files + [pred / "results.json", pred / "pr_curve.png"]:
+        path.unlink(missing_ok=True)
+    return len(files)
+
+
+def _weights_digests(cfg: WiderEvalConfig) -> dict[str, str]:
+    """sha256 of the files the detector is loaded from: the nets' ``.pt`` files or, for the onnx
+    backend, the export's ``mtcnn.json`` (which records each ``.onnx`` file's, checked on loading)."""
+    if cfg.backend == "onnx":
+        from detector.onnx_backend import MANIFEST_NAME  # imports onnxruntime: only when asked for
+
+        path = Path(cfg.weights).expanduser() / MANIFEST_NAME
+        return {MANIFEST_NAME: hashlib.sha256(path.read_bytes()).hexdigest()}
+    return weights_digests(cfg.weights)
+
+
+def _check_settings(pred: Path, cfg: WiderEvalConfig, digests: dict[str, str]) -> None:
+    """Never mix predictions of different weights or detector settings in one folder.
+
+    Other settings (weights spec, backend, min_face, thresholds) are refused unless ``--overwrite``: the
+    predictions there are a valid result of another run, which the user may want to keep. Other
+    weights files under the same spec (retrained into the same folder, new shipped weights, or a
+    folder that records no digests) mean the predictions there belong to files that no longer
+    exist: no one can want them, and ``make eval-wider`` reruns exactly then, so they are deleted
+    (with a note) and every image is detected again.
+    """
+    settings = {"weights": cfg.weights, "backend": cfg.backend, "min_face": cfg.min_face,
+                "thresholds": list(cfg.thresholds)}
     path = pred / "settings.json"
     if path.is_file() and not cfg.overwrite:
-        old = json.loads(path.read_text())
+        try:
+            old = json.loads(path.read_text())
+        except ValueError as err:
+            raise ValueError(f"{path}: not valid JSON ({err}); delete it or use --overwrite") from None
+        if isinstance(old, dict):
+            old.setdefault("backend", "torch")  # recorded since the onnx backend came
+        old_digests = old.pop("weights_sha256", None) if isinstance(old, dict) else None
         if old != settings:
             raise ValueError(f"{pred} holds predictions made with {old}; use another --pred or --overwrite")
-    atomic_write_bytes(path, (json.dumps(settings, indent=1) + "\n").encode())
+        if old_digests != digests:
+            old_digests = old_digests or {}
+            changed = [n for n in sorted(set(digests) | set(old_digests)) if old_digests.get(n) != digests.get(n)]
+            removed = _remove_predictions(pred)
+            print(f"{pred}: its predictions were made with other weights files ({', '.join(changed)} "
+                  f"{'not recorded' if not old_digests else 'changed since'}): removed {removed} prediction "
+                  f"files, detecting every image again", file=sys.stderr)
+    atomic_write_bytes(path, (json.dumps({**settings, "weights_sha256": digests}, indent=1) + "\n").encode())
 
 
 def main(cfg: WiderEvalConfig) -> dict:
     """Detect (what is not on disk yet), evaluate, write the plot and results.json; the summary.
 
     Raises FileNotFoundError / ValueError on bad input (no images, ground truth or weights;
-    predictions of other settings in ``cfg.pred``).
+    unusable weights files or device; predictions of other settings in ``cfg.pred``), and
+    NotWritableError / FolderLockedError / DiskFullError for a folder that cannot be written, is
+    in use by another run, or fills its disk. All but the last are raised before any detection.
     """
-    from tqdm import tqdm
-
+    resolve_device(cfg.device)  # a device this machine lacks: one line before any work
     images_dir, pred = Path(cfg.images), Path(cfg.pred)
     try:
         gt = load_ground_truth(cfg.gt)
@@ -295,12 +347,22 @@ def main(cfg: WiderEvalConfig) -> dict:
               f"evaluating the {len(present)} that are", file=sys.stderr)
     if cfg.limit is not None:
         present = present[: cfg.limit]
-    pred.mkdir(parents=True, exist_ok=True)
-    _check_settings(pred, cfg)
+    # Loading the nets (a few ms) checks every weights file before the folder is touched.
+    detector = load_detector(cfg.weights, cfg.detector_config(), backend=cfg.backend)
+    digests = _weights_digests(cfg)
+    ensure_writable_folder(pred)
+    with folder_lock(pred, "evaluation.wider_eval"):
+        return _run(cfg, present, detector, digests)
+
+
+def _run(cfg: WiderEvalConfig, present: list, detector, digests: dict[str, str]) -> dict:
+    from tqdm import tqdm
+
+    images_dir, pred = Path(cfg.images), Path(cfg.pred)
+    _check_settings(pred, cfg, digests)
     todo = [g for g in present if cfg.overwrite or not prediction_complete(prediction_path(pred, g.event, g.name))]
     seconds, unreadable = 0.0, []
     if todo:
-        detector = load_detector(cfg.weights, cfg.detector_config())
         for g in tqdm(todo, desc="detect", unit="img", file=sys.stderr):
             image = try_read_image_rgb(images_dir / g.event / f"{g.name}.jpg")
             if image is None:
@@ -320,6 +382,7 @@ def main(cfg: WiderEvalConfig) -> dict:
         "images_evaluated": len(evaluated),
         "images_detected_this_run": detected,
         "seconds_per_image": seconds / detected if detected else None,
+        "weights_sha256": digests,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
         "protocol": "official WIDER FACE (eval_tools): IoU 0.5, 1000 thresholds, global score normalisation",
     }
@@ -340,6 +403,6 @@ if __name__ == "__main__":
     config = parse_args()
     try:
         main(config)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, FolderLockedError, NotWritableError, DiskFullError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
