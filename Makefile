@@ -117,14 +117,31 @@ $(ORIGINAL)/onet.pt: trainers/original_weights.py | $(VENV_STAMP)
 # -- evaluation -------------------------------------------------------------------------------
 roc: $(OUT)/roc/summary.json ## per-stage ROC on held-out samples -> $(OUT)/roc/roc.png
 
-$(OUT)/roc/summary.json: $(OUT)/val/manifest.json $(WEIGHTS_DIR)/pnet.pt $(WEIGHTS_DIR)/rnet.pt $(WEIGHTS_DIR)/onet.pt evaluation/roc.py detector/cascade.py core/nets.py core/weights.py | $(VENV_STAMP)
+# What the ROC figures depend on: the code that reads the samples and runs the nets, and the
+# detector's thresholds (detector/cascade.py) at which recall and false positives are reported.
+ROC_SRC := evaluation/roc.py detector/cascade.py core/nets.py core/weights.py lmdb_builders/reader.py \
+	lmdb_builders/schema.py lmdb_builders/manifest.py lmdb_builders/writer.py
+
+$(OUT)/roc/summary.json: $(OUT)/val/manifest.json $(WEIGHTS_DIR)/pnet.pt $(WEIGHTS_DIR)/rnet.pt $(WEIGHTS_DIR)/onet.pt \
+		$(ROC_SRC) | $(VENV_STAMP)
 	$(PY) -m evaluation.roc --val-data $(OUT)/val --weights $(WEIGHTS_DIR) --out $(OUT)/roc --device $(DEVICE)
 
-eval-wider: | $(VENV_STAMP) ## WIDER AP easy/medium/hard: IMAGES= GT= PRED= WEIGHTS= MIN_FACE=
+# The weights files a WEIGHTS spec (shipped | original:PATH | folder) names: results depend on them.
+weights_files = $(wildcard $(addprefix $(if $(filter shipped,$(1)),weights,$(patsubst original:%,%,$(1)))/,pnet.pt rnet.pt onet.pt))
+# A file in an output folder holding a rule's settings (SETTINGS, per target), rewritten only when
+# they change: a result that lists it is redone when a setting changes, as when an input file does.
+%/.make-settings: FORCE
+	@mkdir -p $(@D) && { printf '%s\n' '$(SETTINGS)' | cmp -s - $@ || printf '%s\n' '$(SETTINGS)' > $@; }
+
+# eval-wider: redone when the weights files, the ground truth, the code or the settings change; the
+# evaluator records the weights files' sha256 and detects every image again when they differ
+eval-wider: $(PRED)/results.json ## WIDER AP easy/medium/hard: IMAGES= GT= PRED= WEIGHTS= MIN_FACE=
+
+$(PRED)/.make-settings: SETTINGS = weights=$(WEIGHTS) images=$(IMAGES) min_face=$(MIN_FACE)
+$(PRED)/results.json: $(PRED)/.make-settings $(call weights_files,$(WEIGHTS)) $(wildcard $(GT)/*.mat) \
+		evaluation/wider_eval.py annotations/wider_mat.py $(DETECTOR_SRC) | $(VENV_STAMP)
 	$(PY) -m evaluation.wider_eval --images $(IMAGES) --gt $(GT) --pred $(PRED) --weights $(WEIGHTS) $(if $(MIN_FACE),--min-face $(MIN_FACE)) --device $(DEVICE)
 
-# The weight files a WEIGHTS spec (shipped | original:PATH | folder) names: results depend on them.
-weights_files = $(if $(filter shipped,$(1)),$(wildcard weights/*.pt),$(wildcard $(patsubst original:%,%,$(1))/*.pt))
 WEIGHTS_TAG = $(subst /,_,$(subst :,_,$(WEIGHTS)))
 # eval-landmarks: the landmark list and which of its faces (holdout: those no training build saw)
 LANDMARK_LIST ?= $(LANDMARKS)
@@ -132,13 +149,17 @@ LM_PART ?= holdout
 LM_OUT ?= $(OUT)/eval-landmarks/$(WEIGHTS_TAG)
 eval-landmarks: $(LM_OUT)/results.json ## landmark NME, failure rate and CED of WEIGHTS= on LANDMARK_LIST= -> LM_OUT=
 
-$(LM_OUT)/results.json: $(LANDMARK_LIST) $(call weights_files,$(WEIGHTS)) evaluation/landmarks.py $(DETECTOR_SRC) | $(VENV_STAMP)
+$(LM_OUT)/.make-settings: SETTINGS = weights=$(WEIGHTS) list=$(LANDMARK_LIST) part=$(LM_PART) min_face=$(MIN_FACE)
+$(LM_OUT)/results.json: $(LM_OUT)/.make-settings $(LANDMARK_LIST) $(call weights_files,$(WEIGHTS)) evaluation/landmarks.py \
+		annotations/landmarks.py $(DETECTOR_SRC) | $(VENV_STAMP)
 	$(PY) -m evaluation.landmarks --landmarks $(LANDMARK_LIST) --weights $(WEIGHTS) --out $(LM_OUT) --part $(LM_PART) \
 		$(if $(MIN_FACE),--min-face $(MIN_FACE)) --device $(DEVICE)
 
 detect: | $(VENV_STAMP) ## detect faces in IMG= with WEIGHTS= (default shipped) -> DETECT_OUT=
 	@test -n "$(IMG)" || { echo "usage: make detect IMG=photo.jpg [WEIGHTS=shipped|original:PATH|folder] [DETECT_OUT=folder]" >&2; exit 2; }
 	$(PY) -m detector.detect --image $(IMG) --weights $(WEIGHTS) --out $(DETECT_OUT) --min-face $(MIN_FACE) --device $(DEVICE)
+
+FORCE:
 
 stats: | $(VENV_STAMP) ## annotation statistics table and face-size histogram ($(OUT)/stats/face_sizes.png)
 	$(PY) -m annotations.stats --wider $(WIDER_TXT) --images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
