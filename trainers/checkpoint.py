@@ -55,10 +55,20 @@ def checkpoint_path(out, epoch: int) -> Path:
     return Path(out) / "checkpoints" / f"epoch-{epoch:03d}.pt"
 
 
+def _checkpoints(out) -> list[tuple[int, Path]]:
+    return [(int(m.group(1)), p) for p in (Path(out) / "checkpoints").glob("epoch-*.pt")
+            if (m := re.fullmatch(r"epoch-(\d+)\.pt", p.name))]
+
+
 def latest_checkpoint(out) -> Path | None:
-    found = [(int(m.group(1)), p) for p in (Path(out) / "checkpoints").glob("epoch-*.pt")
-             if (m := re.fullmatch(r"epoch-(\d+)\.pt", p.name))]
+    found = _checkpoints(out)
     return max(found)[1] if found else None
+
+
+def latest_epoch(out) -> int | None:
+    """The epoch of the latest checkpoint in ``out`` (None: no checkpoint)."""
+    found = _checkpoints(out)
+    return max(found)[0] if found else None
 
 
 def save_torch(obj, path) -> None:
@@ -68,9 +78,17 @@ def save_torch(obj, path) -> None:
 
 
 def load_checkpoint(path) -> dict:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint's contents; a file that cannot be read as one is ``ResumeError`` (one line)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # whatever the zip reader or unpickler raises on damaged bytes
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise ResumeError(f"{path}: not a readable checkpoint ({first}): delete it to resume from the one "
+                          f"before, or start over with RESTART=1 (--restart)") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a training checkpoint ({CHECKPOINT_FORMAT})")
+        raise ResumeError(f"{path}: not a training checkpoint ({CHECKPOINT_FORMAT})")
     return ckpt
 
 
@@ -80,7 +98,8 @@ def cpu_state(model: nn.Module) -> dict:
 
 
 def clean_out(out: Path, net: str) -> None:
-    """A fresh (non-resumed) run: remove what an earlier run left in its own file names."""
+    """A fresh run (``--restart``, or no checkpoint to protect): remove what an earlier run left in
+    its own file names."""
     for old in [*(out / "checkpoints").glob("epoch-*.pt"), out / "log.csv", out / "loss_curve.png", out / f"{net}.pt"]:
         if old.is_file():
             old.unlink()
@@ -116,7 +135,7 @@ def check_resumable(cfg: TrainConfig, saved: TrainConfig, data_fp: str, saved_fp
         diff.append(f"data fingerprint ({saved_fp} -> {data_fp})")
     if diff:
         raise ResumeError(f"cannot resume in {cfg.out}: the checkpoint was made with a different "
-                          f"{', '.join(diff)}; delete the folder or choose another --out")
+                          f"{', '.join(diff)}; start over with RESTART=1 (--restart) or choose another --out")
 
 
 def restore(ckpt: dict, model: nn.Module, optimizer, scheduler, scaler) -> tuple[int, int, list[dict]]:

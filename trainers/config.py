@@ -15,6 +15,7 @@ from trainers.losses import DEFAULT_LOSS_WEIGHTS, DEFAULT_OHEM_KEEP, LossWeights
 
 # Validation recall / false positives are counted at the detector's stage thresholds.
 DEFAULT_THRESHOLDS = dict(zip(NET_NAMES, DetectorConfig().thresholds))
+PROG = "python -m trainers.train"
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 
@@ -84,6 +85,9 @@ class TrainConfig:
     DataLoader worker for P-Net, whose steps are so short that a worker needs a core of its own."""
     resume: bool = False
     """Continue from the latest checkpoint in ``out`` (starts afresh when there is none)."""
+    restart: bool = False
+    """Delete the checkpoints and outputs an earlier run left in ``out`` and start over. Without
+    --resume or --restart, an ``out`` holding checkpoints is refused rather than overwritten."""
     stop_after_epochs: int | None = None
     """Stop once this many epochs are done, as if interrupted (for testing resume)."""
     progress: bool = True
@@ -96,12 +100,32 @@ class TrainConfig:
             raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be positive")
+        for flag, value, ok, rule in (
+                ("--epochs", self.epochs, self.epochs >= 1, ">= 1"),
+                ("--batch-size", self.batch_size, self.batch_size >= 1, ">= 1"),
+                ("--lr", self.lr, self.lr > 0, "> 0"),
+                ("--val-fraction", self.val_fraction, 0 < self.val_fraction < 1, "between 0 and 1 (exclusive)"),
+                ("--seed", self.seed, self.seed >= 0, ">= 0"),
+                ("--workers", self.num_workers, self.num_workers >= 0, ">= 0 (0: read in the training process)"),
+                ("--batches-per-epoch", self.batches_per_epoch, _none_or_at_least(self.batches_per_epoch, 1),
+                 ">= 1 or none"),
+                ("--val-batch-size", self.val_batch_size, self.val_batch_size >= 1, ">= 1"),
+                ("--threads", self.threads, _none_or_at_least(self.threads, 0), ">= 0 or none"),
+                ("--threshold", self.threshold, self.threshold is None or 0 <= self.threshold <= 1,
+                 "between 0 and 1 or none"),
+                ("--warmup-epochs", self.warmup_epochs, self.warmup_epochs >= 0, ">= 0"),
+                ("--momentum", self.momentum, self.momentum >= 0, ">= 0"),
+                ("--weight-decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
+                ("--stop-after-epochs", self.stop_after_epochs, _none_or_at_least(self.stop_after_epochs, 1),
+                 ">= 1 or none")):
+            if not ok:
+                raise ValueError(f"{flag} must be {rule}, got {value}")
+        if self.resume and self.restart:
+            raise ValueError("--resume and --restart exclude each other: continue the earlier run or start over")
         if self.ohem_keep is not None and not 0.0 < self.ohem_keep <= 1.0:
-            raise ValueError(f"ohem_keep must be in (0, 1] or None, got {self.ohem_keep}")
+            raise ValueError(f"--ohem-keep must be in (0, 1] or none, got {self.ohem_keep}")
         if self.grad_clip is not None and self.grad_clip < 0:
-            raise ValueError(f"grad_clip must be positive, 0 or None, got {self.grad_clip}")
+            raise ValueError(f"--grad-clip must be positive, 0 or none, got {self.grad_clip}")
         if self.loss_weights is not None:
             object.__setattr__(self, "loss_weights", tuple(float(w) for w in self.loss_weights))
             if len(self.loss_weights) != 3:
@@ -127,9 +151,13 @@ class TrainConfig:
         return cls(**{**base, **changes})
 
 
+def _none_or_at_least(value, least) -> bool:
+    return value is None or value >= least
+
+
 # Fields that may differ between a run and its resumption (they do not change the arithmetic).
 RESUMABLE_CHANGES = {"data", "out", "export", "device", "num_workers", "val_batch_size", "threads", "resume",
-                     "stop_after_epochs", "progress"}
+                     "restart", "stop_after_epochs", "progress"}
 
 
 def config_from_dict(d: dict) -> TrainConfig:
@@ -138,7 +166,7 @@ def config_from_dict(d: dict) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in d.items() if k in known})
 
 
-def parse_args(argv=None, prog: str = "python -m trainers.train", description: str | None = None) -> TrainConfig:
+def parse_args(argv=None, prog: str = PROG, description: str | None = None) -> TrainConfig:
     """``TrainConfig`` from the command line: one option per field, and ``--no-ohem``."""
     parser = config_parser(TrainConfig, prog, description)
     parser.add_argument("--no-ohem", action="store_true", help="every classification loss counts (--ohem-keep none)")

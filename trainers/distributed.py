@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from core.device import resolve_device
 from lmdb_builders.reader import MixedKindBatchSampler
 
 
@@ -40,11 +41,12 @@ class DistInfo:
 
 def training_device(requested: str, dist_info: DistInfo) -> torch.device:
     """The device this process trains on (cuda:LOCAL_RANK under torchrun), made current; cuDNN set
-    to deterministic algorithms so that a seed gives the same weights."""
-    device = torch.device(requested)
+    to deterministic algorithms so that a seed gives the same weights. A device this machine lacks
+    (``cuda`` without a GPU, ``gpu``) is ``core.device.DeviceError``, one line."""
+    device = resolve_device(requested)
     if device.type == "cuda":
         if dist_info.on:
-            device = torch.device("cuda", dist_info.local_rank)
+            device = resolve_device(torch.device("cuda", dist_info.local_rank))
         elif device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)

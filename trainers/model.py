@@ -8,16 +8,30 @@ import torch
 from torch import nn
 
 from core.nets import build_net, load_state
-from core.weights import load_state_dict, parse_weights
+from core.weights import WeightsError, load_state_dict, parse_weights
 from trainers.config import TrainConfig
 
 
 def init_model(cfg: TrainConfig) -> nn.Module:
-    """The net, seeded with ``cfg.seed``, initialised as ``cfg.init`` says."""
+    """The net, seeded with ``cfg.seed``, initialised as ``cfg.init`` says.
+
+    Weights that cannot be used (missing, empty, truncated, corrupt, not finite, another net's or
+    another shape) raise ``WeightsError``, one line naming ``--init`` and the file."""
     torch.manual_seed(cfg.seed)
     model = build_net(cfg.net, landmark_head=cfg.landmark_head)
     if cfg.init != "scratch":
-        load_state(model, cfg.net, load_state_dict(parse_weights(cfg.init).net_file(cfg.net)))
+        try:
+            path = parse_weights(cfg.init).net_file(cfg.net)
+        except ValueError as e:
+            raise WeightsError(f"--init {cfg.init}: {e}") from None
+        if not path.is_file():
+            raise WeightsError(f"--init {cfg.init}: {path} does not exist")
+        try:
+            load_state(model, cfg.net, load_state_dict(path, net=cfg.net))
+        except WeightsError as e:
+            raise WeightsError(f"--init {cfg.init}: {e}") from None
+        except ValueError as e:  # fits the net, but not --no-landmark-head's
+            raise WeightsError(f"--init {cfg.init}: {path}: {e}") from None
     return model
 
 

@@ -11,29 +11,48 @@ The output folder holds ``checkpoints/epoch-XXX.pt`` (``trainers.checkpoint``), 
 ``loss_curve.png`` (``trainers.reporting``, rewritten atomically after every epoch) and, once the
 last epoch is done, ``<net>.pt``: the plain state dict the detector loads. ``--resume`` continues
 from the latest checkpoint and ends with exactly the weights an uninterrupted run would have
-produced. The settings are ``trainers.config.TrainConfig``; one epoch and validation are
-``trainers.engine``; torchrun's processes, ``trainers.distributed``.
+produced; ``--restart`` deletes an earlier run's outputs and starts over, and without either an
+output folder holding checkpoints is refused. The settings are ``trainers.config.TrainConfig``;
+what is checked before any work (writable folders, an earlier run, the sample kinds the loss
+needs), ``trainers.preflight``; one epoch and validation, ``trainers.engine``; torchrun's
+processes, ``trainers.distributed``. The output folder is locked (``core.lock``) for the run.
+
+At the command line a run that fails for a reason outside the code (a folder in use or
+unwritable, a full disk, a device this machine lacks, unusable ``--init`` weights, a missing or
+corrupt shard, a diverging loss) ends with one line, ``python -m trainers.train: error: ...``,
+and exit code 2.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from core.device import DeviceError
+from core.lock import FolderLockedError, folder_lock
 from core.nets import INPUT_SIZES
-from lmdb_builders.reader import MixedKindBatchSampler, ShardDataset, ShardLoader, split_by_kind
+from core.weights import WeightsError
+from lmdb_builders.reader import MixedKindBatchSampler, ShardDataset, ShardLoader, split_by_kind, worker_error_message
+from lmdb_builders.schema import SchemaError
 from trainers.checkpoint import (ResumeError, check_resumable, clean_out, cpu_state, latest_checkpoint,
                                  load_checkpoint, restore, save_checkpoint, save_torch)
-from trainers.config import TrainConfig, config_from_dict, parse_args
+from trainers.config import PROG, TrainConfig, config_from_dict, parse_args
 from trainers.distributed import (DistInfo, RankSlice, barrier, destroy_process_group, init_process_group,
                                   training_device, wrap_ddp)
 from trainers.engine import NetWithLoss, evaluate, train_one_epoch
 from trainers.model import build_optimizer, init_model
+from trainers.preflight import PreflightError, check_earlier_run, check_kinds, check_writable, worker_count
 from trainers.reporting import report_epoch, summary
+
+# What ends a command-line run with one line and exit code 2: causes outside the code (folders,
+# disks, devices, weights files, shards, a diverging loss), each raised with a one-line message.
+ONE_LINE_ERRORS = (PreflightError, FolderLockedError, ResumeError, DeviceError, WeightsError, SchemaError, OSError,
+                   FloatingPointError)
 
 
 @dataclass
@@ -47,30 +66,41 @@ class TrainResult:
 
 def main(cfg: TrainConfig) -> TrainResult:
     dist_info = DistInfo.from_env()
-    threads_before = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    elif cfg.net == "pnet" and cfg.num_workers and torch.device(cfg.device).type == "cpu":
-        torch.set_num_threads(max(1, threads_before - cfg.num_workers))
     device = training_device(cfg.device, dist_info)
-    init_process_group(device, dist_info)
-    try:
-        return _run(cfg, device, dist_info)
-    finally:
-        torch.set_num_threads(threads_before)
-        destroy_process_group(dist_info)
+    workers, warning = worker_count(cfg.num_workers)
+    if warning and dist_info.main:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    cfg = replace(cfg, num_workers=workers)
+    if dist_info.main:  # the other ranks write nothing in the folders, and must not take rank 0's lock
+        check_writable(cfg)
+    lock = folder_lock(cfg.out, f"trainers.train --net {cfg.net}") if dist_info.main else nullcontext()
+    with lock:
+        threads_before = torch.get_num_threads()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        elif cfg.net == "pnet" and cfg.num_workers and device.type == "cpu":
+            torch.set_num_threads(max(1, threads_before - cfg.num_workers))
+        init_process_group(device, dist_info)
+        try:
+            return _run(cfg, device, dist_info)
+        finally:
+            torch.set_num_threads(threads_before)
+            destroy_process_group(dist_info)
 
 
 def _run(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> TrainResult:
     out = Path(cfg.out)
+    if dist_info.main:
+        check_earlier_run(cfg)
+    # channels_last: normalize_images already yields NHWC-strided input; 5-30% faster on CPU.
+    model = init_model(cfg).to(device, memory_format=torch.channels_last)
     dataset = ShardDataset(cfg.data, INPUT_SIZES[cfg.net])
     data_fp = str(dataset.manifest.get("fingerprint", ""))
     train_idx, val_idx = split_by_kind(dataset.kinds, cfg.val_fraction, cfg.seed)
+    check_kinds(cfg, dataset.manifest, dataset.size, train_idx, val_idx)
     val_all = np.sort(np.concatenate([v for v in val_idx.values()]))
     sampler = MixedKindBatchSampler(train_idx, cfg.batch_size, seed=cfg.seed, batches_per_epoch=cfg.batches_per_epoch)
 
-    # channels_last: normalize_images already yields NHWC-strided input; 5-30% faster on CPU.
-    model = init_model(cfg).to(device, memory_format=torch.channels_last)
     optimizer, scheduler = build_optimizer(model, cfg, sampler.batches_per_epoch)
     use_fp16 = device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda" if device.type == "cuda" else "cpu", enabled=use_fp16)
@@ -84,7 +114,7 @@ def _run(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> TrainRe
         sampler.set_epoch(start_epoch, start_batch)
         if dist_info.main:
             print(f"resuming {cfg.net} from {ckpt_file} (epoch {start_epoch} of {cfg.epochs} done)", file=sys.stderr)
-    elif dist_info.main and not cfg.resume:
+    elif dist_info.main:  # --restart, or a folder without checkpoints (check_earlier_run)
         clean_out(out, cfg.net)
     barrier(dist_info)  # nobody reads the folder while rank 0 cleans it
     train_model = wrap_ddp(NetWithLoss(model, cfg.weights, cfg.ohem_keep), device, dist_info)
@@ -92,22 +122,25 @@ def _run(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> TrainRe
     # Workers return raw record arrays; decoding (and pinning on CUDA) happen in this process.
     loader = ShardLoader(dataset, RankSlice(sampler, dist_info.rank, dist_info.world), num_workers=cfg.num_workers,
                          pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0, seed=cfg.seed)
-    for epoch in range(start_epoch, cfg.epochs):
-        sampler.set_epoch(epoch, sampler.start_batch if epoch == start_epoch else 0)
-        stats = train_one_epoch(train_model, loader, optimizer, scheduler, scaler, cfg, device, dist_info, epoch,
-                                sampler.start_batch)
-        row = {"epoch": epoch + 1, **stats}
-        if dist_info.main:
-            row.update(evaluate(model, dataset, val_all, cfg, device))
-        history.append(row)
-        if dist_info.main:
-            save_checkpoint(cfg, epoch + 1, model, optimizer, scheduler, scaler, data_fingerprint=data_fp,
-                            world_size=dist_info.world, history=history)
-            report_epoch(history, out, cfg.net)
-            print(summary(row), file=sys.stderr)
-        barrier(dist_info)
-        if cfg.stop_after_epochs is not None and epoch + 1 >= cfg.stop_after_epochs and epoch + 1 < cfg.epochs:
-            return TrainResult(None, history, cpu_state(model))
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            sampler.set_epoch(epoch, sampler.start_batch if epoch == start_epoch else 0)
+            stats = train_one_epoch(train_model, loader, optimizer, scheduler, scaler, cfg, device, dist_info, epoch,
+                                    sampler.start_batch)
+            row = {"epoch": epoch + 1, **stats}
+            if dist_info.main:
+                row.update(evaluate(model, dataset, val_all, cfg, device))
+            history.append(row)
+            if dist_info.main:
+                save_checkpoint(cfg, epoch + 1, model, optimizer, scheduler, scaler, data_fingerprint=data_fp,
+                                world_size=dist_info.world, history=history)
+                report_epoch(history, out, cfg.net)
+                print(summary(row), file=sys.stderr)
+            barrier(dist_info)
+            if cfg.stop_after_epochs is not None and epoch + 1 >= cfg.stop_after_epochs and epoch + 1 < cfg.epochs:
+                return TrainResult(None, history, cpu_state(model))
+    finally:
+        stop_workers(loader)
 
     final = out / f"{cfg.net}.pt"
     if dist_info.main:
@@ -117,10 +150,35 @@ def _run(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> TrainRe
     return TrainResult(final, history, cpu_state(model))
 
 
-if __name__ == "__main__":
+def stop_workers(loader: ShardLoader) -> None:
+    """Stop the loader's worker processes now rather than whenever garbage collection reaches them:
+    they were forked holding the output folder's lock, which lasts while any of them lives."""
+    iterator = getattr(loader.loader, "_iterator", None)  # persistent workers; torch has no public close
+    if iterator is not None:
+        iterator._shutdown_workers()
+        loader.loader._iterator = None
+
+
+def one_line(err: BaseException) -> str:
+    """An error's message as one line (a DataLoader worker's error carries the worker's traceback)."""
+    lines = str(err).strip().splitlines()
+    if len(lines) > 1:
+        return worker_error_message(err) or lines[0]
+    return lines[0] if lines else type(err).__name__
+
+
+def cli(argv=None) -> int:
+    """The command line: parse, train, and turn a failure with an outside cause into one line (exit 2)."""
+    cfg = parse_args(argv, description=__doc__.split("\n\n")[0])
     try:
-        result = main(parse_args(description=__doc__.split("\n\n")[0]))
-    except (ResumeError, FileNotFoundError, FloatingPointError) as e:
-        sys.exit(f"python -m trainers.train: error: {e}")
+        result = main(cfg)
+    except ONE_LINE_ERRORS as e:
+        print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
+        return 2
     if result.weights_path is not None and DistInfo.from_env().main:
         print(f"wrote {result.weights_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,95 @@
+"""What a training run checks before any work, so that a run that cannot succeed, or that would
+destroy an earlier one, stops at once with one line rather than after an epoch or with a net that
+never saw a face.
+
+* ``check_writable``: the output folder and the export's folder can be written (a probe file);
+* ``check_earlier_run``: an output folder holding checkpoints is continued (``--resume``) or
+  started over (``--restart``) only when asked, never overwritten by a plain rerun;
+* ``check_kinds``: the training split holds every sample kind the loss needs;
+* ``worker_count``: more DataLoader workers than CPUs are capped.
+
+Each refusal is a ``PreflightError`` whose ``str()`` is one line saying what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from core.atomic import ensure_writable_folder
+from core.nets import EXTRA_HEAD_PREFIX
+from lmdb_builders.schema import KIND_NAMES, Kind
+from trainers.checkpoint import latest_epoch
+from trainers.config import TrainConfig
+
+
+class PreflightError(RuntimeError):
+    """A run that must not start; ``str()`` is one line."""
+
+
+def check_writable(cfg: TrainConfig) -> None:
+    """Create ``out`` (and the export's folder) and write a probe file in each: a read-only or
+    full disk is ``core.atomic``'s one-line ``NotWritableError`` / ``DiskFullError`` now."""
+    ensure_writable_folder(cfg.out)
+    if cfg.export:
+        ensure_writable_folder(Path(cfg.export).parent)
+
+
+def check_earlier_run(cfg: TrainConfig) -> None:
+    """Refuse an ``out`` holding checkpoints unless the run resumes them or starts over."""
+    epoch = latest_epoch(cfg.out)
+    if epoch is not None and not (cfg.resume or cfg.restart):
+        raise PreflightError(f"{cfg.out} holds checkpoints of an earlier run (epoch {epoch}): continue it with "
+                             f"RESUME=1 (--resume) or start over with RESTART=1 (--restart)")
+
+
+def trains_landmarks(cfg: TrainConfig) -> bool:
+    """O-Net always has a landmark head; P-Net and R-Net unless ``--no-landmark-head``."""
+    return EXTRA_HEAD_PREFIX[cfg.net] is None or cfg.landmark_head
+
+
+def has_landmark_list(manifest: dict) -> bool:
+    """False only for a build whose manifest says it was made without a landmark list."""
+    inputs = (manifest.get("config") or {}).get("inputs")
+    return not (isinstance(inputs, dict) and "landmarks" in inputs and inputs["landmarks"] is None)
+
+
+def needed_kinds(cfg: TrainConfig, manifest: dict) -> list[Kind]:
+    """The kinds each of the loss's terms learns from: negatives and positives (classification),
+    part faces (box regression), landmark faces (the landmark head)."""
+    kinds = [Kind.NEGATIVE, Kind.POSITIVE]
+    if cfg.weights.box > 0:
+        kinds.append(Kind.PART)
+    if cfg.weights.landmark > 0 and trains_landmarks(cfg) and has_landmark_list(manifest):
+        kinds.append(Kind.LANDMARK)
+    return kinds
+
+
+def check_kinds(cfg: TrainConfig, manifest: dict, size: int, train_idx: dict, val_idx: dict) -> None:
+    """Refuse a training split without samples of a kind the loss needs, naming the kind and the build."""
+    build = Path(manifest["_path"]).parent
+    empty = [k for k in needed_kinds(cfg, manifest) if len(train_idx.get(k, ())) == 0]
+    if not empty:
+        return
+    held_out = [k for k in empty if len(val_idx.get(k, ()))]
+    names = " and ".join(KIND_NAMES[k] for k in empty)
+    if held_out:
+        why = (f"its {' and '.join(f'{len(val_idx[k])} {KIND_NAMES[k]}' for k in held_out)} samples are all held "
+               f"out for validation (--val-fraction {cfg.val_fraction}); lower --val-fraction or rebuild it with more")
+    else:
+        why = "check the build's inputs (its manifest's report) and rebuild it"
+    raise PreflightError(f"{build}: no {names} samples of {size} px to train on, and the {cfg.net} loss needs "
+                         f"them (a net trained without them is useless): {why}")
+
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def worker_count(requested: int) -> tuple[int, str | None]:
+    """``requested`` DataLoader workers capped at the CPUs this process may use, and the warning
+    to print when capped (more workers than CPUs only compete with the training process)."""
+    cpus = usable_cpus()
+    if requested <= cpus:
+        return requested, None
+    return cpus, f"--workers {requested} is more than the {cpus} CPUs this process may use: using {cpus}"
