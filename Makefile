@@ -35,6 +35,9 @@ TRAIN_FLAGS_onet ?= --epochs 6
 ONET_MINE_THRESHOLDS ?= 0.6 0.3 0.7
 # RESUME=1: an interrupted train-* continues from its latest epoch checkpoint instead of starting over
 RESUME ?=
+# RESTART=1: a train-* deletes the checkpoints of an earlier run in $(OUT)/train/<net> and starts over
+# (with neither, a folder holding checkpoints is refused, never overwritten)
+RESTART ?=
 VAL_TXT ?= $(WIDER)/wider_face_split/wider_face_val_bbx_gt.txt
 VAL_IMAGES ?= $(WIDER)/WIDER_val/images
 WEIGHTS_DIR ?= $(OUT)/weights
@@ -54,7 +57,7 @@ SAMPLING_SRC := prepare/generate.py prepare/sampling.py prepare/landmark_aug.py 
 	lmdb_builders/schema.py lmdb_builders/writer.py lmdb_builders/manifest.py core/geometry.py core/imageio.py
 
 TRAIN_SRC := trainers/train.py trainers/config.py trainers/engine.py trainers/model.py trainers/checkpoint.py \
-	trainers/distributed.py trainers/reporting.py trainers/augment.py trainers/losses.py \
+	trainers/distributed.py trainers/reporting.py trainers/augment.py trainers/losses.py trainers/preflight.py \
 	core/nets.py core/weights.py lmdb_builders/reader.py lmdb_builders/schema.py
 DETECTOR_SRC := detector/__init__.py detector/cascade.py core/nets.py core/geometry.py core/imageio.py core/weights.py
 
@@ -102,9 +105,22 @@ train-pnet: $(WEIGHTS_DIR)/pnet.pt ## train P-Net on $(OUT)/pnet
 train-rnet: $(WEIGHTS_DIR)/rnet.pt ## train R-Net on $(OUT)/rnet
 train-onet: $(WEIGHTS_DIR)/onet.pt ## train O-Net on $(OUT)/onet
 
-$(WEIGHTS_DIR)/%.pt: $(OUT)/%/manifest.json $(TRAIN_SRC) | $(VENV_STAMP)
+$(WEIGHTS_DIR)/%.pt: $(OUT)/%/manifest.json $(OUT)/train/%/flags.txt $(TRAIN_SRC) | $(VENV_STAMP)
 	$(PY) -m trainers.train --net $* --data $(OUT)/$* --out $(OUT)/train/$* --export $@ --device $(DEVICE) --seed $(SEED) \
-		$(if $(RESUME),--resume) $(TRAIN_FLAGS_$*) $(TRAIN_FLAGS)
+		$(if $(RESUME),--resume) $(if $(RESTART),--restart) $(TRAIN_FLAGS_$*) $(TRAIN_FLAGS)
+
+# Each net's training settings live in $(OUT)/train/<net>/flags.txt, a prerequisite of its weights.
+# The file depends on FORCE only when the settings differ from those it holds, so new settings
+# retrain the net while an unchanged rerun (and make -q) finds the weights up to date.
+train_settings = device=$(DEVICE) seed=$(SEED) flags=$(strip $(TRAIN_FLAGS_$(1)) $(TRAIN_FLAGS))
+train_flags_file = $(OUT)/train/$(1)/flags.txt
+train_flags_held = $(if $(wildcard $(call train_flags_file,$(1))),$(file <$(call train_flags_file,$(1))))
+train_settings_same = $(and $(findstring x$(1)x,x$(2)x),$(findstring x$(2)x,x$(1)x))
+$(foreach net,pnet rnet onet,$(eval $(call train_flags_file,$(net)): \
+	$(if $(call train_settings_same,$(call train_settings,$(net)),$(call train_flags_held,$(net))),,FORCE)))
+
+$(OUT)/train/%/flags.txt:
+	@mkdir -p $(@D) && printf '%s\n' '$(call train_settings,$*)' > $@
 
 # -- the original MTCNN weights (facenet-pytorch's wheel, fetched, never installed) -------------
 ORIGINAL := weights/original
