@@ -223,7 +223,8 @@ test-fast: $(VENV_STAMP) ## the tests without those marked slow
 	$(PY) -m pytest -q -m "not slow"
 
 bench: $(VENV_STAMP) ## benchmarks: data stage time/RSS, LMDB read, training samples/s, detector images/s
-	$(PY) -m benchmarks.bench_data --wider $(WIDER) --landmarks $(LANDMARKS) --workers $(WORKERS)
+	$(PY) -m benchmarks.bench_data --wider $(WIDER) --landmarks $(LANDMARKS) --workers $(WORKERS) \
+		$(if $(wildcard $(OUT)/pnet/manifest.json),--verify-builds $(OUT)/pnet)
 	$(PY) -m benchmarks.bench_train
 	$(PY) -m benchmarks.bench_detector --images $(VAL_IMAGES) --min-face $(MIN_FACE) \
 		$(if $(wildcard $(ORIGINAL)/onet.pt),--weights original:$(ORIGINAL),--weights shipped) \

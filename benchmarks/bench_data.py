@@ -7,6 +7,11 @@
    linearly and memory stay flat.
 3. LMDB read throughput into batched tensors: 12 px samples through the kind-mixing sampler
    and a DataLoader with one worker.
+4. Shard checksum verification (``lmdb_builders.verify``): what opening a build costs the first
+   time (every shard's records hashed and compared with the manifest) and once ``verified.json``
+   remembers its shards; for the builds above and any given with ``--verify-builds`` (``make
+   bench`` passes ``$(OUT)/pnet`` when it exists, so a full-scale build is measured too; those are
+   only read, no cache is written into them).
 
     python -m benchmarks.bench_data --wider ../shared/data/wider --landmarks ../shared/data/landmarks/trainImageList.txt
 """
@@ -44,6 +49,8 @@ class BenchConfig:
     """Folder for the builds (a new temporary folder when none)."""
     skip_full_scale: bool = False
     """Skip the full-scale run."""
+    verify_builds: tuple[str, ...] = ()
+    """Existing builds whose checksum verification to time as well (read only)."""
 
 
 def tree_rss_bytes(root_pid: int) -> int:
@@ -151,6 +158,35 @@ def bench_read(build: Path, batches: int, batch_size: int) -> dict:
     return {"samples": n, "seconds": seconds, "samples_per_s": n / seconds, "batch_size": first["image"].shape[0]}
 
 
+def bench_verify(build: Path, size: int = 12) -> dict:
+    """Opening a build: ``ShardDataset`` with every shard verified, then again with ``verified.json``."""
+    from lmdb_builders.reader import ShardDataset
+    from lmdb_builders.verify import VERIFIED_NAME
+
+    (build / VERIFIED_NAME).unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    ds = ShardDataset(build, size)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ShardDataset(build, size)
+    cached = time.perf_counter() - t0
+    mb = sum(p.stat().st_size for p in ds.paths) / 1e6
+    return {"samples": len(ds), "shard_mb": mb, "verify_ms": 1000 * first, "mb_per_s": mb / first,
+            "cached_open_ms": 1000 * cached}
+
+
+def bench_verify_read_only(build: Path) -> dict:
+    """Every shard of an existing build verified without touching its folder (no cache written)."""
+    from lmdb_builders.verify import verified_kinds
+
+    manifest = load_manifest(build)
+    t0 = time.perf_counter()
+    samples = sum(len(verified_kinds(build / s["path"], s["path"], s["sha256"], None, "")) for s in manifest["shards"])
+    seconds = time.perf_counter() - t0
+    mb = sum((build / s["path"]).stat().st_size for s in manifest["shards"]) / 1e6
+    return {"samples": samples, "shard_mb": mb, "verify_ms": 1000 * seconds, "mb_per_s": mb / seconds}
+
+
 def show(title: str, figures: dict) -> None:
     body = ", ".join(f"{k} {v:,.1f}" if isinstance(v, float) else f"{k} {v:,}" for k, v in figures.items())
     print(f"{title}: {body}", flush=True)
@@ -164,12 +200,19 @@ def main(cfg: BenchConfig) -> dict:
     show(f"pnet-data on {wider}", results["pnet_data"])
     results["read"] = bench_read(work / "pnet", cfg.read_batches, cfg.batch_size)
     show("LMDB read, 12 px, sampler + ShardLoader(num_workers=1) into tensors", results["read"])
+    results["verify"] = bench_verify(work / "pnet")
+    show("shard checksums, opening the build (verified, then remembered)", results["verify"])
     if not cfg.skip_full_scale and cfg.repeat > 1:
         tree = repeated_wider_tree(wider, work / "wider_x", cfg.repeat)
         results["full_scale"] = bench_generate(tree, cfg.landmarks, work / "pnet_x", cfg.workers)
         show(f"pnet-data at {cfg.repeat}x ({results['full_scale']['wider_images']:,} WIDER images)", results["full_scale"])
         ratio = results["full_scale"]["seconds"] / results["pnet_data"]["seconds"]
         print(f"time ratio full/small {ratio:.2f} for {cfg.repeat}x the WIDER images (landmark images are not repeated)")
+        results["verify_full_scale"] = bench_verify(work / "pnet_x")
+        show(f"shard checksums at {cfg.repeat}x (verified, then remembered)", results["verify_full_scale"])
+    for build in cfg.verify_builds:
+        results[f"verify {build}"] = bench_verify_read_only(Path(build))
+        show(f"shard checksums of {build} (verified, read only)", results[f"verify {build}"])
     print(f"(work folder {work})")
     return results
 
