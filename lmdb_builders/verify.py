@@ -10,11 +10,12 @@ silently trained or scored with other pixels or targets.
 The pass reads the whole shard at about 200 MB/s: 1-2 s for a 365 MB shard of 707k 12 px samples,
 about 7 s for a build of all 12,880 WIDER train images (``make bench`` prints the figures). So a
 build read again and again (training runs, the ROC) remembers the shards it has verified in
-``verified.json`` beside the manifest: an entry is trusted only while the shard's device, inode, size and mtime and the
-manifest's digest are all unchanged, so a rewritten or copied shard is verified again. The file is
-only a cache: written atomically, ignored when unreadable, not written when the folder is
-read-only, and deleted by the writer when it rebuilds the folder. What it cannot see is a byte
-changed without the file's mtime changing (a failing disk): delete ``verified.json`` to re-verify.
+``verified.json`` beside the manifest: an entry is trusted only while the shard's device, inode,
+size and mtime and the manifest's digest are all unchanged, so a rewritten or copied shard is
+verified again. The file is only a cache: written atomically, ignored when unreadable, not written
+when the folder is read-only, and deleted by the writer when it rebuilds the folder. What it cannot
+see is a byte changed without the file's mtime changing (a failing disk): delete ``verified.json``
+to re-verify.
 """
 
 from __future__ import annotations
