@@ -283,13 +283,14 @@ def test_annotation_paths_that_are_folders_are_one_line_errors(tiny_wider, tmp_p
     assert f"{tiny_wider.root}: a landmark folder must hold CelebA's" in line
     with pytest.raises(AnnotationError, match="is a folder"):
         parse_wider(tiny_wider.root)  # the parser itself, for other callers
+    cfg = config(tiny_wider, tmp_path / "untouched")
     with pytest.raises(AnnotationError, match="no such file"):
-        main(replace(config(tiny_wider, tmp_path / "o"), wider_txt=str(tmp_path / "absent.txt")))
+        main(replace(cfg, wider_txt=str(tmp_path / "absent.txt")))
     with pytest.raises(AnnotationError, match="is not a folder"):
-        main(replace(config(tiny_wider, tmp_path / "o"), wider_images=str(tiny_wider.train_txt)))
+        main(replace(cfg, wider_images=str(tiny_wider.train_txt)))
     with pytest.raises(AnnotationError, match="no such landmark list"):
-        main(replace(config(tiny_wider, tmp_path / "o"), landmarks=str(tmp_path / "absent.txt")))
-    assert not (tmp_path / "o").exists()  # refused before anything was written
+        main(replace(cfg, landmarks=str(tmp_path / "absent.txt")))
+    assert not (tmp_path / "untouched").exists()  # refused before anything was written
 
 
 def test_a_shard_with_a_garbage_header_is_named(build, tmp_path):
