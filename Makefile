@@ -49,6 +49,13 @@ PRED ?= $(OUT)/eval
 MIN_FACE ?= 20
 IMG ?=
 DETECT_OUT ?= $(OUT)/detect
+# detect / eval-wider / align: torch, or onnx (onnxruntime; WEIGHTS= is then a folder of make export)
+BACKEND ?= torch
+EXPORT_OUT ?= $(OUT)/export
+ALIGN_OUT ?= $(OUT)/align
+# align: margin (facenet's box + 32 px, 160 px crops) or similarity (5-point warp onto ArcFace's 112 px)
+ALIGN ?= margin
+LARGEST ?=
 
 # The code that makes the samples: exactly prepare.fingerprint.SAMPLING_CODE, which the build's
 # fingerprint digests (a test keeps the two equal), so that an edit rebuilds instead of rerunning a no-op.
@@ -62,6 +69,7 @@ TRAIN_SRC := trainers/train.py trainers/config.py trainers/engine.py trainers/mo
 DETECTOR_SRC := detector/__init__.py detector/cascade.py core/nets.py core/geometry.py core/imageio.py core/weights.py
 
 .PHONY: help setup pnet-data rnet-data onet-data val-data train-pnet train-rnet train-onet roc eval-wider eval-landmarks detect \
+	export align FORCE \
 	stats demo test test-fast bench clean-demo original-weights
 
 help: ## list the targets
@@ -143,7 +151,7 @@ $(OUT)/roc/summary.json: $(OUT)/val/manifest.json $(WEIGHTS_DIR)/pnet.pt $(WEIGH
 	$(PY) -m evaluation.roc --val-data $(OUT)/val --weights $(WEIGHTS_DIR) --out $(OUT)/roc --device $(DEVICE)
 
 # The weights files a WEIGHTS spec (shipped | original:PATH | folder) names: results depend on them.
-weights_files = $(wildcard $(addprefix $(if $(filter shipped,$(1)),weights,$(patsubst original:%,%,$(1)))/,pnet.pt rnet.pt onet.pt))
+weights_files = $(wildcard $(addprefix $(if $(filter shipped,$(1)),weights,$(patsubst original:%,%,$(1)))/,pnet.pt rnet.pt onet.pt mtcnn.json))
 # A file in an output folder holding a rule's settings (SETTINGS, per target), rewritten only when
 # they change: a result that lists it is redone when a setting changes, as when an input file does.
 %/.make-settings: FORCE
@@ -153,10 +161,11 @@ weights_files = $(wildcard $(addprefix $(if $(filter shipped,$(1)),weights,$(pat
 # evaluator records the weights files' sha256 and detects every image again when they differ
 eval-wider: $(PRED)/results.json ## WIDER AP easy/medium/hard: IMAGES= GT= PRED= WEIGHTS= MIN_FACE=
 
-$(PRED)/.make-settings: SETTINGS = weights=$(WEIGHTS) images=$(IMAGES) min_face=$(MIN_FACE)
+$(PRED)/.make-settings: SETTINGS = weights=$(WEIGHTS) backend=$(BACKEND) images=$(IMAGES) min_face=$(MIN_FACE)
 $(PRED)/results.json: $(PRED)/.make-settings $(call weights_files,$(WEIGHTS)) $(wildcard $(GT)/*.mat) \
 		evaluation/wider_eval.py annotations/wider_mat.py $(DETECTOR_SRC) | $(VENV_STAMP)
-	$(PY) -m evaluation.wider_eval --images $(IMAGES) --gt $(GT) --pred $(PRED) --weights $(WEIGHTS) $(if $(MIN_FACE),--min-face $(MIN_FACE)) --device $(DEVICE)
+	$(PY) -m evaluation.wider_eval --images $(IMAGES) --gt $(GT) --pred $(PRED) --weights $(WEIGHTS) $(if $(MIN_FACE),--min-face $(MIN_FACE)) --device $(DEVICE) \
+		--backend $(BACKEND)
 
 WEIGHTS_TAG = $(subst /,_,$(subst :,_,$(WEIGHTS)))
 # eval-landmarks: the landmark list and which of its faces (holdout: those no training build saw)
@@ -172,8 +181,20 @@ $(LM_OUT)/results.json: $(LM_OUT)/.make-settings $(LANDMARK_LIST) $(call weights
 		$(if $(MIN_FACE),--min-face $(MIN_FACE)) --device $(DEVICE)
 
 detect: | $(VENV_STAMP) ## detect faces in IMG= with WEIGHTS= (default shipped) -> DETECT_OUT=
-	@test -n "$(IMG)" || { echo "usage: make detect IMG=photo.jpg [WEIGHTS=shipped|original:PATH|folder] [DETECT_OUT=folder]" >&2; exit 2; }
-	$(PY) -m detector.detect --image $(IMG) --weights $(WEIGHTS) --out $(DETECT_OUT) --min-face $(MIN_FACE) --device $(DEVICE)
+	@test -n "$(IMG)" || { echo "usage: make detect IMG=photo.jpg [WEIGHTS=shipped|original:PATH|folder] [BACKEND=torch|onnx] [DETECT_OUT=folder]" >&2; exit 2; }
+	$(PY) -m detector.detect --image $(IMG) --weights $(WEIGHTS) --out $(DETECT_OUT) $(if $(MIN_FACE),--min-face $(MIN_FACE)) \
+		--device $(DEVICE) --backend $(BACKEND)
+
+export: $(EXPORT_OUT)/mtcnn.json ## WEIGHTS= as ONNX files + mtcnn.json (how to run the cascade) -> EXPORT_OUT=
+
+$(EXPORT_OUT)/.make-settings: SETTINGS = weights=$(WEIGHTS)
+$(EXPORT_OUT)/mtcnn.json: $(EXPORT_OUT)/.make-settings $(call weights_files,$(WEIGHTS)) detector/export.py \
+		detector/onnx_backend.py $(DETECTOR_SRC) | $(VENV_STAMP)
+	$(PY) -m detector.export --weights $(WEIGHTS) --out $(EXPORT_OUT)
+
+align: | $(VENV_STAMP) ## crop the faces of every image under IMAGES= -> ALIGN_OUT= (LARGEST=1, ALIGN=similarity)
+	$(PY) -m detector.align --images $(IMAGES) --out $(ALIGN_OUT) --weights $(WEIGHTS) --backend $(BACKEND) \
+		$(if $(MIN_FACE),--min-face $(MIN_FACE)) --align $(ALIGN) $(if $(filter-out 0,$(LARGEST)),--largest) --device $(DEVICE)
 
 FORCE:
 
@@ -222,10 +243,11 @@ test: $(VENV_STAMP) ## run the test suite (tests that need ../shared/data skip w
 test-fast: $(VENV_STAMP) ## the tests without those marked slow
 	$(PY) -m pytest -q -m "not slow"
 
-bench: $(VENV_STAMP) ## benchmarks: data stage time/RSS, LMDB read, training samples/s, detector images/s
+bench: $(VENV_STAMP) ## benchmarks: data stage time/RSS, LMDB read, training samples/s, detector images/s (torch/onnx)
 	$(PY) -m benchmarks.bench_data --wider $(WIDER) --landmarks $(LANDMARKS) --workers $(WORKERS) \
 		$(if $(wildcard $(OUT)/pnet/manifest.json),--verify-builds $(OUT)/pnet)
 	$(PY) -m benchmarks.bench_train
 	$(PY) -m benchmarks.bench_detector --images $(VAL_IMAGES) --min-face $(MIN_FACE) \
 		$(if $(wildcard $(ORIGINAL)/onet.pt),--weights original:$(ORIGINAL),--weights shipped) \
 		$(if $(wildcard $(FACENET_PKG)/facenet_pytorch),--facenet $(FACENET_PKG))
+	$(PY) -m benchmarks.bench_backends --images $(VAL_IMAGES) $(if $(MIN_FACE),--min-face $(MIN_FACE))
