@@ -76,8 +76,8 @@ class AlignConfig:
     backend: str = "torch"
     """torch or onnx (onnxruntime on an export folder)."""
     threads: int | None = None
-    """CPU threads: onnxruntime's intra-op threads per net, or torch.set_num_threads for the torch
-    backend. None: the library's default."""
+    """CPU threads: torch's (the cascade's own tensor work, and the torch nets) and onnxruntime's
+    intra-op threads per net. None: the libraries' defaults (one per core)."""
     device: str = DetectorConfig.device
     """cpu or cuda[:N] (the torch backend)."""
     min_face: float = DetectorConfig.min_face
@@ -250,7 +250,7 @@ def main(cfg: AlignConfig) -> dict:
         if earlier != cfg.settings():
             raise ValueError(f"{out} holds crops made with other settings ({earlier}); pass --overwrite or "
                              f"another folder")
-    if cfg.threads is not None and cfg.backend == "torch":
+    if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     detector = load_detector(cfg.weights, DetectorConfig(min_face=cfg.min_face, thresholds=cfg.thresholds,
                                                          device=cfg.device), cfg.backend, cfg.threads)

@@ -51,8 +51,8 @@ class DetectConfig:
     backend: str = "torch"
     """torch (the PyTorch nets of --weights) or onnx (onnxruntime on an export folder, make export)."""
     threads: int | None = None
-    """CPU threads: onnxruntime's intra-op threads per net, or torch.set_num_threads for the torch
-    backend. None: the library's default."""
+    """CPU threads: torch's (the cascade's own tensor work, and the torch nets) and onnxruntime's
+    intra-op threads per net. None: the libraries' defaults (one per core)."""
 
 
 def detections_to_json(dets: Detections) -> dict:
@@ -87,7 +87,7 @@ def main(cfg: DetectConfig) -> int:
     except ImageReadError as err:
         print(f"error: cannot read image {err.path}: {err.reason}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if cfg.threads is not None and cfg.backend == "torch":
+    if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     try:
         detector = load_detector(cfg.weights, DetectorConfig(min_face=cfg.min_face, thresholds=tuple(cfg.thresholds),
