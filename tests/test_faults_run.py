@@ -357,6 +357,9 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
     assert text.startswith(f"{target}: disk full (") and text.endswith(" bytes free on the device)")
     assert abs(int(text.split("(")[1].split()[0].replace(",", "")) - free) < 2**30
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+    with pytest.raises(DiskFullError) as err:  # found by the probe a stage writes before any work
+        ensure_writable_folder(tmp_path)
+    assert str(err.value).startswith(f"{tmp_path}: disk full (")
 
 
 def test_a_disk_that_fills_while_writing_results_is_one_line(tmp_path, random_weights, val_build):
