@@ -293,21 +293,31 @@ def pool_size(workers: int) -> int:
 KIND_WORDS = {"neg": "negative", "pos": "positive", "part": "part", "landmark": "landmark"}
 
 
-def refuse_useless_build(counts: dict, cfg: GenerateConfig, num_wider: int, wider_skips: dict) -> None:
+def refuse_useless_build(counts: dict, cfg: GenerateConfig, num_wider: int, wider_skips: dict,
+                         landmark_faces: int) -> None:
     """``BuildError`` when no WIDER image gave a sample, or a kind the loss needs is missing:
-    negatives, positives and part faces, and landmark samples when a landmark list was given."""
+    negatives, positives and part faces, and landmark samples when a landmark list was given.
+    An evaluation build of a list's held-out faces (``--landmark-part holdout``) may have none
+    when the held-out part of a short list is empty (a warning says so)."""
     totals = next(iter(counts.values()), {})  # every size holds the same crops
     if not any(totals.get(name, 0) for name in ("neg", "pos", "part")):
         skipped = sum(wider_skips.values())
         reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(wider_skips.items(), key=lambda kv: -kv[1]))
         raise BuildError(f"no WIDER image produced samples ({num_wider} listed, {skipped} skipped"
                          f"{': ' + reasons if reasons else ''})")
-    needed = ["neg", "pos", "part"] + (["landmark"] if cfg.landmarks else [])
+    needed = ["neg", "pos", "part"]
+    if cfg.landmarks and (landmark_faces or cfg.landmark_part == "train"):
+        needed.append("landmark")
+    elif cfg.landmarks:
+        print(f"warning: the landmark list's held-out part is empty (--landmark-holdout {cfg.landmark_holdout}); "
+              "the build has no landmark samples", file=sys.stderr)
     for name in needed:
         if not totals.get(name, 0):
             have = ", ".join(f"{KIND_WORDS[k]} {totals.get(k, 0):,}" for k in KIND_NAMES.values())
+            why = (f"no face of the landmark list's {cfg.landmark_part} part is left" if name == "landmark"
+                   and not landmark_faces else "check the annotations and the sampling options")
             raise BuildError(f"the build has no {KIND_WORDS[name]} samples ({have}); training needs every kind: "
-                             "check the annotations and the sampling options")
+                             f"{why}")
 
 
 # -- the stage --------------------------------------------------------------------------------
@@ -349,8 +359,10 @@ def _build(cfg: GenerateConfig, out: Path) -> dict:
             n_samples += sum(len(r) for r in records)
             bar.update(1)
             bar.set_postfix_str(f"{n_samples / max(bar.format_dict['elapsed'], 1e-9):.0f} samples/s", refresh=False)
+        bar.close()  # before any warning or refusal, so that it ends the progress line
         refuse_useless_build(writer.counts(), cfg, num_wider,
-                             collections.Counter(r for i, r in skips.items() if i < num_wider))
+                             collections.Counter(r for i, r in skips.items() if i < num_wider),
+                             sum(len(item.boxes) for item in items[num_wider:]))
     except BaseException:
         writer.abort()
         raise

@@ -206,6 +206,14 @@ def test_a_build_without_a_needed_kind_is_refused(tiny_wider, tmp_path):
     assert without_list["buckets"]["12"]["counts"]["landmark"] == 0
 
 
+def test_an_empty_held_out_part_is_a_warning_but_an_empty_training_part_is_refused(tiny_wider, tmp_path, capsys):
+    evaluation = main(config(tiny_wider, tmp_path / "val", landmark_part="holdout", landmark_holdout=0.0))
+    assert evaluation["buckets"]["12"]["counts"]["landmark"] == 0
+    assert "warning: the landmark list's held-out part is empty" in capsys.readouterr().err
+    with pytest.raises(BuildError, match="no landmark samples .* no face of the landmark list's train part is left"):
+        main(config(tiny_wider, tmp_path / "train", landmark_holdout=1.0))
+
+
 # -- 4. boxes mostly outside their image --------------------------------------------------------
 def test_a_huge_wider_box_is_dropped_not_clipped_to_the_whole_image(tiny_wider, tmp_path):
     txt, images, _ = copy_fixture(tiny_wider, tmp_path / "data")
