@@ -303,8 +303,10 @@ def refuse_useless_build(counts: dict, cfg: GenerateConfig, num_wider: int, wide
     if not any(totals.get(name, 0) for name in ("neg", "pos", "part")):
         skipped = sum(wider_skips.values())
         reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(wider_skips.items(), key=lambda kv: -kv[1]))
+        hint = (f": the {'/'.join(mining_stages(cfg.net_sizes[0]))} cascade found no face candidate; train it "
+                "longer or lower --mine-thresholds" if cfg.mine_with and skipped < num_wider else "")
         raise BuildError(f"no WIDER image produced samples ({num_wider} listed, {skipped} skipped"
-                         f"{': ' + reasons if reasons else ''})")
+                         f"{': ' + reasons if reasons else ''}){hint}")
     needed = ["neg", "pos", "part"]
     if cfg.landmarks and (landmark_faces or cfg.landmark_part == "train"):
         needed.append("landmark")

@@ -206,6 +206,23 @@ def test_a_build_without_a_needed_kind_is_refused(tiny_wider, tmp_path):
     assert without_list["buckets"]["12"]["counts"]["landmark"] == 0
 
 
+def test_a_mined_build_whose_cascade_finds_nothing_is_refused_with_a_hint(tiny_wider, tmp_path):
+    import torch
+
+    from core.nets import build_net
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    net = build_net("pnet")
+    with torch.no_grad():
+        net.conv4_1.bias.copy_(torch.tensor([3.0, -3.0]))  # "no face" everywhere
+    torch.save(net.state_dict(), weights / "pnet.pt")
+    cfg = config(tiny_wider, tmp_path / "rnet", net_sizes=(24,), mine_with=str(weights))
+    with pytest.raises(BuildError, match=r"\(5 listed, 0 skipped\): the pnet cascade found no face candidate"):
+        main(cfg)
+    assert not (tmp_path / "rnet" / MANIFEST_NAME).exists()
+
+
 def test_an_empty_held_out_part_is_a_warning_but_an_empty_training_part_is_refused(tiny_wider, tmp_path, capsys):
     evaluation = main(config(tiny_wider, tmp_path / "val", landmark_part="holdout", landmark_holdout=0.0))
     assert evaluation["buckets"]["12"]["counts"]["landmark"] == 0
