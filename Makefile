@@ -65,8 +65,10 @@ SAMPLING_SRC := prepare/generate.py prepare/sampling.py prepare/landmark_aug.py 
 
 TRAIN_SRC := trainers/train.py trainers/config.py trainers/engine.py trainers/model.py trainers/checkpoint.py \
 	trainers/distributed.py trainers/reporting.py trainers/augment.py trainers/losses.py trainers/preflight.py \
-	core/nets.py core/weights.py lmdb_builders/reader.py lmdb_builders/schema.py
-DETECTOR_SRC := detector/__init__.py detector/cascade.py core/nets.py core/geometry.py core/imageio.py core/weights.py
+	core/nets.py core/weights.py core/device.py core/atomic.py core/lock.py lmdb_builders/reader.py lmdb_builders/schema.py \
+	lmdb_builders/verify.py lmdb_builders/manifest.py
+DETECTOR_SRC := detector/__init__.py detector/cascade.py core/nets.py core/geometry.py core/imageio.py core/weights.py \
+	core/device.py
 
 .PHONY: help setup pnet-data rnet-data onet-data val-data train-pnet train-rnet train-onet roc eval-wider eval-landmarks detect \
 	export align FORCE \
@@ -144,7 +146,7 @@ roc: $(OUT)/roc/summary.json ## per-stage ROC on held-out samples -> $(OUT)/roc/
 # What the ROC figures depend on: the code that reads the samples and runs the nets, and the
 # detector's thresholds (detector/cascade.py) at which recall and false positives are reported.
 ROC_SRC := evaluation/roc.py detector/cascade.py core/nets.py core/weights.py lmdb_builders/reader.py \
-	lmdb_builders/schema.py lmdb_builders/manifest.py lmdb_builders/writer.py
+	lmdb_builders/schema.py lmdb_builders/manifest.py lmdb_builders/writer.py lmdb_builders/verify.py core/device.py
 
 $(OUT)/roc/summary.json: $(OUT)/val/manifest.json $(WEIGHTS_DIR)/pnet.pt $(WEIGHTS_DIR)/rnet.pt $(WEIGHTS_DIR)/onet.pt \
 		$(ROC_SRC) | $(VENV_STAMP)
@@ -211,8 +213,10 @@ DEMO_DATA_FLAGS ?=
 DEMO_TRAIN_FLAGS ?= --epochs 3 --batches-per-epoch 40 --batch-size 128 --no-progress
 # The detections printed at the end are the shipped weights' (what `make detect` uses)
 DEMO_DETECT_WEIGHTS ?= shipped
+# The demo's nets are trained for seconds: a changed trainer or setting retrains them from scratch.
+DEMO_GEN_FLAGS ?= --tiny
 DEMO_VARS = WIDER=$(DEMO_WIDER) LANDMARKS=$(DEMO_WIDER)/landmarks/trainImageList.txt OUT=$(DEMO) \
-	GEN_FLAGS=--tiny TRAIN_FLAGS="$(DEMO_TRAIN_FLAGS)"
+	GEN_FLAGS="$(DEMO_GEN_FLAGS)" TRAIN_FLAGS="$(DEMO_TRAIN_FLAGS)" RESTART=1
 
 $(DEMO_TXT): demo/data.py annotations/wider.py annotations/landmarks.py annotations/wider_mat.py | $(VENV_STAMP)
 	$(PY) -m demo.data --out $(DEMO_WIDER) --seed $(SEED) $(DEMO_DATA_FLAGS)

@@ -37,7 +37,7 @@ def bench_net(net: str, data: Path, work: Path, steps: int, workers: int, thread
 
     cfg = TrainConfig(net=net, data=str(data), out=str(work / f"run-{net}-w{workers}"), epochs=1 + repeats,
                       batches_per_epoch=steps, num_workers=workers, val_fraction=0.002, progress=False,
-                      threads=threads, device=device)
+                      threads=threads, device=device, restart=True)  # the work folder is reused
     t0 = time.perf_counter()
     timed = main(cfg).history[1:]
     return {"net": net, "workers": workers, "batch": cfg.batch_size, "steps": steps,

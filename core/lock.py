@@ -5,7 +5,9 @@ one, so every stage that writes a folder (data builds, training, evaluation, exp
 ``folder_lock(out)`` while it works. The lock is ``fcntl.flock`` on ``<out>/.lock``: the kernel
 releases it when the holder exits for any reason (``kill -9`` included), so a lock left by a
 killed run is simply taken over by the next one, with no stale-pid guessing. The file records the
-holder's pid and command so that the refusal names them.
+holder's pid and command so that the refusal names them. A forked child (a DataLoader worker, a
+process pool) closes its copy of the descriptor at once: otherwise the lock would outlive the run
+for as long as such a child lingers.
 """
 
 from __future__ import annotations
@@ -19,6 +21,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 LOCK_NAME = ".lock"
+_HELD: set[int] = set()
+
+
+def _close_in_child() -> None:
+    for fd in _HELD:
+        try:
+            os.close(fd)  # the parent's descriptor keeps the lock
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
 
 
 class FolderLockedError(RuntimeError):
@@ -55,6 +70,8 @@ def folder_lock(folder, purpose: str = "a run"):
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, json.dumps(record).encode())
+        _HELD.add(fd)
         yield folder
     finally:
+        _HELD.discard(fd)
         os.close(fd)  # releases the flock

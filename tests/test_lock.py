@@ -43,3 +43,23 @@ def test_a_live_holder_is_named_and_a_killed_one_is_taken_over(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_forked_child_does_not_keep_the_lock(tmp_path):
+    import os
+
+    ready_r, ready_w = os.pipe()
+    with folder_lock(tmp_path, "parent"):
+        pid = os.fork()
+        if pid == 0:  # the child lingers past the parent's run, as a DataLoader worker can
+            os.write(ready_w, b"1")
+            time.sleep(3)
+            os._exit(0)
+        os.read(ready_r, 1)  # the child runs (the fork handlers are done)
+    try:
+        with folder_lock(tmp_path, "next run"):  # refused if the child had inherited the lock
+            pass
+    finally:
+        os.waitpid(pid, 0)
+        os.close(ready_r)
+        os.close(ready_w)
