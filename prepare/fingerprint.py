@@ -41,6 +41,7 @@ SAMPLING_CODE = (
 # Mined builds also depend on the cascade that finds their crops.
 MINING_CODE = (
     "prepare/mining.py", "detector/__init__.py", "detector/cascade.py", "core/nets.py", "core/weights.py",
+    "core/device.py",
 )
 CODE_ROOT = Path(__file__).resolve().parents[1]
 
