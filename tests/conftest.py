@@ -45,6 +45,17 @@ def tiny_wider(tmp_path_factory):
     )
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module's tests (what the CPU detector benchmarks and CI measure)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The read-only real data (``../shared/data`` beside the project); skips the test when absent."""
