@@ -46,7 +46,8 @@ WEIGHTS ?= shipped
 IMAGES ?= $(VAL_IMAGES)
 GT ?= $(WIDER)/eval_tools/ground_truth
 PRED ?= $(OUT)/eval
-MIN_FACE ?= 20
+# Smallest face looked for, in pixels; empty: DetectorConfig's default (20)
+MIN_FACE ?=
 IMG ?=
 DETECT_OUT ?= $(OUT)/detect
 # detect / eval-wider / align: torch, or onnx (onnxruntime; WEIGHTS= is then a folder of make export)
@@ -251,7 +252,7 @@ bench: $(VENV_STAMP) ## benchmarks: data stage time/RSS, LMDB read, training sam
 	$(PY) -m benchmarks.bench_data --wider $(WIDER) --landmarks $(LANDMARKS) --workers $(WORKERS) \
 		$(if $(wildcard $(OUT)/pnet/manifest.json),--verify-builds $(OUT)/pnet)
 	$(PY) -m benchmarks.bench_train
-	$(PY) -m benchmarks.bench_detector --images $(VAL_IMAGES) --min-face $(MIN_FACE) \
+	$(PY) -m benchmarks.bench_detector --images $(VAL_IMAGES) $(if $(MIN_FACE),--min-face $(MIN_FACE)) \
 		$(if $(wildcard $(ORIGINAL)/onet.pt),--weights original:$(ORIGINAL),--weights shipped) \
 		$(if $(wildcard $(FACENET_PKG)/facenet_pytorch),--facenet $(FACENET_PKG))
 	$(PY) -m benchmarks.bench_backends --images $(VAL_IMAGES) $(if $(MIN_FACE),--min-face $(MIN_FACE))
