@@ -45,9 +45,10 @@ def tiny_wider(tmp_path_factory):
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def one_torch_thread():
-    """torch on one thread for a module's tests (what the CPU detector benchmarks and CI measure)."""
+    """torch on one thread for a test, restored after it (the nets are small and the machine is shared;
+    a run may change the thread count, so each test starts from one)."""
     import torch
 
     before = torch.get_num_threads()

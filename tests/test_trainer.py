@@ -39,12 +39,7 @@ HEADS = {  # (box head, landmark head, classification head) module names
 }
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared; these nets are small
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the nets are small
 
 
 @pytest.fixture(scope="module")
