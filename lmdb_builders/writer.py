@@ -325,16 +325,3 @@ class ShardWriter:
         for shard in self.open.values():
             shard.abandon()
         self.open = {}
-
-
-def shard_kinds(path) -> np.ndarray:
-    """The per-record kinds array of a shard (one byte per record)."""
-    env = open_for_read(path)
-    try:
-        with env.begin() as txn:
-            raw = txn.get(KINDS_KEY)
-    finally:
-        env.close()
-    if raw is None:
-        raise ValueError(f"{path}: shard has no kinds index; it is incomplete")
-    return np.frombuffer(raw, dtype=np.uint8).copy()
