@@ -120,18 +120,18 @@ $(WEIGHTS_DIR)/%.pt: $(OUT)/%/manifest.json $(OUT)/train/%/flags.txt $(TRAIN_SRC
 	$(PY) -m trainers.train --net $* --data $(OUT)/$* --out $(OUT)/train/$* --export $@ --device $(DEVICE) --seed $(SEED) \
 		$(if $(RESUME),--resume) $(if $(RESTART),--restart) $(TRAIN_FLAGS_$*) $(TRAIN_FLAGS)
 
+# $(call settings_file,FILE,SETTINGS): FILE holds a rule's settings and is a prerequisite of its
+# result. It depends on FORCE only when it holds other settings than these, so new settings redo the
+# result while an unchanged rerun (and make -q) finds it up to date, as with any input file.
+same_text = $(and $(findstring x$(1)x,x$(2)x),$(findstring x$(2)x,x$(1)x))
+settings_file = $(eval $(1): SETTINGS = $(2))$(eval $(1): $(if $(call same_text,$(2),$(if $(wildcard $(1)),$(file <$(1)))),,FORCE))
+
 # Each net's training settings live in $(OUT)/train/<net>/flags.txt, a prerequisite of its weights.
-# The file depends on FORCE only when the settings differ from those it holds, so new settings
-# retrain the net while an unchanged rerun (and make -q) finds the weights up to date.
 train_settings = device=$(DEVICE) seed=$(SEED) flags=$(strip $(TRAIN_FLAGS_$(1)) $(TRAIN_FLAGS))
-train_flags_file = $(OUT)/train/$(1)/flags.txt
-train_flags_held = $(if $(wildcard $(call train_flags_file,$(1))),$(file <$(call train_flags_file,$(1))))
-train_settings_same = $(and $(findstring x$(1)x,x$(2)x),$(findstring x$(2)x,x$(1)x))
-$(foreach net,pnet rnet onet,$(eval $(call train_flags_file,$(net)): \
-	$(if $(call train_settings_same,$(call train_settings,$(net)),$(call train_flags_held,$(net))),,FORCE)))
+$(foreach net,pnet rnet onet,$(call settings_file,$(OUT)/train/$(net)/flags.txt,$(call train_settings,$(net))))
 
 $(OUT)/train/%/flags.txt:
-	@mkdir -p $(@D) && printf '%s\n' '$(call train_settings,$*)' > $@
+	@mkdir -p $(@D) && printf '%s\n' '$(SETTINGS)' > $@
 
 # -- the original MTCNN weights (facenet-pytorch's wheel, fetched, never installed) -------------
 ORIGINAL := weights/original
@@ -155,16 +155,14 @@ $(OUT)/roc/summary.json: $(OUT)/val/manifest.json $(WEIGHTS_DIR)/pnet.pt $(WEIGH
 
 # The weights files a WEIGHTS spec (shipped | original:PATH | folder) names: results depend on them.
 weights_files = $(wildcard $(addprefix $(if $(filter shipped,$(1)),weights,$(patsubst original:%,%,$(1)))/,pnet.pt rnet.pt onet.pt mtcnn.json))
-# A file in an output folder holding a rule's settings (SETTINGS, per target), rewritten only when
-# they change: a result that lists it is redone when a setting changes, as when an input file does.
-%/.make-settings: FORCE
-	@mkdir -p $(@D) && { printf '%s\n' '$(SETTINGS)' | cmp -s - $@ || printf '%s\n' '$(SETTINGS)' > $@; }
+%/.make-settings:
+	@mkdir -p $(@D) && printf '%s\n' '$(SETTINGS)' > $@
 
 # eval-wider: redone when the weights files, the ground truth, the code or the settings change; the
 # evaluator records the weights files' sha256 and detects every image again when they differ
 eval-wider: $(PRED)/results.json ## WIDER AP easy/medium/hard: IMAGES= GT= PRED= WEIGHTS= MIN_FACE=
 
-$(PRED)/.make-settings: SETTINGS = weights=$(WEIGHTS) backend=$(BACKEND) images=$(IMAGES) min_face=$(MIN_FACE)
+$(call settings_file,$(PRED)/.make-settings,weights=$(WEIGHTS) backend=$(BACKEND) images=$(IMAGES) min_face=$(MIN_FACE))
 $(PRED)/results.json: $(PRED)/.make-settings $(call weights_files,$(WEIGHTS)) $(wildcard $(GT)/*.mat) \
 		evaluation/wider_eval.py annotations/wider_mat.py $(DETECTOR_SRC) | $(VENV_STAMP)
 	$(PY) -m evaluation.wider_eval --images $(IMAGES) --gt $(GT) --pred $(PRED) --weights $(WEIGHTS) $(if $(MIN_FACE),--min-face $(MIN_FACE)) --device $(DEVICE) \
@@ -177,7 +175,7 @@ LM_PART ?= holdout
 LM_OUT ?= $(OUT)/eval-landmarks/$(WEIGHTS_TAG)
 eval-landmarks: $(LM_OUT)/results.json ## landmark NME, failure rate and CED of WEIGHTS= on LANDMARK_LIST= -> LM_OUT=
 
-$(LM_OUT)/.make-settings: SETTINGS = weights=$(WEIGHTS) list=$(LANDMARK_LIST) part=$(LM_PART) min_face=$(MIN_FACE)
+$(call settings_file,$(LM_OUT)/.make-settings,weights=$(WEIGHTS) list=$(LANDMARK_LIST) part=$(LM_PART) min_face=$(MIN_FACE))
 $(LM_OUT)/results.json: $(LM_OUT)/.make-settings $(LANDMARK_LIST) $(call weights_files,$(WEIGHTS)) evaluation/landmarks.py \
 		annotations/landmarks.py $(DETECTOR_SRC) | $(VENV_STAMP)
 	$(PY) -m evaluation.landmarks --landmarks $(LANDMARK_LIST) --weights $(WEIGHTS) --out $(LM_OUT) --part $(LM_PART) \
@@ -190,7 +188,7 @@ detect: | $(VENV_STAMP) ## detect faces in IMG= with WEIGHTS= (default shipped) 
 
 export: $(EXPORT_OUT)/mtcnn.json ## WEIGHTS= as ONNX files + mtcnn.json (how to run the cascade) -> EXPORT_OUT=
 
-$(EXPORT_OUT)/.make-settings: SETTINGS = weights=$(WEIGHTS)
+$(call settings_file,$(EXPORT_OUT)/.make-settings,weights=$(WEIGHTS))
 $(EXPORT_OUT)/mtcnn.json: $(EXPORT_OUT)/.make-settings $(call weights_files,$(WEIGHTS)) detector/export.py \
 		detector/onnx_backend.py $(DETECTOR_SRC) | $(VENV_STAMP)
 	$(PY) -m detector.export --weights $(WEIGHTS) --out $(EXPORT_OUT)

@@ -463,6 +463,8 @@ def test_make_eval_wider_is_redone_after_retraining(tmp_path, wider_set):
     done = (pred / "results.json").stat().st_mtime_ns
     assert _make("eval-wider", *flags).returncode == 0
     assert (pred / "results.json").stat().st_mtime_ns == done, "up to date, yet evaluated again"
+    assert _make("-q", "eval-wider", *flags).returncode == 0  # and make -q agrees
+    assert _make("-q", "eval-wider", *flags[:-1], "MIN_FACE=30").returncode == 1  # a new setting is not
     _save_random_nets(weights, ("pnet",), seed=1)  # retrained into the same folder
     again = _make("eval-wider", *flags)
     assert again.returncode == 0, again.stderr
