@@ -23,6 +23,13 @@ WORKERS ?= 0
 SEED ?= 0
 DEVICE ?= cpu
 GEN_FLAGS ?=
+# Per-build sample settings of the shipped weights; GEN_FLAGS, given after them, wins. O-Net is fed
+# R-Net's squared boxes, which sit larger and higher around a face than a landmark list's box, so its
+# landmark crops span that range rather than only near-copies of the list's box (README model card).
+GEN_FLAGS_pnet ?=
+GEN_FLAGS_rnet ?=
+GEN_FLAGS_onet ?= --landmark-min-scale 0.9 --landmark-max-scale 1.4 --landmark-max-shift 0.15 --landmark-min-iou 0.45
+GEN_FLAGS_val ?=
 TRAIN_FLAGS ?=
 # Per-net settings of the shipped weights (README model card); TRAIN_FLAGS, given after them, wins.
 # R-Net and O-Net learn from small mined builds and overfit with P-Net's 16 epochs; P-Net does
@@ -86,30 +93,31 @@ $(VENV_STAMP): pyproject.toml
 # -- data stages ------------------------------------------------------------------------------
 pnet-data: $(OUT)/pnet/manifest.json ## WIDER + landmark list -> 12 px LMDB shards in $(OUT)/pnet
 
-$(OUT)/pnet/manifest.json: $(WIDER_TXT) $(LANDMARKS) $(SAMPLING_SRC) | $(VENV_STAMP)
+$(OUT)/pnet/manifest.json: $(OUT)/settings/pnet.txt $(WIDER_TXT) $(LANDMARKS) $(SAMPLING_SRC) | $(VENV_STAMP)
 	$(PY) -m prepare.generate --wider-txt $(WIDER_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
-		--out $(OUT)/pnet --net-size 12 --seed $(SEED) --workers $(WORKERS) $(GEN_FLAGS)
+		--out $(OUT)/pnet --net-size 12 --seed $(SEED) --workers $(WORKERS) $(GEN_FLAGS_pnet) $(GEN_FLAGS)
 
 rnet-data: $(OUT)/rnet/manifest.json ## mine 24 px samples with the trained P-Net -> $(OUT)/rnet
 
-$(OUT)/rnet/manifest.json: $(WEIGHTS_DIR)/pnet.pt $(WIDER_TXT) $(LANDMARKS) $(SAMPLING_SRC) prepare/mining.py \
-		$(DETECTOR_SRC) | $(VENV_STAMP)
+$(OUT)/rnet/manifest.json: $(OUT)/settings/rnet.txt $(WEIGHTS_DIR)/pnet.pt $(WIDER_TXT) $(LANDMARKS) $(SAMPLING_SRC) \
+		prepare/mining.py $(DETECTOR_SRC) | $(VENV_STAMP)
 	$(PY) -m prepare.generate --wider-txt $(WIDER_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
-		--out $(OUT)/rnet --net-size 24 --mine-with $(WEIGHTS_DIR) --device $(DEVICE) --seed $(SEED) --workers $(WORKERS) $(GEN_FLAGS)
+		--out $(OUT)/rnet --net-size 24 --mine-with $(WEIGHTS_DIR) --device $(DEVICE) --seed $(SEED) --workers $(WORKERS) \
+		$(GEN_FLAGS_rnet) $(GEN_FLAGS)
 
 onet-data: $(OUT)/onet/manifest.json ## mine 48 px samples with P-Net then R-Net -> $(OUT)/onet
 
-$(OUT)/onet/manifest.json: $(WEIGHTS_DIR)/pnet.pt $(WEIGHTS_DIR)/rnet.pt $(WIDER_TXT) $(LANDMARKS) $(SAMPLING_SRC) \
+$(OUT)/onet/manifest.json: $(OUT)/settings/onet.txt $(WEIGHTS_DIR)/pnet.pt $(WEIGHTS_DIR)/rnet.pt $(WIDER_TXT) $(LANDMARKS) $(SAMPLING_SRC) \
 		prepare/mining.py $(DETECTOR_SRC) | $(VENV_STAMP)
 	$(PY) -m prepare.generate --wider-txt $(WIDER_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
 		--out $(OUT)/onet --net-size 48 --mine-with $(WEIGHTS_DIR) --mine-thresholds $(ONET_MINE_THRESHOLDS) \
-		--device $(DEVICE) --seed $(SEED) --workers $(WORKERS) $(GEN_FLAGS)
+		--device $(DEVICE) --seed $(SEED) --workers $(WORKERS) $(GEN_FLAGS_onet) $(GEN_FLAGS)
 
 val-data: $(OUT)/val/manifest.json ## held-out 12/24/48 px samples from WIDER val + held-out landmark faces
 
-$(OUT)/val/manifest.json: $(VAL_TXT) $(LANDMARKS) $(SAMPLING_SRC) | $(VENV_STAMP)
+$(OUT)/val/manifest.json: $(OUT)/settings/val.txt $(VAL_TXT) $(LANDMARKS) $(SAMPLING_SRC) | $(VENV_STAMP)
 	$(PY) -m prepare.generate --wider-txt $(VAL_TXT) --wider-images $(VAL_IMAGES) --landmarks $(LANDMARKS) \
-		--out $(OUT)/val --net-size 12 24 48 --landmark-part holdout --seed $(SEED) --workers $(WORKERS) $(GEN_FLAGS)
+		--out $(OUT)/val --net-size 12 24 48 --landmark-part holdout --seed $(SEED) --workers $(WORKERS) $(GEN_FLAGS_val) $(GEN_FLAGS)
 
 # -- training: each net's final weights land in $(WEIGHTS_DIR), the folder mining and evaluation read
 train-pnet: $(WEIGHTS_DIR)/pnet.pt ## train P-Net on $(OUT)/pnet
@@ -131,6 +139,14 @@ train_settings = device=$(DEVICE) seed=$(SEED) flags=$(strip $(TRAIN_FLAGS_$(1))
 $(foreach net,pnet rnet onet,$(call settings_file,$(OUT)/train/$(net)/flags.txt,$(call train_settings,$(net))))
 
 $(OUT)/train/%/flags.txt:
+	@mkdir -p $(@D) && printf '%s\n' '$(SETTINGS)' > $@
+
+# Each build's sample settings live in $(OUT)/settings/<build>.txt, a prerequisite of its manifest
+# (settings_file above). The worker count is not among them: it changes no byte of a build.
+data_settings = seed=$(SEED)$(if $(filter rnet onet,$(1)), device=$(DEVICE)) flags=$(strip $(GEN_FLAGS_$(1)) $(GEN_FLAGS))
+$(foreach build,pnet rnet onet val,$(call settings_file,$(OUT)/settings/$(build).txt,$(call data_settings,$(build))))
+
+$(OUT)/settings/%.txt:
 	@mkdir -p $(@D) && printf '%s\n' '$(SETTINGS)' > $@
 
 # -- the original MTCNN weights (facenet-pytorch's wheel, fetched, never installed) -------------

@@ -15,6 +15,7 @@ import torch
 
 import prepare.generate as generate
 from annotations.landmarks import landmark_holdout_mask
+from core.geometry import iou
 from detector import DetectorConfig
 from lmdb_builders.manifest import MANIFEST_NAME, load_manifest
 from lmdb_builders.reader import ShardDataset, records_to_batch
@@ -207,6 +208,28 @@ def test_makefile_rebuilds_when_an_input_changes(tiny_wider, tmp_path):
     assert second["fingerprint"] != first["fingerprint"]
     assert second["config"]["inputs"]["landmarks"] != first["config"]["inputs"]["landmarks"]
     assert subprocess.run(make + ["-q", "pnet-data"]).returncode == 0
+    # Other sample settings are another build too; the worker count is not.
+    assert subprocess.run(make + ["-q", "pnet-data", "SEED=1"]).returncode == 1
+    assert subprocess.run(make + ["-q", "pnet-data", "GEN_FLAGS=--tiny --negatives-per-image 3"]).returncode == 1
+    assert subprocess.run(make + ["-q", "pnet-data", "GEN_FLAGS_pnet=--negatives-per-image 3"]).returncode == 1
+    assert subprocess.run(make + ["-q", "pnet-data", "WORKERS=2"]).returncode == 0
+    assert (tmp_path / "out" / "settings" / "pnet.txt").read_text() == "seed=0 flags=--tiny\n"
+
+
+def test_onet_landmark_crops_span_the_boxes_rnet_hands_onet(tmp_path):
+    # The O-Net build's command as the Makefile writes it: its landmark crops reach R-Net's boxes,
+    # which are up to 1.3x a list's face box and a tenth of it higher.
+    dry = subprocess.run(["make", "-C", str(REPO), "-n", "--no-print-directory", f"OUT={tmp_path}", "VENV_STAMP=",
+                          "PY=python", f"{tmp_path}/onet/manifest.json"], capture_output=True, text=True, check=True)
+    command = dry.stdout.replace("\\\n", " ").splitlines()[-1].split()
+    cfg = parse_args(command[command.index("prepare.generate") + 1:]).landmark_aug
+    assert (cfg.min_scale, cfg.max_scale, cfg.max_shift, cfg.min_iou) == (0.9, 1.4, 0.15, 0.45)
+    face = np.array([100.0, 100.0, 199.0, 199.0])
+    rnet_box = np.array([85.0, 75.0, 214.0, 204.0])  # 1.3x the side, 0.1 of it higher
+    assert iou(face, rnet_box[None])[0] >= cfg.min_iou
+    assert cfg.max_scale >= 1.3 and cfg.max_shift >= 0.1
+    default = parse_args(command[command.index("prepare.generate") + 1:command.index("--landmark-min-scale")])
+    assert iou(face, rnet_box[None])[0] < default.landmark_aug.min_iou  # what the other builds' crops leave out
 
 
 @pytest.mark.slow
