@@ -18,6 +18,9 @@ WIDER ?= $(DATA)/wider
 WIDER_TXT ?= $(WIDER)/wider_face_split/wider_face_train_bbx_gt.txt
 WIDER_IMAGES ?= $(WIDER)/WIDER_train/images
 LANDMARKS ?= $(DATA)/landmarks/trainImageList.txt
+# WIDER_FRACTION=0.25: the P/R/O-Net builds read only that share of WIDER_TXT's images (a fixed draw,
+# smaller shares inside larger ones: annotations.subset), for data-scaling runs; the val build reads all
+TRAIN_TXT := $(if $(WIDER_FRACTION),$(OUT)/wider_train_subset.txt,$(WIDER_TXT))
 OUT ?= build
 WORKERS ?= 0
 SEED ?= 0
@@ -93,23 +96,23 @@ $(VENV_STAMP): pyproject.toml
 # -- data stages ------------------------------------------------------------------------------
 pnet-data: $(OUT)/pnet/manifest.json ## WIDER + landmark list -> 12 px LMDB shards in $(OUT)/pnet
 
-$(OUT)/pnet/manifest.json: $(OUT)/settings/pnet.txt $(WIDER_TXT) $(LANDMARKS) $(SAMPLING_SRC) | $(VENV_STAMP)
-	$(PY) -m prepare.generate --wider-txt $(WIDER_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
+$(OUT)/pnet/manifest.json: $(OUT)/settings/pnet.txt $(TRAIN_TXT) $(LANDMARKS) $(SAMPLING_SRC) | $(VENV_STAMP)
+	$(PY) -m prepare.generate --wider-txt $(TRAIN_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
 		--out $(OUT)/pnet --net-size 12 --seed $(SEED) --workers $(WORKERS) $(GEN_FLAGS_pnet) $(GEN_FLAGS)
 
 rnet-data: $(OUT)/rnet/manifest.json ## mine 24 px samples with the trained P-Net -> $(OUT)/rnet
 
-$(OUT)/rnet/manifest.json: $(OUT)/settings/rnet.txt $(WEIGHTS_DIR)/pnet.pt $(WIDER_TXT) $(LANDMARKS) $(SAMPLING_SRC) \
+$(OUT)/rnet/manifest.json: $(OUT)/settings/rnet.txt $(WEIGHTS_DIR)/pnet.pt $(TRAIN_TXT) $(LANDMARKS) $(SAMPLING_SRC) \
 		prepare/mining.py $(DETECTOR_SRC) | $(VENV_STAMP)
-	$(PY) -m prepare.generate --wider-txt $(WIDER_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
+	$(PY) -m prepare.generate --wider-txt $(TRAIN_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
 		--out $(OUT)/rnet --net-size 24 --mine-with $(WEIGHTS_DIR) --device $(DEVICE) --seed $(SEED) --workers $(WORKERS) \
 		$(GEN_FLAGS_rnet) $(GEN_FLAGS)
 
 onet-data: $(OUT)/onet/manifest.json ## mine 48 px samples with P-Net then R-Net -> $(OUT)/onet
 
-$(OUT)/onet/manifest.json: $(OUT)/settings/onet.txt $(WEIGHTS_DIR)/pnet.pt $(WEIGHTS_DIR)/rnet.pt $(WIDER_TXT) $(LANDMARKS) $(SAMPLING_SRC) \
+$(OUT)/onet/manifest.json: $(OUT)/settings/onet.txt $(WEIGHTS_DIR)/pnet.pt $(WEIGHTS_DIR)/rnet.pt $(TRAIN_TXT) $(LANDMARKS) $(SAMPLING_SRC) \
 		prepare/mining.py $(DETECTOR_SRC) | $(VENV_STAMP)
-	$(PY) -m prepare.generate --wider-txt $(WIDER_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
+	$(PY) -m prepare.generate --wider-txt $(TRAIN_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
 		--out $(OUT)/onet --net-size 48 --mine-with $(WEIGHTS_DIR) --mine-thresholds $(ONET_MINE_THRESHOLDS) \
 		--device $(DEVICE) --seed $(SEED) --workers $(WORKERS) $(GEN_FLAGS_onet) $(GEN_FLAGS)
 
@@ -143,11 +146,16 @@ $(OUT)/train/%/flags.txt:
 
 # Each build's sample settings live in $(OUT)/settings/<build>.txt, a prerequisite of its manifest
 # (settings_file above). The worker count is not among them: it changes no byte of a build.
-data_settings = seed=$(SEED)$(if $(filter rnet onet,$(1)), device=$(DEVICE)) flags=$(strip $(GEN_FLAGS_$(1)) $(GEN_FLAGS))
+data_settings = seed=$(SEED)$(if $(filter rnet onet,$(1)), device=$(DEVICE))$(if $(and $(WIDER_FRACTION),$(filter-out val,$(1))), \
+	wider_fraction=$(WIDER_FRACTION)) flags=$(strip $(GEN_FLAGS_$(1)) $(GEN_FLAGS))
 $(foreach build,pnet rnet onet val,$(call settings_file,$(OUT)/settings/$(build).txt,$(call data_settings,$(build))))
 
 $(OUT)/settings/%.txt:
 	@mkdir -p $(@D) && printf '%s\n' '$(SETTINGS)' > $@
+
+$(call settings_file,$(OUT)/settings/subset.txt,fraction=$(WIDER_FRACTION))
+$(OUT)/wider_train_subset.txt: $(OUT)/settings/subset.txt $(WIDER_TXT) annotations/subset.py | $(VENV_STAMP)
+	$(PY) -m annotations.subset --wider-txt $(WIDER_TXT) --fraction $(WIDER_FRACTION) --out $@
 
 # -- the original MTCNN weights (facenet-pytorch's wheel, fetched, never installed) -------------
 ORIGINAL := weights/original
