@@ -20,7 +20,7 @@ WIDER_IMAGES ?= $(WIDER)/WIDER_train/images
 LANDMARKS ?= $(DATA)/landmarks/trainImageList.txt
 # WIDER_FRACTION=0.25: the P/R/O-Net builds read only that share of WIDER_TXT's images (a fixed draw,
 # smaller shares inside larger ones: annotations.subset), for data-scaling runs; the val build reads all
-TRAIN_TXT := $(if $(WIDER_FRACTION),$(OUT)/wider_train_subset.txt,$(WIDER_TXT))
+TRAIN_TXT = $(if $(WIDER_FRACTION),$(OUT)/wider_train_subset.txt,$(WIDER_TXT))
 OUT ?= build
 WORKERS ?= 0
 SEED ?= 0
