@@ -108,6 +108,23 @@ def test_terms_are_means_over_the_samples_that_carry_them():
     assert terms.kept == 3
 
 
+def test_makefile_onet_weights_are_the_papers_caffe_balance():
+    # Caffe's EuclideanLoss is sum((pred - target)**2) / (2 * samples); the paper weighs O-Net's
+    # terms 1 / 0.5 / 1 with it. The trainer's terms are means over the 4 and 10 values.
+    dry = subprocess.run(["make", "-C", str(REPO), "-n", "--no-print-directory", "OUT=o", "VENV_STAMP=", "PY=python",
+                          "o/weights/onet.pt", "-W", "o/onet/manifest.json"], capture_output=True, text=True).stdout
+    command = dry.replace("\\\n", " ").split("-m trainers.train")[-1].split()
+    weights = parse_args(command).loss_weights
+    assert weights == (1.0, 1.0, 5.0)
+    gen = torch.Generator().manual_seed(0)
+    box, box_t, lm, lm_t = (torch.rand(6, n, generator=gen) for n in (4, 4, 10, 10))
+    batch = {"label": torch.full((6,), -1), "has_box": torch.ones(6, dtype=torch.bool),
+             "has_landmarks": torch.ones(6, dtype=torch.bool), "box": box_t, "landmarks": lm_t}
+    ours = multitask_loss(NetOutput(torch.zeros(6, 2), box, lm), batch, LossWeights(*weights)).total
+    caffe = 0.5 * ((box - box_t) ** 2).sum() / 12 + 1.0 * ((lm - lm_t) ** 2).sum() / 12
+    assert ours.item() == pytest.approx(caffe.item(), rel=1e-6)
+
+
 def test_pnet_maps_are_flattened_and_a_net_without_landmark_head_has_zero_landmark_term():
     torch.manual_seed(0)
     model = build_net("pnet", landmark_head=False)
