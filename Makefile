@@ -134,27 +134,22 @@ $(WEIGHTS_DIR)/%.pt: $(OUT)/%/manifest.json $(OUT)/train/%/flags.txt $(TRAIN_SRC
 	$(PY) -m trainers.train --net $* --data $(OUT)/$* --out $(OUT)/train/$* --export $@ --device $(DEVICE) --seed $(SEED) \
 		$(if $(RESUME),--resume) $(if $(RESTART),--restart) $(TRAIN_FLAGS_$*) $(TRAIN_FLAGS)
 
-# $(call settings_file,FILE,SETTINGS): FILE holds a rule's settings and is a prerequisite of its
-# result. It depends on FORCE only when it holds other settings than these, so new settings redo the
-# result while an unchanged rerun (and make -q) finds it up to date, as with any input file.
+# $(call settings_file,FILE,SETTINGS): the rule writing FILE, which holds a rule's settings and is a
+# prerequisite of its result. It depends on FORCE only when it holds other settings than these, so new
+# settings redo the result while an unchanged rerun (and make -q) finds it up to date, as with any input file.
 same_text = $(and $(findstring x$(1)x,x$(2)x),$(findstring x$(2)x,x$(1)x))
-settings_file = $(eval $(1): SETTINGS = $(2))$(eval $(1): $(if $(call same_text,$(2),$(if $(wildcard $(1)),$(file <$(1)))),,FORCE))
+settings_file = $(eval $(1): SETTINGS = $(2))$(eval $(1): $(if $(call same_text,$(2),$(if $(wildcard $(1)),$(file <$(1)))),,FORCE) \
+	; @mkdir -p $$(@D) && printf '%s\n' '$$(SETTINGS)' > $$@)
 
 # Each net's training settings live in $(OUT)/train/<net>/flags.txt, a prerequisite of its weights.
 train_settings = device=$(DEVICE) seed=$(SEED) flags=$(strip $(TRAIN_FLAGS_$(1)) $(TRAIN_FLAGS))
 $(foreach net,pnet rnet onet,$(call settings_file,$(OUT)/train/$(net)/flags.txt,$(call train_settings,$(net))))
-
-$(OUT)/train/%/flags.txt:
-	@mkdir -p $(@D) && printf '%s\n' '$(SETTINGS)' > $@
 
 # Each build's sample settings live in $(OUT)/settings/<build>.txt, a prerequisite of its manifest
 # (settings_file above). The worker count is not among them: it changes no byte of a build.
 data_settings = seed=$(SEED)$(if $(filter rnet onet,$(1)), device=$(DEVICE))$(if $(and $(WIDER_FRACTION),$(filter-out val,$(1))), \
 	wider_fraction=$(WIDER_FRACTION)) flags=$(strip $(GEN_FLAGS_$(1)) $(GEN_FLAGS))
 $(foreach build,pnet rnet onet val,$(call settings_file,$(OUT)/settings/$(build).txt,$(call data_settings,$(build))))
-
-$(OUT)/settings/%.txt:
-	@mkdir -p $(@D) && printf '%s\n' '$(SETTINGS)' > $@
 
 $(call settings_file,$(OUT)/settings/subset.txt,fraction=$(WIDER_FRACTION))
 $(OUT)/wider_train_subset.txt: $(OUT)/settings/subset.txt $(WIDER_TXT) annotations/subset.py | $(VENV_STAMP)
@@ -182,8 +177,6 @@ $(OUT)/roc/summary.json: $(OUT)/val/manifest.json $(WEIGHTS_DIR)/pnet.pt $(WEIGH
 
 # The weights files a WEIGHTS spec (shipped | original:PATH | folder) names: results depend on them.
 weights_files = $(wildcard $(addprefix $(if $(filter shipped,$(1)),weights,$(patsubst original:%,%,$(1)))/,pnet.pt rnet.pt onet.pt mtcnn.json))
-%/.make-settings:
-	@mkdir -p $(@D) && printf '%s\n' '$(SETTINGS)' > $@
 
 # eval-wider: redone when the weights files, the ground truth, the code or the settings change; the
 # evaluator records the weights files' sha256 and detects every image again when they differ
