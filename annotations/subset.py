@@ -49,8 +49,10 @@ def subset_mask(image_paths, fraction: float) -> np.ndarray:
 def main(cfg: SubsetConfig) -> dict:
     parsed = _parse_text(Path(cfg.wider_txt))
     keep = subset_mask(parsed.image_paths, cfg.fraction)
-    records = [(path, parsed.box_values[parsed.box_image_index == i])
-               for i, path in enumerate(parsed.image_paths) if keep[i]]
+    # Box lines come in file order, so each image's boxes are one run of rows.
+    ends = np.cumsum(np.bincount(parsed.box_image_index, minlength=len(keep)))
+    boxes = np.split(parsed.box_values, ends[:-1])
+    records = [(path, boxes[i]) for i, path in enumerate(parsed.image_paths) if keep[i]]
     write_wider_txt(cfg.out, records)
     summary = {"images": int(keep.sum()), "of": len(keep), "faces": int(sum(len(b) for _, b in records))}
     print(f"{cfg.out}: {summary['images']:,} of {summary['of']:,} images, {summary['faces']:,} box lines")
