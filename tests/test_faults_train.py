@@ -425,11 +425,12 @@ def test_more_workers_than_cpus_are_capped_with_one_warning(build, tmp_path, run
 def test_make_retrains_when_the_training_flags_change_and_not_otherwise(build, tmp_path):
     out = tmp_path / "build"
     fresh_build(out / "pnet", build)
-    # TRAIN_SRC= : the code is left out of the prerequisites, so that the test sees the settings alone
+    # TRAIN_SRC= and -o the build: the code and the data's inputs are left out of the prerequisites,
+    # so that the test sees the training settings alone (and needs no ../shared)
 
     def make(*args):
         return subprocess.run(["make", "-C", str(REPO), "--no-print-directory", f"PY={sys.executable}", "VENV_STAMP=",
-                               f"OUT={out}", "TRAIN_SRC=", *args], capture_output=True, text=True, timeout=300,
+                               f"OUT={out}", "TRAIN_SRC=", "-o", str(out / "pnet" / "manifest.json"), *args], capture_output=True, text=True, timeout=300,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
 
     flags = f"TRAIN_FLAGS={' '.join(TINY)}"

@@ -220,7 +220,8 @@ def test_onet_landmark_crops_span_the_boxes_rnet_hands_onet(tmp_path):
     # The O-Net build's command as the Makefile writes it: its landmark crops reach R-Net's boxes,
     # which are up to 1.3x a list's face box and a tenth of it higher.
     dry = subprocess.run(["make", "-C", str(REPO), "-n", "--no-print-directory", f"OUT={tmp_path}", "VENV_STAMP=",
-                          "PY=python", f"{tmp_path}/onet/manifest.json"], capture_output=True, text=True, check=True)
+                          "PY=python", "WIDER_TXT=t.txt", "LANDMARKS=l.txt", "-o", "t.txt", "-o", "l.txt",
+                          f"{tmp_path}/onet/manifest.json"], capture_output=True, text=True, check=True)
     command = dry.stdout.replace("\\\n", " ").splitlines()[-1].split()
     cfg = parse_args(command[command.index("prepare.generate") + 1:]).landmark_aug
     assert (cfg.min_scale, cfg.max_scale, cfg.max_shift, cfg.min_iou) == (0.9, 1.4, 0.15, 0.45)

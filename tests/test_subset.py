@@ -65,5 +65,6 @@ def test_make_builds_read_the_subset_and_a_new_fraction_is_a_new_build(tiny_wide
     dry = subprocess.run(make + ["-n", "val-data", "WIDER_FRACTION=0.5"], capture_output=True, text=True).stdout
     assert "subset" not in dry  # the held-out build reads all of WIDER val
     default_out = subprocess.run(["make", "-C", str(REPO), "-n", "--no-print-directory", "VENV_STAMP=", "PY=python",
-                                  "pnet-data", "WIDER_FRACTION=0.5"], capture_output=True, text=True).stdout
+                                  "WIDER_TXT=t.txt", "LANDMARKS=l.txt", "-o", "t.txt", "-o", "l.txt", "pnet-data",
+                                  "WIDER_FRACTION=0.5"], capture_output=True, text=True, check=True).stdout
     assert "--wider-txt build/wider_train_subset.txt" in default_out  # OUT's default, set after the fraction
