@@ -8,17 +8,34 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
 
 # The tiny fixture's shape; tests/test_annotations.py checks exact counts for exactly this.
 TINY_TRAIN_IMAGES = 5
 TINY_VAL_IMAGES = 2
 TINY_LANDMARK_FACES = 8
 TINY_SEED = 0
+
+
+@pytest.fixture
+def make_dry_run():
+    """``make -n ARGS`` in the repo: the commands it would run, continuation lines joined. The data
+    inputs (WIDER list, landmark list) are named t.txt and l.txt and taken as present (``-o``), so
+    that a dry run needs no ../shared."""
+
+    def run(*args: str) -> str:
+        done = subprocess.run(["make", "-C", str(REPO), "-n", "--no-print-directory", "VENV_STAMP=", "PY=python",
+                               "WIDER_TXT=t.txt", "LANDMARKS=l.txt", "-o", "t.txt", "-o", "l.txt", *args],
+                              capture_output=True, text=True, check=True)
+        return done.stdout.replace("\\\n", " ")
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -430,8 +430,8 @@ def test_make_retrains_when_the_training_flags_change_and_not_otherwise(build, t
 
     def make(*args):
         return subprocess.run(["make", "-C", str(REPO), "--no-print-directory", f"PY={sys.executable}", "VENV_STAMP=",
-                               f"OUT={out}", "TRAIN_SRC=", "-o", str(out / "pnet" / "manifest.json"), *args], capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+                               f"OUT={out}", "TRAIN_SRC=", "-o", str(out / "pnet" / "manifest.json"), *args],
+                              capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
     flags = f"TRAIN_FLAGS={' '.join(TINY)}"
     first = make("train-pnet", flags)

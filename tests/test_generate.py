@@ -216,13 +216,10 @@ def test_makefile_rebuilds_when_an_input_changes(tiny_wider, tmp_path):
     assert (tmp_path / "out" / "settings" / "pnet.txt").read_text() == "seed=0 flags=--tiny\n"
 
 
-def test_onet_landmark_crops_span_the_boxes_rnet_hands_onet(tmp_path):
+def test_onet_landmark_crops_span_the_boxes_rnet_hands_onet(tmp_path, make_dry_run):
     # The O-Net build's command as the Makefile writes it: its landmark crops reach R-Net's boxes,
     # which are up to 1.3x a list's face box and a tenth of it higher.
-    dry = subprocess.run(["make", "-C", str(REPO), "-n", "--no-print-directory", f"OUT={tmp_path}", "VENV_STAMP=",
-                          "PY=python", "WIDER_TXT=t.txt", "LANDMARKS=l.txt", "-o", "t.txt", "-o", "l.txt",
-                          f"{tmp_path}/onet/manifest.json"], capture_output=True, text=True, check=True)
-    command = dry.stdout.replace("\\\n", " ").splitlines()[-1].split()
+    command = make_dry_run(f"OUT={tmp_path}", f"{tmp_path}/onet/manifest.json").splitlines()[-1].split()
     cfg = parse_args(command[command.index("prepare.generate") + 1:]).landmark_aug
     assert (cfg.min_scale, cfg.max_scale, cfg.max_shift, cfg.min_iou) == (0.9, 1.4, 0.15, 0.45)
     face = np.array([100.0, 100.0, 199.0, 199.0])

@@ -50,7 +50,7 @@ def test_fraction_outside_0_1_is_one_line_error(tmp_path, fraction):
     assert not (tmp_path / "o.txt").exists()
 
 
-def test_make_builds_read_the_subset_and_a_new_fraction_is_a_new_build(tiny_wider, tmp_path):
+def test_make_builds_read_the_subset_and_a_new_fraction_is_a_new_build(tiny_wider, tmp_path, make_dry_run):
     make = ["make", "-C", str(REPO), "--no-print-directory", f"WIDER={tiny_wider.root}", f"OUT={tmp_path}",
             f"LANDMARKS={tiny_wider.landmarks_txt}", "GEN_FLAGS=--tiny", "WORKERS=1", f"PY={sys.executable}",
             "VENV_STAMP="]
@@ -64,7 +64,5 @@ def test_make_builds_read_the_subset_and_a_new_fraction_is_a_new_build(tiny_wide
     assert subprocess.run(make + ["-q", "pnet-data"]).returncode == 1  # all images: not what was built
     dry = subprocess.run(make + ["-n", "val-data", "WIDER_FRACTION=0.5"], capture_output=True, text=True).stdout
     assert "subset" not in dry  # the held-out build reads all of WIDER val
-    default_out = subprocess.run(["make", "-C", str(REPO), "-n", "--no-print-directory", "VENV_STAMP=", "PY=python",
-                                  "WIDER_TXT=t.txt", "LANDMARKS=l.txt", "-o", "t.txt", "-o", "l.txt", "pnet-data",
-                                  "WIDER_FRACTION=0.5"], capture_output=True, text=True, check=True).stdout
+    default_out = make_dry_run("pnet-data", "WIDER_FRACTION=0.5")
     assert "--wider-txt build/wider_train_subset.txt" in default_out  # OUT's default, set after the fraction

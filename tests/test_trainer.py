@@ -108,12 +108,11 @@ def test_terms_are_means_over_the_samples_that_carry_them():
     assert terms.kept == 3
 
 
-def test_makefile_onet_weights_are_the_papers_caffe_balance():
+def test_makefile_onet_weights_are_the_papers_caffe_balance(make_dry_run):
     # Caffe's EuclideanLoss is sum((pred - target)**2) / (2 * samples); the paper weighs O-Net's
     # terms 1 / 0.5 / 1 with it. The trainer's terms are means over the 4 and 10 values.
-    dry = subprocess.run(["make", "-C", str(REPO), "-n", "--no-print-directory", "OUT=o", "VENV_STAMP=", "PY=python",
-                          "-o", "o/onet/manifest.json", "o/weights/onet.pt"], capture_output=True, text=True, check=True).stdout
-    command = dry.replace("\\\n", " ").split("-m trainers.train")[-1].split()
+    dry = make_dry_run("OUT=o", "-o", "o/onet/manifest.json", "o/weights/onet.pt")
+    command = dry.split("-m trainers.train")[-1].split()
     weights = parse_args(command).loss_weights
     assert weights == (1.0, 1.0, 5.0)
     gen = torch.Generator().manual_seed(0)
