@@ -39,9 +39,8 @@ TRAIN_FLAGS ?=
 # not overfit, and without mirroring it reproduces the shipped weights.
 TRAIN_FLAGS_pnet ?= --no-flip
 TRAIN_FLAGS_rnet ?= --epochs 8
-# O-Net's loss weights: the paper's 1 / 0.5 / 1 (det, box, landmark) weigh Caffe's Euclidean losses,
-# half the sum over the 4 and 10 values; the trainer's terms are means over them, so the paper's
-# balance is 1 / 1 / 5. O-Net is the net whose box and landmarks the detector reports.
+# O-Net's loss weights: the paper's balance in the trainer's units (why: trainers/losses.py). O-Net is
+# the net whose box and landmarks the detector reports.
 TRAIN_FLAGS_onet ?= --epochs 6 --loss-weights 1 1 5
 # R-Net threshold while mining O-Net's samples: 0.3 rather than the detector's 0.7 gives 2.6x the
 # negatives (42,592 instead of 16,638 on the shared set) without changing what O-Net is shown at test.
