@@ -39,7 +39,7 @@ class LossWeights:
 
 # The paper's figures: 1 / 0.5 / 0.5 for P-Net and R-Net, 1 / 0.5 / 1 for O-Net. They weigh Caffe's
 # Euclidean loss (half the sum over the values), these terms are means over the 4 box and 10
-# landmark values: the paper's balance is 1 / 1 / 2.5 and 1 / 1 / 5 here (the Makefile trains O-Net so).
+# landmark values: the paper's balance is 1 / 1 / 2.5 and 1 / 1 / 5 here (the Makefile trains R-Net and O-Net so).
 DEFAULT_LOSS_WEIGHTS = {
     "pnet": LossWeights(1.0, 0.5, 0.5),
     "rnet": LossWeights(1.0, 0.5, 0.5),
