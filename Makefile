@@ -83,7 +83,7 @@ TRAIN_SRC := trainers/train.py trainers/config.py trainers/engine.py trainers/mo
 DETECTOR_SRC := detector/__init__.py detector/cascade.py core/nets.py core/geometry.py core/imageio.py core/weights.py \
 	core/device.py
 
-.PHONY: help setup pnet-data rnet-data onet-data val-data train-pnet train-rnet train-onet roc eval-wider eval-landmarks detect \
+.PHONY: help setup pnet-data rnet-data onet-data val-data train-pnet train-rnet train-onet roc eval-wider eval-landmarks stage-recall detect \
 	export align FORCE \
 	stats demo test test-fast bench clean-demo original-weights
 
@@ -198,6 +198,16 @@ $(call settings_file,$(LM_OUT)/.make-settings,weights=$(WEIGHTS) list=$(LANDMARK
 $(LM_OUT)/results.json: $(LM_OUT)/.make-settings $(LANDMARK_LIST) $(call weights_files,$(WEIGHTS)) evaluation/landmarks.py \
 		annotations/landmarks.py $(DETECTOR_SRC) | $(VENV_STAMP)
 	$(PY) -m evaluation.landmarks --landmarks $(LANDMARK_LIST) --weights $(WEIGHTS) --out $(LM_OUT) --part $(LM_PART) \
+		$(if $(MIN_FACE),--min-face $(MIN_FACE)) --device $(DEVICE)
+
+# stage-recall: which net loses the faces; redone when the weights, ground truth, code or settings change
+STAGE_OUT ?= $(OUT)/stage-recall/$(WEIGHTS_TAG)
+stage-recall: $(STAGE_OUT)/results.json ## recall of each stage's boxes on WIDER val faces (easy/medium/hard, by size) of WEIGHTS= -> STAGE_OUT=
+
+$(call settings_file,$(STAGE_OUT)/.make-settings,weights=$(WEIGHTS) images=$(IMAGES) min_face=$(MIN_FACE))
+$(STAGE_OUT)/results.json: $(STAGE_OUT)/.make-settings $(call weights_files,$(WEIGHTS)) $(wildcard $(GT)/*.mat) \
+		evaluation/stage_recall.py evaluation/wider_eval.py annotations/wider_mat.py $(DETECTOR_SRC) | $(VENV_STAMP)
+	$(PY) -m evaluation.stage_recall --images $(IMAGES) --gt $(GT) --weights $(WEIGHTS) --out $(STAGE_OUT) \
 		$(if $(MIN_FACE),--min-face $(MIN_FACE)) --device $(DEVICE)
 
 detect: | $(VENV_STAMP) ## detect faces in IMG= with WEIGHTS= (default shipped) -> DETECT_OUT=

@@ -124,6 +124,11 @@ def _xywh_to_official(xywh: np.ndarray) -> np.ndarray:
     return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:4]], axis=1)
 
 
+def official_iou(pred_xywh: np.ndarray, gt_xywh: np.ndarray) -> np.ndarray:
+    """(N, K) IoU of detections and faces, both ``x y w h``, in the official arithmetic (``boxoverlap.m``)."""
+    return iou_matrix(_xywh_to_official(pred_xywh), _xywh_to_official(gt_xywh))
+
+
 def normalize_scores(preds: list[np.ndarray]) -> list[np.ndarray]:
     """``norm_score.m``: ``(s - min) / (max - min)`` over all images, with max starting at 0 and min
     at 1. (If max == min, which the official code would turn into NaN, every score becomes 1.)"""
@@ -144,7 +149,7 @@ def image_eval(pred: np.ndarray, gt_xywh: np.ndarray, counted: np.ndarray, iou_t
     """``image_evaluation.m`` for one image, vectorised. ``pred`` (N, 5) sorted best first,
     ``counted`` (K,) bool. Returns (recalled faces after each detection (N,), proposal flags (N,):
     1 = counts as a proposal, -1 = matched an ignored face)."""
-    overlaps = iou_matrix(_xywh_to_official(pred[:, :4]), _xywh_to_official(gt_xywh))
+    overlaps = official_iou(pred[:, :4], gt_xywh)
     best = overlaps.argmax(axis=1)  # first maximum, like Matlab's max
     matched = overlaps[np.arange(len(pred)), best] >= iou_threshold
     hits_ignored = matched & ~counted[best]
