@@ -268,7 +268,10 @@ def test_the_clis_refuse_a_device_first(tmp_path, random_weights, val_build, wid
     proc = _cli("evaluation.landmarks", ["--landmarks", tmp_path / "no-list.txt", "--weights", random_weights,
                                          "--out", tmp_path / "lm", "--device", "mps:0"])
     _one_line_error(proc, "--device mps:0: ")
-    assert not (tmp_path / "roc").exists() and not (tmp_path / "pred").exists() and not (tmp_path / "lm").exists()
+    proc = _cli("evaluation.stage_recall", ["--images", images, "--gt", tmp_path / "no-gt", "--weights", random_weights,
+                                            "--out", tmp_path / "sr", "--device", "cuda:99"])
+    _one_line_error(proc, "--device cuda:99: ")
+    assert not any((tmp_path / f).exists() for f in ("roc", "pred", "lm", "sr"))
 
 
 # -- 3. one run per output folder --------------------------------------------------------------
@@ -280,6 +283,8 @@ def test_a_second_run_on_an_output_folder_in_use_is_refused(tmp_path, random_wei
                                            "--weights", random_weights]),
         "lm": ("evaluation.landmarks", ["--landmarks", tmp_path / "no-list.txt", "--weights", random_weights,
                                         "--out", tmp_path / "lm"]),
+        "sr": ("evaluation.stage_recall", ["--images", images, "--gt", gt, "--weights", random_weights,
+                                           "--out", tmp_path / "sr"]),
     }
     for folder, (module, args) in runs.items():
         with folder_lock(tmp_path / folder, "the first run"):
@@ -295,6 +300,8 @@ def test_a_read_only_output_folder_is_found_before_any_work(tmp_path, random_wei
         "roc": ("evaluation.roc", ["--val-data", val_build, "--weights", random_weights, "--out", tmp_path / "roc"]),
         "pred": ("evaluation.wider_eval", ["--images", images, "--gt", gt, "--pred", tmp_path / "pred",
                                            "--weights", random_weights]),
+        "sr": ("evaluation.stage_recall", ["--images", images, "--gt", gt, "--weights", random_weights,
+                                           "--out", tmp_path / "sr"]),
     }
     for folder, (module, args) in runs.items():
         os.environ["FAULT_TARGET"] = str(tmp_path / folder)
