@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from annotations.wider_mat import SETTINGS, load_ground_truth
+from annotations.wider_mat import SETTINGS
 from core.atomic import DiskFullError, NotWritableError, atomic_write_json, ensure_writable_folder
 from core.cli import parse_config
 from core.device import resolve_device
@@ -34,7 +34,7 @@ from core.imageio import try_read_image_rgb
 from core.lock import FolderLockedError, folder_lock
 from core.weights import weights_digests
 from detector import DetectorConfig, load_detector
-from evaluation.wider_eval import IOU_THRESHOLD, official_iou
+from evaluation.wider_eval import IOU_THRESHOLD, official_iou, present_images
 
 # Face heights: the first bin starts at the detector's usual smallest face; faces below it count
 # in no bin (a stage is not asked to find them), but in the settings they count as WIDER says.
@@ -116,19 +116,12 @@ class StageRecallConfig:
 def main(cfg: StageRecallConfig) -> dict:
     """Run the cascade over the val images, write and print each stage's recall; the results."""
     resolve_device(cfg.device)
-    try:
-        gt = load_ground_truth(cfg.gt)
-    except OSError as err:  # scipy's loadmat turns a missing file into a bare OSError; its cause names the file
-        raise FileNotFoundError(f"cannot read the ground truth in {cfg.gt}: {err.__cause__ or err}") from None
-    images = Path(cfg.images)
-    present = [g for g in gt if (images / g.event / f"{g.name}.jpg").is_file()]
-    if not present:
-        raise FileNotFoundError(f"none of the ground-truth images is under {images}")
+    present, missing = present_images(cfg.images, cfg.gt)
     detector = load_detector(cfg.weights, cfg.detector_config())
     digests = weights_digests(cfg.weights)
     out = ensure_writable_folder(cfg.out)
     with folder_lock(out, "evaluation.stage_recall"):
-        return _run(cfg, present[: cfg.limit], detector, digests, out, missing=len(gt) - len(present))
+        return _run(cfg, present[: cfg.limit], detector, digests, out, missing=missing)
 
 
 def _run(cfg: StageRecallConfig, present: list, detector, digests: dict, out: Path, missing: int) -> dict:

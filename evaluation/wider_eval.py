@@ -330,6 +330,21 @@ def _check_settings(pred: Path, cfg: WiderEvalConfig, digests: dict[str, str]) -
     atomic_write_bytes(path, (json.dumps({**settings, "weights_sha256": digests}, indent=1) + "\n").encode())
 
 
+def present_images(images, gt_dir) -> tuple[list, int]:
+    """The ground-truth images of ``gt_dir`` (``annotations.wider_mat``) whose ``<event>/<name>.jpg``
+    is under ``images``, in ground-truth order, and how many of them are not. Raises
+    FileNotFoundError when the ground truth cannot be read or none of its images is there."""
+    try:
+        gt = load_ground_truth(gt_dir)
+    except OSError as err:  # scipy's loadmat turns a missing file into a bare OSError; its cause names the file
+        raise FileNotFoundError(f"cannot read the ground truth in {gt_dir}: {err.__cause__ or err}") from None
+    images = Path(images)
+    present = [g for g in gt if (images / g.event / f"{g.name}.jpg").is_file()]
+    if not present:
+        raise FileNotFoundError(f"none of the ground-truth images is under {images}")
+    return present, len(gt) - len(present)
+
+
 def main(cfg: WiderEvalConfig) -> dict:
     """Detect (what is not on disk yet), evaluate, write the plot and results.json; the summary.
 
@@ -339,16 +354,10 @@ def main(cfg: WiderEvalConfig) -> dict:
     in use by another run, or fills its disk. All but the last are raised before any detection.
     """
     resolve_device(cfg.device)  # a device this machine lacks: one line before any work
-    images_dir, pred = Path(cfg.images), Path(cfg.pred)
-    try:
-        gt = load_ground_truth(cfg.gt)
-    except OSError as err:  # scipy's loadmat turns a missing file into a bare OSError; its cause names the file
-        raise FileNotFoundError(f"cannot read the ground truth in {cfg.gt}: {err.__cause__ or err}") from None
-    present = [g for g in gt if (images_dir / g.event / f"{g.name}.jpg").is_file()]
-    if not present:
-        raise FileNotFoundError(f"none of the ground-truth images is under {images_dir}")
-    if len(present) < len(gt):
-        print(f"{len(gt) - len(present)} of {len(gt)} ground-truth images are not under {images_dir}; "
+    pred = Path(cfg.pred)
+    present, missing = present_images(cfg.images, cfg.gt)
+    if missing:
+        print(f"{missing} of {missing + len(present)} ground-truth images are not under {Path(cfg.images)}; "
               f"evaluating the {len(present)} that are", file=sys.stderr)
     if cfg.limit is not None:
         present = present[: cfg.limit]
