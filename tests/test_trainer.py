@@ -108,16 +108,16 @@ def test_terms_are_means_over_the_samples_that_carry_them():
     assert terms.kept == 3
 
 
-@pytest.mark.parametrize("net, paper, ours", [("rnet", (0.5, 0.5), (1.0, 1.0, 2.5)),
-                                                ("onet", (0.5, 1.0), (1.0, 1.0, 5.0))])
-def test_makefile_loss_weights_are_the_papers_caffe_balance(make_dry_run, net, paper, ours):
+@pytest.mark.parametrize("net, paper, expected", [("rnet", (0.5, 0.5), (1.0, 1.0, 2.5)),
+                                                    ("onet", (0.5, 1.0), (1.0, 1.0, 5.0))])
+def test_makefile_loss_weights_are_the_papers_caffe_balance(make_dry_run, net, paper, expected):
     # Caffe's EuclideanLoss is sum((pred - target)**2) / (2 * samples); the paper weighs R-Net's
     # terms 1 / 0.5 / 0.5 and O-Net's 1 / 0.5 / 1 with it. The trainer's terms are means over the
     # 4 and 10 values.
     dry = make_dry_run("OUT=o", "-o", f"o/{net}/manifest.json", f"o/weights/{net}.pt")
     command = dry.split("-m trainers.train")[-1].split()
     weights = parse_args(command).loss_weights
-    assert weights == ours
+    assert weights == expected
     gen = torch.Generator().manual_seed(0)
     box, box_t, lm, lm_t = (torch.rand(6, n, generator=gen) for n in (4, 4, 10, 10))
     batch = {"label": torch.full((6,), -1), "has_box": torch.ones(6, dtype=torch.bool),
