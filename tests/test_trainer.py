@@ -334,13 +334,13 @@ def test_every_flag_of_the_makefile_and_readme_parses_with_its_meaning():
         "--ohem-keep", "0.5", "--no-landmark-head", "--no-amp", "--val-fraction", "0.1", "--workers", "2",
         "--threads", "3", "--threshold", "0.4", "--grad-clip", "2", "--stop-after-epochs", "1",
         "--optimizer", "adamw", "--lr", "0.01", "--schedule", "step", "--warmup-epochs", "1",
-        "--momentum", "0.8", "--weight-decay", "0.001"])
+        "--momentum", "0.8", "--weight-decay", "0.001", "--kind-ratio", "3", "2", "1", "2"])
     assert cfg == TrainConfig(
         net="rnet", data="d", out="o", export="e.pt", epochs=3, batch_size=128, batches_per_epoch=40, device="cpu",
         seed=5, resume=True, flip=False, photometric=True, progress=False, init="original:w",
         loss_weights=(1.0, 2.0, 3.0), ohem_keep=0.5, landmark_head=False, amp=False, val_fraction=0.1,
         num_workers=2, threads=3, threshold=0.4, grad_clip=2.0, stop_after_epochs=1, optimizer="adamw", lr=0.01,
-        schedule="step", warmup_epochs=1.0, momentum=0.8, weight_decay=0.001)
+        schedule="step", warmup_epochs=1.0, momentum=0.8, weight_decay=0.001, kind_ratio=(3.0, 2.0, 1.0, 2.0))
     assert TrainConfig(net="onet").data == "data/onet" and TrainConfig(net="onet").out == "runs/onet"
 
 
@@ -360,6 +360,32 @@ def test_help_shows_every_fields_docstring_and_net_is_required(capsys):
         parse_args([])  # --net is required
     with pytest.raises(SystemExit):
         parse_args(["--net", "pnet", "--ohem-keep", "1.5"])  # the config's checks are usage errors
+
+
+def test_kind_ratio_defaults_to_the_papers_and_reaches_the_batch_sampler(builds, tmp_path, monkeypatch):
+    from lmdb_builders.reader import PAPER_RATIO, kind_quotas
+
+    import trainers.train as train_module
+
+    assert TrainConfig(net="rnet").kind_ratio == (3.0, 1.0, 1.0, 2.0)
+    # the float default gives the integer ratio's quotas, so the shipped recipes' batches are unchanged
+    available = {k: np.arange(10) for k in Kind}
+    assert kind_quotas(384, dict(zip(sorted(Kind), TrainConfig(net="rnet").kind_ratio)), available) == \
+        kind_quotas(384, PAPER_RATIO, available)
+    seen = []
+
+    class Spy(train_module.MixedKindBatchSampler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.append(self.quotas)
+
+    monkeypatch.setattr(train_module, "MixedKindBatchSampler", Spy)
+    main(TrainConfig.tiny("rnet", builds[24], tmp_path / "r", epochs=1, batches_per_epoch=1, batch_size=48,
+                          kind_ratio=(3, 3, 0, 2)))
+    assert seen == [{Kind.NEGATIVE: 18, Kind.POSITIVE: 18, Kind.LANDMARK: 12}]
+    for bad in ((1, 1, 1), (3, -1, 1, 2), (0, 0, 1, 2)):
+        with pytest.raises(ValueError, match="kind-ratio"):
+            TrainConfig(net="rnet", kind_ratio=bad)
 
 
 def test_stage_thresholds_are_the_detectors():

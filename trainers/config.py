@@ -11,12 +11,14 @@ from dataclasses import dataclass, field, fields
 from core.cli import config_from_namespace, config_parser
 from core.nets import NET_NAMES
 from detector.cascade import DetectorConfig
+from lmdb_builders.reader import PAPER_RATIO
 from trainers.losses import DEFAULT_LOSS_WEIGHTS, DEFAULT_OHEM_KEEP, LossWeights
 
 # Validation recall / false positives are counted at the detector's stage thresholds.
 DEFAULT_THRESHOLDS = dict(zip(NET_NAMES, DetectorConfig().thresholds))
 PROG = "python -m trainers.train"
 OPTIMIZERS = ("sgd", "adamw")
+PAPER_KIND_RATIO = tuple(float(PAPER_RATIO[kind]) for kind in sorted(PAPER_RATIO))
 SCHEDULES = ("cosine", "step", "constant")
 
 
@@ -51,6 +53,9 @@ class TrainConfig:
     """Clip the global gradient norm to this (None or 0: off); the mean norm before clipping is logged."""
     loss_weights: tuple[float, float, float] | None = None
     """det, box, landmark; None: 1/0.5/0.5 (P-Net, R-Net), 1/0.5/1 (O-Net)."""
+    kind_ratio: tuple[float, float, float, float] = PAPER_KIND_RATIO
+    """negative, positive, part, landmark: each kind's share of a batch (the paper's 3 / 1 / 1 / 2).
+    A larger positive share moves the face probabilities up, as a lower stage threshold would."""
     ohem_keep: float | None = DEFAULT_OHEM_KEEP
     """Share of each batch's classification losses that count (largest first); None: all."""
     landmark_head: bool = True
@@ -126,6 +131,10 @@ class TrainConfig:
             raise ValueError(f"--ohem-keep must be in (0, 1] or none, got {self.ohem_keep}")
         if self.grad_clip is not None and self.grad_clip < 0:
             raise ValueError(f"--grad-clip must be positive, 0 or none, got {self.grad_clip}")
+        object.__setattr__(self, "kind_ratio", tuple(float(r) for r in self.kind_ratio))
+        if len(self.kind_ratio) != 4 or min(self.kind_ratio) < 0 or sum(self.kind_ratio[:2]) == 0:
+            raise ValueError("--kind-ratio needs four shares >= 0 (negative, positive, part, landmark), "
+                             f"negatives or positives among them, got {' '.join(map(str, self.kind_ratio))}")
         if self.loss_weights is not None:
             object.__setattr__(self, "loss_weights", tuple(float(w) for w in self.loss_weights))
             if len(self.loss_weights) != 3:
