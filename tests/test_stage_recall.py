@@ -14,7 +14,7 @@ from core.geometry import xywh_to_xyxy
 from detector import Detections
 from evaluation import stage_recall
 from evaluation.stage_recall import RecallCounts, StageRecallConfig, count_image, format_table, recalled_faces
-from test_wider_eval import GT, write_ground_truth
+from wider_gt import GT, write_ground_truth
 
 FACE = np.array([[0.0, 0.0, 10.0, 10.0]])  # x y w h: official [0, 0, 10, 10], 11 x 11 with the +1 widths
 
@@ -87,7 +87,7 @@ def test_stage_writes_each_stages_recall(val_set, tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(stage_recall, "weights_digests", lambda weights: {"pnet.pt": "x"})
     cfg = StageRecallConfig(images=str(images), gt=str(gt), weights="w", out=str(tmp_path / "out"), progress=False)
     results = stage_recall.main(cfg)
-    # Counted faces (test_wider_eval.GT): easy and medium a0 (40 x 50) and a1 (30 x 30); hard
+    # Counted faces (wider_gt.GT): easy and medium a0 (40 x 50) and a1 (30 x 30); hard
     # those and b (20 x 25). Heights 50, 30, 25. R-Net keeps only a0 (wider than 35 px).
     assert results["faces"] == {"easy": 2, "medium": 2, "hard": 3, "20-32": 2, "32-64": 1, "64-128": 0, "128+": 0}
     assert results["recall"]["pnet"] == {"easy": 1.0, "medium": 1.0, "hard": 1.0, "20-32": 1.0, "32-64": 1.0,

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from annotations.wider_mat import MAT_HEADER, GtImage, write_ground_truth as write_gt_files
+from annotations.wider_mat import MAT_HEADER
 from evaluation.wider_eval import (
     SETTINGS,
     WiderEvalConfig,
@@ -21,24 +21,7 @@ from evaluation.wider_eval import (
     write_predictions,
 )
 from core.geometry import xywh_to_xyxy
-
-# Two events; image "a" has three faces: 0 and 1 count in every setting, 2 counts in none
-# (e.g. too small); image "b" has one face, counted in hard only; image "c" has no face.
-FACES_A = np.array([[10, 10, 40, 50], [100, 20, 30, 30], [200, 200, 12, 12]], dtype=float)
-FACES_B = np.array([[50, 60, 20, 25]], dtype=float)
-GT = [
-    ("0--Parade", [("0_a", FACES_A, {"easy": [1, 2], "medium": [1, 2], "hard": [1, 2]}),
-                   ("0_c", np.zeros((0, 4)), {"easy": [], "medium": [], "hard": []})]),
-    ("1--Handshaking", [("1_b", FACES_B, {"easy": [], "medium": [], "hard": [1]})]),
-]
-
-
-def write_ground_truth(folder, gt=GT):
-    """The official structure (``annotations.wider_mat``) from the 1-based lists above."""
-    images = [GtImage(event, name, boxes, {s: np.asarray(k[s], dtype=np.int64) - 1 for s in SETTINGS})
-              for event, imgs in gt for name, boxes, k in imgs]
-    return write_gt_files(folder, images)
-
+from wider_gt import FACES_A, FACES_B, GT, write_ground_truth
 
 @pytest.fixture
 def gt_dir(tmp_path):
