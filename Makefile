@@ -41,7 +41,7 @@ TRAIN_FLAGS_pnet ?= --no-flip
 # R-Net's and O-Net's loss weights: the paper's balance in the trainer's units (why: trainers/losses.py);
 # at the defaults' 1 / 0.5 / 0.5 R-Net scores too many faces below the detector's threshold.
 # R-Net sees three positives for every three negatives (the paper: one): with one it scores too
-# many unseen faces below the detector's 0.7 (README model card, "calibration").
+# many unseen faces below the detector's 0.7 (README model card, "R-Net's calibration").
 TRAIN_FLAGS_rnet ?= --epochs 8 --loss-weights 1 1 2.5 --kind-ratio 3 3 1 2
 TRAIN_FLAGS_onet ?= --epochs 10 --loss-weights 1 1 5
 # R-Net threshold while mining O-Net's samples: 0.3 rather than the detector's 0.7 gives 2.6x the
