@@ -370,7 +370,7 @@ def test_kind_ratio_defaults_to_the_papers_and_reaches_the_batch_sampler(builds,
     assert TrainConfig(net="rnet").kind_ratio == (3.0, 1.0, 1.0, 2.0)
     # the float default gives the integer ratio's quotas, so the shipped recipes' batches are unchanged
     available = {k: np.arange(10) for k in Kind}
-    assert kind_quotas(384, dict(zip(sorted(Kind), TrainConfig(net="rnet").kind_ratio)), available) == \
+    assert kind_quotas(384, TrainConfig(net="rnet").batch_ratio, available) == \
         kind_quotas(384, PAPER_RATIO, available)
     seen = []
 

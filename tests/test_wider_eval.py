@@ -23,6 +23,7 @@ from evaluation.wider_eval import (
 from core.geometry import xywh_to_xyxy
 from wider_gt import FACES_A, FACES_B, GT, write_ground_truth
 
+
 @pytest.fixture
 def gt_dir(tmp_path):
     return write_ground_truth(tmp_path / "gt")

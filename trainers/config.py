@@ -12,13 +12,14 @@ from core.cli import config_from_namespace, config_parser
 from core.nets import NET_NAMES
 from detector.cascade import DetectorConfig
 from lmdb_builders.reader import PAPER_RATIO
+from lmdb_builders.schema import Kind
 from trainers.losses import DEFAULT_LOSS_WEIGHTS, DEFAULT_OHEM_KEEP, LossWeights
 
 # Validation recall / false positives are counted at the detector's stage thresholds.
 DEFAULT_THRESHOLDS = dict(zip(NET_NAMES, DetectorConfig().thresholds))
 PROG = "python -m trainers.train"
 OPTIMIZERS = ("sgd", "adamw")
-PAPER_KIND_RATIO = tuple(float(PAPER_RATIO[kind]) for kind in sorted(PAPER_RATIO))
+PAPER_KIND_RATIO = tuple(float(PAPER_RATIO[kind]) for kind in sorted(Kind))
 SCHEDULES = ("cosine", "step", "constant")
 
 
@@ -143,6 +144,11 @@ class TrainConfig:
         object.__setattr__(self, "data", self.data or f"data/{self.net}")
         object.__setattr__(self, "out", self.out or f"runs/{self.net}")
         object.__setattr__(self, "grad_clip", self.grad_clip or None)
+
+    @property
+    def batch_ratio(self) -> dict:
+        """``kind_ratio`` keyed by sample kind, as ``MixedKindBatchSampler`` takes it."""
+        return dict(zip(sorted(Kind), self.kind_ratio))
 
     @property
     def weights(self) -> LossWeights:

@@ -3,9 +3,9 @@
     python -m trainers.train --net pnet --data data/pnet --out runs/pnet [--export weights/pnet.pt] [--resume]
     torchrun --nproc_per_node 2 -m trainers.train --net pnet ...      # data-parallel (gloo on CPU)
 
-Batches mix the sample kinds in the paper's ratio or ``kind_ratio`` (``MixedKindBatchSampler``); a per-kind share
-of the shards (``val_fraction``) is held out and evaluated after every epoch. The loss is the
-masked multi-task loss with OHEM (``trainers.losses``).
+Batches mix the sample kinds in the paper's ratio or ``kind_ratio`` (``MixedKindBatchSampler``);
+a per-kind share of the shards (``val_fraction``) is held out and evaluated after every epoch.
+The loss is the masked multi-task loss with OHEM (``trainers.losses``).
 
 The output folder holds ``checkpoints/epoch-XXX.pt`` (``trainers.checkpoint``), ``log.csv`` and
 ``loss_curve.png`` (``trainers.reporting``, rewritten atomically after every epoch) and, once the
@@ -38,7 +38,7 @@ from core.lock import FolderLockedError, folder_lock
 from core.nets import INPUT_SIZES
 from core.weights import WeightsError
 from lmdb_builders.reader import MixedKindBatchSampler, ShardDataset, ShardLoader, split_by_kind, worker_error_message
-from lmdb_builders.schema import Kind, SchemaError
+from lmdb_builders.schema import SchemaError
 from trainers.checkpoint import (ResumeError, check_resumable, clean_out, cpu_state, latest_checkpoint,
                                  load_checkpoint, restore, save_checkpoint, save_torch)
 from trainers.config import PROG, TrainConfig, config_from_dict, parse_args
@@ -99,7 +99,7 @@ def _run(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> TrainRe
     train_idx, val_idx = split_by_kind(dataset.kinds, cfg.val_fraction, cfg.seed)
     check_kinds(cfg, dataset.manifest, dataset.size, train_idx, val_idx)
     val_all = np.sort(np.concatenate([v for v in val_idx.values()]))
-    sampler = MixedKindBatchSampler(train_idx, cfg.batch_size, ratio=dict(zip(sorted(Kind), cfg.kind_ratio)),
+    sampler = MixedKindBatchSampler(train_idx, cfg.batch_size, ratio=cfg.batch_ratio,
                                     seed=cfg.seed, batches_per_epoch=cfg.batches_per_epoch)
 
     optimizer, scheduler = build_optimizer(model, cfg, sampler.batches_per_epoch)
