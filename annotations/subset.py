@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from annotations.errors import AnnotationError
-from annotations.wider import _parse_text, write_wider_txt
+from annotations.wider import parse_wider_text, write_wider_txt
 from core.cli import parse_config
 
 
@@ -47,7 +47,7 @@ def subset_mask(image_paths, fraction: float) -> np.ndarray:
 
 
 def main(cfg: SubsetConfig) -> dict:
-    parsed = _parse_text(Path(cfg.wider_txt))
+    parsed = parse_wider_text(Path(cfg.wider_txt))
     keep = subset_mask(parsed.image_paths, cfg.fraction)
     # Box lines come in file order, so each image's boxes are one run of rows.
     ends = np.cumsum(np.bincount(parsed.box_image_index, minlength=len(keep)))

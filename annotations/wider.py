@@ -82,8 +82,9 @@ class WiderAnnotations:
 
 
 @dataclass(frozen=True)
-class _ParsedText:
-    """What the text alone says, before any image is looked at."""
+class WiderText:
+    """What a ``bbx_gt`` file's text alone says, before any image is looked at: every box line as
+    written, none dropped or clipped (``parse_wider`` does that against the images)."""
 
     image_paths: list[str]
     box_values: np.ndarray  # int64 (num_boxes, 10): x1 y1 w h + attributes, file order
@@ -96,7 +97,7 @@ def parse_wider(txt_path: str | os.PathLike, images_dir: str | os.PathLike | Non
     Raises ``AnnotationError`` (``"path:line: message"``) for malformed input.
     """
     txt_path = Path(txt_path)
-    parsed = _parse_text(txt_path)
+    parsed = parse_wider_text(txt_path)
     num_images = len(parsed.image_paths)
     if images_dir is None:
         widths = np.full(num_images, -1, dtype=np.int64)
@@ -226,8 +227,9 @@ def read_image_sizes(images_dir: Path, image_paths: list[str]) -> tuple[np.ndarr
     return widths, heights, exists
 
 
-def _parse_text(txt_path: Path) -> _ParsedText:
-    """Stream the file once, building flat columns (never a DataFrame row by row)."""
+def parse_wider_text(txt_path: Path) -> WiderText:
+    """Parse a WIDER ``bbx_gt`` file's text, streamed once into flat columns (never a DataFrame row
+    by row). Raises ``AnnotationError`` (``"path:line: message"``) for malformed input."""
     image_paths: list[str] = []
     flat_values: list[int] = []
     box_image_index: list[int] = []
@@ -270,7 +272,7 @@ def _parse_text(txt_path: Path) -> _ParsedText:
             flat_values.extend(_parse_box_line(txt_path, box_line, box_text))
             box_image_index.append(image_index)
 
-    return _ParsedText(
+    return WiderText(
         image_paths=image_paths,
         box_values=np.asarray(flat_values, dtype=np.int64).reshape(-1, BOX_LINE_FIELDS),
         box_image_index=np.asarray(box_image_index, dtype=np.int64),
