@@ -78,12 +78,8 @@ class AlignConfig:
     threads: int | None = None
     """CPU threads: torch's (the cascade's own tensor work, and the torch nets) and onnxruntime's
     intra-op threads per net. None: the libraries' defaults (one per core)."""
-    device: str = DetectorConfig.device
-    """cpu or cuda[:N] (the torch backend)."""
-    min_face: float = DetectorConfig.min_face
-    """Smallest face looked for, in pixels."""
-    thresholds: tuple[float, float, float] = DetectorConfig.thresholds
-    """Face-probability thresholds of P-Net, R-Net and O-Net."""
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    """The cascade's settings (--min-face, --thresholds, --device for the torch backend, ...)."""
     largest: bool = False
     """Only one face per image: the largest, most central (facenet's choice)."""
     align: str = field(default="margin", metadata={"choices": ALIGN_MODES})
@@ -108,8 +104,8 @@ class AlignConfig:
 
     def settings(self) -> dict:
         """What decides the crops (a rerun with other values is refused without --overwrite)."""
-        keep = ("weights", "backend", "min_face", "thresholds", "largest", "align", "margin", "image_size")
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k in keep}
+        keep = ("weights", "backend", "largest", "align", "margin", "image_size")
+        return {**{k: v for k, v in asdict(self).items() if k in keep}, **self.detector.result_settings()}
 
 
 # -- the maths -------------------------------------------------------------------------------------
@@ -246,14 +242,14 @@ def main(cfg: AlignConfig) -> dict:
         raise FileNotFoundError(f"images folder {images} does not exist")
     settings_path, index_path = out / SETTINGS_NAME, out / INDEX_NAME
     if settings_path.is_file() and not cfg.overwrite:
-        earlier = json.loads(settings_path.read_text())
+        # Runs from before every detector setting was recorded used the defaults of those not recorded.
+        earlier = {**DetectorConfig().result_settings(), **json.loads(settings_path.read_text())}
         if earlier != cfg.settings():
             raise ValueError(f"{out} holds crops made with other settings ({earlier}); pass --overwrite or "
                              f"another folder")
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    detector = load_detector(cfg.weights, DetectorConfig(min_face=cfg.min_face, thresholds=cfg.thresholds,
-                                                         device=cfg.device), cfg.backend, cfg.threads)
+    detector = load_detector(cfg.weights, cfg.detector, cfg.backend, cfg.threads)
     if cfg.align == "similarity" and "onet" not in detector.stages:
         raise ValueError(f"similarity alignment needs O-Net's landmarks; {cfg.weights} has no onet")
     sources = list_images(images, exclude=out)

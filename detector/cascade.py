@@ -42,7 +42,7 @@ few numbers per box) come back to numpy for the box maths.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import cv2
 import numpy as np
@@ -116,6 +116,12 @@ class DetectorConfig:
             raise ValueError(f"pnet_regression must be None, 'inclusive' or 'original', got {self.pnet_regression!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def result_settings(self) -> dict:
+        """The settings that decide the detections, JSON-ready: all but device and batch_size (where
+        and how fast), for the stages that refuse to mix results of other settings in one folder."""
+        return {name: list(value) if isinstance(value, tuple) else value
+                for name, value in asdict(self).items() if name not in ("device", "batch_size")}
 
 
 @dataclass(frozen=True, eq=False)

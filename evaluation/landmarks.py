@@ -36,7 +36,6 @@ from core.lock import FolderLockedError, folder_lock
 from core.weights import weights_digests
 from detector import DetectorConfig, load_detector
 
-_DEFAULTS = DetectorConfig()
 
 
 @dataclass(frozen=True)
@@ -56,12 +55,8 @@ class LandmarkEvalConfig:
     than the detector's, so the usual 0.5 would call well-placed detections misses)."""
     failure_nme: float = 0.1
     """A matched face whose NME exceeds this is a failure."""
-    min_face: float = _DEFAULTS.min_face
-    """Smallest face the pyramid looks for, in pixels."""
-    thresholds: tuple[float, float, float] = _DEFAULTS.thresholds
-    """Face-probability thresholds of P-Net, R-Net and O-Net."""
-    device: str = "cpu"
-    """cpu or cuda[:N]."""
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    """The cascade's settings (--min-face, --thresholds, --device, ...)."""
     limit: int | None = None
     """Evaluate only the first N images (quick runs)."""
     progress: bool = True
@@ -145,8 +140,7 @@ def evaluate(cfg: LandmarkEvalConfig) -> tuple[list[dict], list[str]]:
     from tqdm import tqdm
 
     faces, root = select_faces(cfg)
-    detector = load_detector(cfg.weights, DetectorConfig(min_face=cfg.min_face, thresholds=cfg.thresholds,
-                                                          device=cfg.device))
+    detector = load_detector(cfg.weights, cfg.detector)
     groups = list(faces.groupby("image", sort=False))[: cfg.limit]
     rows, unreadable = [], []
     for image_name, group in tqdm(groups, unit="img", desc="landmarks", disable=not cfg.progress, dynamic_ncols=True):
@@ -194,7 +188,7 @@ def plot_ced(curves: dict[str, tuple[np.ndarray, np.ndarray]], failure_nme: floa
 
 
 def main(cfg: LandmarkEvalConfig) -> dict:
-    resolve_device(cfg.device)  # a device this machine lacks, an output folder that cannot be written
+    resolve_device(cfg.detector.device)  # a device this machine lacks, an output folder that cannot be written
     digests = weights_digests(cfg.weights)  # or missing weights: one line before any work
     out = ensure_writable_folder(cfg.out)
     with folder_lock(out, "evaluation.landmarks"):

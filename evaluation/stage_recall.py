@@ -93,12 +93,8 @@ class StageRecallConfig:
     """shipped | original:PATH | a folder with pnet.pt rnet.pt onet.pt."""
     out: str
     """Output folder: results.json."""
-    min_face: float = DetectorConfig.min_face
-    """Smallest face the detector looks for, in pixels."""
-    thresholds: tuple[float, float, float] = DetectorConfig.thresholds
-    """Face-probability thresholds of P-Net, R-Net and O-Net."""
-    device: str = DetectorConfig.device
-    """cpu or cuda[:N]."""
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    """The cascade's settings (--min-face, --thresholds, --device, ...)."""
     limit: int | None = None
     """Only the first N ground-truth images found under --images (quick runs)."""
     progress: bool = True
@@ -107,17 +103,13 @@ class StageRecallConfig:
     def __post_init__(self):
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
-        self.detector_config()  # refuses a bad min_face or thresholds before any work
-
-    def detector_config(self) -> DetectorConfig:
-        return DetectorConfig(min_face=self.min_face, thresholds=tuple(self.thresholds), device=self.device)
 
 
 def main(cfg: StageRecallConfig) -> dict:
     """Run the cascade over the val images, write and print each stage's recall; the results."""
-    resolve_device(cfg.device)
+    resolve_device(cfg.detector.device)
     present, missing = present_images(cfg.images, cfg.gt)
-    detector = load_detector(cfg.weights, cfg.detector_config())
+    detector = load_detector(cfg.weights, cfg.detector)
     digests = weights_digests(cfg.weights)
     out = ensure_writable_folder(cfg.out)
     with folder_lock(out, "evaluation.stage_recall"):

@@ -47,7 +47,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -256,12 +256,8 @@ class WiderEvalConfig:
     """Prediction folder, written; a rerun keeps the complete files already there (resumes)."""
     weights: str
     """shipped | original:PATH | a checkpoint folder with pnet.pt rnet.pt onet.pt."""
-    min_face: float = DetectorConfig.min_face
-    """Smallest face the detector looks for, in pixels."""
-    thresholds: tuple[float, float, float] = DetectorConfig.thresholds
-    """Face-probability thresholds of P-Net, R-Net and O-Net."""
-    device: str = DetectorConfig.device
-    """cpu or cuda[:N]."""
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    """The cascade's settings (--min-face, --thresholds, --device, ...)."""
     backend: str = "torch"
     """torch, or onnx (onnxruntime; --weights is then a folder written by make export)."""
     limit: int | None = None
@@ -272,10 +268,6 @@ class WiderEvalConfig:
     def __post_init__(self):
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
-        self.detector_config()  # refuses a bad min_face or thresholds before any work
-
-    def detector_config(self) -> DetectorConfig:
-        return DetectorConfig(min_face=self.min_face, thresholds=tuple(self.thresholds), device=self.device)
 
 
 def _remove_predictions(pred: Path) -> int:
@@ -300,15 +292,14 @@ def _weights_digests(cfg: WiderEvalConfig) -> dict[str, str]:
 def _check_settings(pred: Path, cfg: WiderEvalConfig, digests: dict[str, str]) -> None:
     """Never mix predictions of different weights or detector settings in one folder.
 
-    Other settings (weights spec, backend, min_face, thresholds) are refused unless ``--overwrite``: the
+    Other settings (weights spec, backend, the detector's ``result_settings``) are refused unless ``--overwrite``: the
     predictions there are a valid result of another run, which the user may want to keep. Other
     weights files under the same spec (retrained into the same folder, new shipped weights, or a
     folder that records no digests) mean the predictions there belong to files that no longer
     exist: no one can want them, and ``make eval-wider`` reruns exactly then, so they are deleted
     (with a note) and every image is detected again.
     """
-    settings = {"weights": cfg.weights, "backend": cfg.backend, "min_face": cfg.min_face,
-                "thresholds": list(cfg.thresholds)}
+    settings = {"weights": cfg.weights, "backend": cfg.backend, **cfg.detector.result_settings()}
     path = pred / "settings.json"
     if path.is_file() and not cfg.overwrite:
         try:
@@ -317,6 +308,8 @@ def _check_settings(pred: Path, cfg: WiderEvalConfig, digests: dict[str, str]) -
             raise ValueError(f"{path}: not valid JSON ({err}); delete it or use --overwrite") from None
         if isinstance(old, dict):
             old.setdefault("backend", "torch")  # recorded since the onnx backend came
+            for name, value in DetectorConfig().result_settings().items():
+                old.setdefault(name, value)  # recorded since every detector setting could be set
         old_digests = old.pop("weights_sha256", None) if isinstance(old, dict) else None
         if old != settings:
             raise ValueError(f"{pred} holds predictions made with {old}; use another --pred or --overwrite")
@@ -353,7 +346,7 @@ def main(cfg: WiderEvalConfig) -> dict:
     NotWritableError / FolderLockedError / DiskFullError for a folder that cannot be written, is
     in use by another run, or fills its disk. All but the last are raised before any detection.
     """
-    resolve_device(cfg.device)  # a device this machine lacks: one line before any work
+    resolve_device(cfg.detector.device)  # a device this machine lacks: one line before any work
     pred = Path(cfg.pred)
     present, missing = present_images(cfg.images, cfg.gt)
     if missing:
@@ -362,7 +355,7 @@ def main(cfg: WiderEvalConfig) -> dict:
     if cfg.limit is not None:
         present = present[: cfg.limit]
     # Loading the nets (a few ms) checks every weights file before the folder is touched.
-    detector = load_detector(cfg.weights, cfg.detector_config(), backend=cfg.backend)
+    detector = load_detector(cfg.weights, cfg.detector, backend=cfg.backend)
     digests = _weights_digests(cfg)
     ensure_writable_folder(pred)
     with folder_lock(pred, "evaluation.wider_eval"):

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from core.nets import build_net
+from detector import DetectorConfig
 from detector.align import (
     ARCFACE_SIZE,
     ARCFACE_TEMPLATE,
@@ -166,6 +167,14 @@ def test_align_folder_writes_crops_index_and_reruns(photos, tmp_path, capsys):
     assert align_main(cfg)["done_before"] == 2
     assert (out / "sub" / "small_0.png").is_file() and read_rows(out / "index.csv") == rows
 
+    # A run from before every detector setting was recorded (min_face and thresholds only) used
+    # the defaults of the rest: it is the same run, resumed.
+    settings = json.loads((out / "settings.json").read_text())
+    recorded = ("weights", "backend", "min_face", "thresholds", "largest", "align", "margin", "image_size")
+    (out / "settings.json").write_text(json.dumps({k: settings[k] for k in recorded}))
+    assert align_main(cfg)["done_before"] == 3
+    with pytest.raises(ValueError, match="other settings"):
+        align_main(replace(cfg, detector=DetectorConfig(pnet_scale_nms=0.4)))
     with pytest.raises(ValueError, match="other settings"):
         align_main(replace(cfg, align="similarity"))
     similar = align_main(replace(cfg, align="similarity", overwrite=True))

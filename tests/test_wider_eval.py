@@ -1,6 +1,7 @@
 """The official WIDER FACE protocol on hand-built cases (synthetic .mat ground truth in tmp_path)."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from evaluation.wider_eval import (
     write_predictions,
 )
 from core.geometry import xywh_to_xyxy
+from detector import DetectorConfig
 from wider_gt import FACES_A, FACES_B, GT, write_ground_truth
 
 
@@ -182,23 +184,30 @@ def test_stage_entry_resumes_and_prints_the_summary_last(tmp_path, gt_dir, capsy
     again = wider_main(cfg)  # everything on disk: nothing detected again
     assert again["images_detected_this_run"] == 0 and again["ap"] == summary["ap"]
     with pytest.raises(ValueError, match="--overwrite"):  # other settings over the same predictions
-        wider_main(WiderEvalConfig(**{**cfg.__dict__, "min_face": 30.0}))
+        wider_main(replace(cfg, detector=DetectorConfig(min_face=30.0)))
+    with pytest.raises(ValueError, match="--overwrite"):  # any setting that changes the detections counts
+        wider_main(replace(cfg, detector=DetectorConfig(nms_thresholds=(0.7, 0.7, 0.5))))
+    # A folder from before every detector setting was recorded (weights, backend, min_face and
+    # thresholds only) was made with the defaults of the rest: its predictions are kept.
+    settings_path = tmp_path / "pred" / "settings.json"
+    settings = json.loads(settings_path.read_text())
+    old = {k: settings[k] for k in ("weights", "backend", "min_face", "thresholds", "weights_sha256")}
+    settings_path.write_text(json.dumps(old))
+    assert wider_main(cfg)["images_detected_this_run"] == 0
 
 
-def test_defaults_are_the_detectors_and_the_cli_keeps_its_flags():
-    from detector import DetectorConfig
-
-    cfg = WiderEvalConfig(images="i", gt="g", pred="p", weights="w")
-    assert cfg.detector_config() == DetectorConfig()
-    # Taken from DetectorConfig, not written again: the very same objects.
-    assert WiderEvalConfig.thresholds is DetectorConfig.thresholds and WiderEvalConfig.min_face is DetectorConfig.min_face
+def test_defaults_are_the_detectors_and_the_cli_offers_every_detector_setting():
+    assert WiderEvalConfig(images="i", gt="g", pred="p", weights="w").detector == DetectorConfig()
     argv = ["--images", "i", "--gt", "g", "--pred", "p", "--weights", "shipped", "--min-face", "12",
-            "--thresholds", "0.5", "0.6", "0.9", "--device", "cuda:1", "--limit", "3", "--overwrite"]
-    assert parse_args(argv) == WiderEvalConfig(images="i", gt="g", pred="p", weights="shipped", min_face=12.0,
-                                               thresholds=(0.5, 0.6, 0.9), device="cuda:1", limit=3, overwrite=True)
+            "--thresholds", "0.5", "0.6", "0.9", "--nms-thresholds", "0.5", "0.6", "0.7", "--onet-nms-mode", "union",
+            "--device", "cuda:1", "--limit", "3", "--overwrite"]
+    detector = DetectorConfig(min_face=12.0, thresholds=(0.5, 0.6, 0.9), nms_thresholds=(0.5, 0.6, 0.7),
+                              onet_nms_mode="union", device="cuda:1")
+    assert parse_args(argv) == WiderEvalConfig(images="i", gt="g", pred="p", weights="shipped", detector=detector,
+                                               limit=3, overwrite=True)
     assert parse_args(argv[:8]) == WiderEvalConfig(images="i", gt="g", pred="p", weights="shipped")
-    with pytest.raises(ValueError):
-        WiderEvalConfig(images="i", gt="g", pred="p", weights="w", thresholds=(0.5, 1.5, 0.7))
+    with pytest.raises(SystemExit):  # DetectorConfig refuses it: a usage error
+        parse_args(argv[:8] + ["--thresholds", "0.5", "1.5", "0.7"])
 
 
 def test_cli_bad_input_prints_one_line_and_exits_2(tmp_path, gt_dir):
