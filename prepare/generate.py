@@ -55,6 +55,7 @@ from annotations.landmarks import (
 )
 from annotations.wider import parse_wider
 from core.atomic import atomic_write_json
+from core.cpus import cap_workers, usable_cpus
 from core.cli import config_from_namespace, config_parser
 from core.geometry import regression_targets, xywh_to_xyxy
 from core.imageio import ImageReadError, read_image_rgb
@@ -281,13 +282,11 @@ def work(task):
 
 
 def pool_size(workers: int) -> int:
-    """The worker count to run: 0 means one per CPU; more than the CPUs is capped, with a warning
-    (more processes than cores only adds memory and switching)."""
-    cpus = os.cpu_count() or 1
-    if workers > cpus:
-        print(f"warning: --workers {workers} is more than the {cpus} CPUs; using {cpus}", file=sys.stderr)
-        return cpus
-    return workers or cpus
+    """The worker count to run: 0 means one per usable CPU; more is capped, with a warning."""
+    count, warning = cap_workers(workers)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    return count or usable_cpus()
 
 
 KIND_WORDS = {"neg": "negative", "pos": "positive", "part": "part", "landmark": "landmark"}

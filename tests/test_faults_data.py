@@ -399,9 +399,11 @@ def test_meaningless_values_are_usage_errors_naming_the_option(argv, message, ca
 
 
 def test_more_workers_than_cpus_are_capped_with_a_warning(capsys, monkeypatch):
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    # The CPUs this process may use (its affinity), as the trainer counts them: not the machine's.
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert pool_size(100) == 2
-    assert capsys.readouterr().err.strip() == "warning: --workers 100 is more than the 2 CPUs; using 2"
+    assert capsys.readouterr().err.strip() == "warning: --workers 100 is more than the 2 CPUs this process may use: using 2"
     assert pool_size(0) == 2 and pool_size(1) == 1
     assert capsys.readouterr().err == ""
 

@@ -28,7 +28,6 @@ import pytest
 import torch
 
 import core.device
-import trainers.preflight
 import trainers.train
 from core.nets import build_net
 from lmdb_builders.manifest import MANIFEST_NAME, fingerprint
@@ -411,7 +410,7 @@ def test_out_of_range_values_are_usage_errors_naming_the_option(flag, value, cap
 
 
 def test_more_workers_than_cpus_are_capped_with_one_warning(build, tmp_path, run, monkeypatch):
-    monkeypatch.setattr(trainers.preflight, "usable_cpus", lambda: 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
     code, lines = run(*pnet_args(build, tmp_path / "out"), "--workers", "3")
     assert code == 0, lines
     warnings = [line for line in lines if "warning" in line]

@@ -6,14 +6,12 @@ never saw a face.
 * ``check_earlier_run``: an output folder holding checkpoints is continued (``--resume``) or
   started over (``--restart``) only when asked, never overwritten by a plain rerun;
 * ``check_kinds``: the training split holds every sample kind the loss needs;
-* ``worker_count``: more DataLoader workers than CPUs are capped.
 
 Each refusal is a ``PreflightError`` whose ``str()`` is one line saying what to do.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from core.atomic import ensure_writable_folder
@@ -82,14 +80,3 @@ def check_kinds(cfg: TrainConfig, manifest: dict, size: int, train_idx: dict, va
                          f"them (a net trained without them is useless): {why}")
 
 
-def usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def worker_count(requested: int) -> tuple[int, str | None]:
-    """``requested`` DataLoader workers capped at the CPUs this process may use, and the warning
-    to print when capped (more workers than CPUs only compete with the training process)."""
-    cpus = usable_cpus()
-    if requested <= cpus:
-        return requested, None
-    return cpus, f"--workers {requested} is more than the {cpus} CPUs this process may use: using {cpus}"

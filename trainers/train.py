@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.cpus import cap_workers
 from core.device import DeviceError
 from core.lock import FolderLockedError, folder_lock
 from core.nets import INPUT_SIZES
@@ -46,7 +47,7 @@ from trainers.distributed import (DistInfo, RankSlice, barrier, destroy_process_
                                   training_device, wrap_ddp)
 from trainers.engine import NetWithLoss, evaluate, train_one_epoch
 from trainers.model import build_optimizer, init_model
-from trainers.preflight import PreflightError, check_earlier_run, check_kinds, check_writable, worker_count
+from trainers.preflight import PreflightError, check_earlier_run, check_kinds, check_writable
 from trainers.reporting import report_epoch, summary
 
 # What ends a command-line run with one line and exit code 2: causes outside the code (folders,
@@ -67,7 +68,7 @@ class TrainResult:
 def main(cfg: TrainConfig) -> TrainResult:
     dist_info = DistInfo.from_env()
     device = training_device(cfg.device, dist_info)
-    workers, warning = worker_count(cfg.num_workers)
+    workers, warning = cap_workers(cfg.num_workers)  # DataLoader workers; 0 loads in this process
     if warning and dist_info.main:
         print(f"{PROG}: warning: {warning}", file=sys.stderr)
     cfg = replace(cfg, num_workers=workers)
