@@ -37,7 +37,6 @@ from core.weights import weights_digests
 from detector import DetectorConfig, load_detector
 
 
-
 @dataclass(frozen=True)
 class LandmarkEvalConfig:
     landmarks: str

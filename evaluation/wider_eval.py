@@ -292,12 +292,12 @@ def _weights_digests(cfg: WiderEvalConfig) -> dict[str, str]:
 def _check_settings(pred: Path, cfg: WiderEvalConfig, digests: dict[str, str]) -> None:
     """Never mix predictions of different weights or detector settings in one folder.
 
-    Other settings (weights spec, backend, the detector's ``result_settings``) are refused unless ``--overwrite``: the
-    predictions there are a valid result of another run, which the user may want to keep. Other
-    weights files under the same spec (retrained into the same folder, new shipped weights, or a
-    folder that records no digests) mean the predictions there belong to files that no longer
-    exist: no one can want them, and ``make eval-wider`` reruns exactly then, so they are deleted
-    (with a note) and every image is detected again.
+    Other settings (weights spec, backend, the detector's ``result_settings``) are refused unless
+    ``--overwrite``: the predictions there are a valid result of another run, which the user may
+    want to keep. Other weights files under the same spec (retrained into the same folder, new
+    shipped weights, or a folder that records no digests) mean the predictions there belong to
+    files that no longer exist: no one can want them, and ``make eval-wider`` reruns exactly then,
+    so they are deleted (with a note) and every image is detected again.
     """
     settings = {"weights": cfg.weights, "backend": cfg.backend, **cfg.detector.result_settings()}
     path = pred / "settings.json"
@@ -307,9 +307,9 @@ def _check_settings(pred: Path, cfg: WiderEvalConfig, digests: dict[str, str]) -
         except ValueError as err:
             raise ValueError(f"{path}: not valid JSON ({err}); delete it or use --overwrite") from None
         if isinstance(old, dict):
-            old.setdefault("backend", "torch")  # recorded since the onnx backend came
-            for name, value in DetectorConfig().result_settings().items():
-                old.setdefault(name, value)  # recorded since every detector setting could be set
+            # What older folders did not record (the backend, before the onnx one came; the detector
+            # settings other than min_face and thresholds) was the default.
+            old = {"backend": "torch", **DetectorConfig().result_settings(), **old}
         old_digests = old.pop("weights_sha256", None) if isinstance(old, dict) else None
         if old != settings:
             raise ValueError(f"{pred} holds predictions made with {old}; use another --pred or --overwrite")

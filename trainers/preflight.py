@@ -78,5 +78,3 @@ def check_kinds(cfg: TrainConfig, manifest: dict, size: int, train_idx: dict, va
         why = "check the build's inputs (its manifest's report) and rebuild it"
     raise PreflightError(f"{build}: no {names} samples of {size} px to train on, and the {cfg.net} loss needs "
                          f"them (a net trained without them is useless): {why}")
-
-
