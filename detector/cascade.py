@@ -351,11 +351,11 @@ class Detector:
         P-Net runs over each image's own pyramid; then the R-Net crops of all the images go through
         R-Net together, in shared batches of ``batch_size`` crops, and likewise for O-Net, so that a
         stage makes a few full forward passes instead of a small one per image. Every box, score and
-        landmark comes out as ``detect`` gives it, to the last bit wherever the nets' arithmetic does
-        not depend on how crops are grouped into batches; PyTorch's CPU kernels round differently for
-        batches of fewer than a few crops (measured: under 4 crops at 1 thread, under 12 at 2), so a
-        crop that ``detect`` ran in such a small last batch may differ in the last float32 bits
-        (about 1e-6 of a box side). Memory: one integral image (12 bytes per pixel) per image.
+        landmark comes out as ``detect`` gives it, up to float32 rounding: which kernel PyTorch runs
+        for a convolution depends on the batch size and on the CPU (on the development machines,
+        batches of under 4 crops at 1 thread or under 12 at 2 round differently; on other CPUs larger
+        ones too), so a crop may differ in the last float32 bits (about 1e-6 of a box side).
+        Memory: one integral image (12 bytes per pixel) per image.
         """
         rgbs = [to_rgb_uint8(image) for image in images]
         with torch.inference_mode():

@@ -7,6 +7,7 @@ into pytest's session temp folder; nothing is written into the project.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -27,12 +28,14 @@ TINY_SEED = 0
 def make_dry_run():
     """``make -n ARGS`` in the repo: the commands it would run, continuation lines joined. The data
     inputs (WIDER list, landmark list) are named t.txt and l.txt and taken as present (``-o``), so
-    that a dry run needs no ../shared."""
+    that a dry run needs no ../shared. An ``OUT`` in the environment (make reads it as the output
+    folder) is left out, so that the Makefile's default shows."""
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
 
     def run(*args: str) -> str:
         done = subprocess.run(["make", "-C", str(REPO), "-n", "--no-print-directory", "VENV_STAMP=", "PY=python",
                                "WIDER_TXT=t.txt", "LANDMARKS=l.txt", "-o", "t.txt", "-o", "l.txt", *args],
-                              capture_output=True, text=True, check=True)
+                              capture_output=True, text=True, check=True, env=env)
         return done.stdout.replace("\\\n", " ")
 
     return run

@@ -32,18 +32,19 @@ def test_batch_slices_by_hand():
 
 
 def check_equal(found, wanted):
+    # Equal up to float32 rounding, not bit for bit: which kernel a CPU runs for a convolution
+    # depends on the batch and on the CPU, and a crop shares its batch with other images' crops.
     assert len(found) == len(wanted)
     for got, want in zip(found, wanted):
-        np.testing.assert_array_equal(got.boxes, want.boxes)
-        np.testing.assert_array_equal(got.scores, want.scores)
-        np.testing.assert_array_equal(got.landmarks, want.landmarks)
+        assert len(got) == len(want)
+        np.testing.assert_allclose(got.boxes, want.boxes, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(got.scores, want.scores, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(got.landmarks, want.landmarks, rtol=0, atol=1e-4)
 
 
 def test_detect_batch_equals_detect_per_image(images):
-    # One forward pass per stage for each image and for the batch: the CPU kernels round alike for
-    # any batch of more than a few crops, so the results must be equal to the last bit.
-    # (With the default 128 / 64 crops per pass, a crop that `detect` runs in a last batch of 1-3
-    # crops may differ in the last float32 bits from the same crop in a larger shared batch.)
+    # One forward pass per stage for each image and for the batch, so that no crop's score sits
+    # in a last batch of 1-3 crops, where it can round further from the same crop in a shared one.
     detector = load_detector("shipped", DetectorConfig(thresholds=(0.5, 0.5, 0.5), batch_size=100_000))
     wanted = [detector.detect(image) for image in images]
     assert sum(len(w) > 0 for w in wanted) >= 3 and len(wanted[4]) == 0  # faces in several images

@@ -32,6 +32,7 @@ from core.weights import resolve_weights
 from detector.detect import DetectConfig, main as detect_main
 from core.geometry import crop_with_padding, iou, nms
 from core.nets import NET_NAMES, build_net
+from child_env import child_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -353,7 +354,7 @@ def test_detect_cli_as_a_process_prints_one_line_no_traceback(tmp_path):
         [sys.executable, "-m", "detector.detect", "--image", str(tmp_path / "missing.jpg"), "--weights", "shipped",
          "--out", str(tmp_path / "o")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"},
+        env=child_env(),
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0

@@ -31,6 +31,7 @@ from core.lock import folder_lock
 from core.nets import build_net
 from core.weights import WeightsError, load_net, load_nets, load_state_dict
 from detector import DetectorConfig, load_detector
+from child_env import child_env
 
 REPO = Path(__file__).resolve().parents[1]
 NETS = ("pnet", "rnet", "onet")
@@ -44,7 +45,7 @@ def _cli(module: str, args: list, patch: str = "", timeout: int = 180) -> subpro
         sys.argv = [{module!r}] + sys.argv[1:]
         runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
     """)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = child_env()
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -37,6 +37,7 @@ from lmdb_builders.writer import ShardWriter, WriterConfig
 from trainers.checkpoint import load_checkpoint
 from trainers.config import parse_args
 from trainers.train import cli
+from child_env import child_env
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = "python -m trainers.train: error: "
@@ -171,7 +172,7 @@ def test_a_second_run_on_the_same_output_is_refused_naming_the_first_ones_pid(bu
     # What `kill -9` of make leaves behind: its Python child, still training into OUT.
     out = tmp_path / "out"
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True, cwd=REPO,
-                              env={**os.environ, "PYTHONPATH": str(REPO)})
+                              env=child_env())
     try:
         assert holder.stdout.readline().strip() == "locked"
         code, lines = run(*pnet_args(build, out))
@@ -390,7 +391,7 @@ def test_a_shard_error_inside_a_dataloader_worker_is_one_line_naming_the_shard(b
     args = [str(a) for a in pnet_args(data, tmp_path / "out")]
     args[args.index("--workers") + 1] = "1"  # the records are read in a worker process
     proc = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True, timeout=180,
-                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+                          env=child_env())
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr  # one line, no traceback
     assert proc.stderr.startswith(f"{PREFIX}{shard}: cannot read records ("), proc.stderr

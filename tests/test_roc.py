@@ -11,6 +11,7 @@ from detector import DetectorConfig
 from evaluation.roc import RocConfig, auc, landmark_nme, main, parse_args, rates_at, roc_curve
 from prepare.generate import main as generate, tiny_config
 from core.nets import build_net
+from child_env import REPO, child_env
 
 
 def test_roc_curve_by_hand():
@@ -76,16 +77,12 @@ def test_defaults_are_the_detectors_and_the_cli_keeps_its_flags():
 
 
 def test_cli_bad_input_prints_one_line_and_exits_2(tmp_path):
-    import os
     import subprocess
     import sys
-    from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-m", "evaluation.roc", "--val-data", str(tmp_path / "nowhere"),
                            "--weights", "shipped", "--out", str(tmp_path / "roc")],
-                          cwd=repo, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"})
+                          cwd=REPO, capture_output=True, text=True, timeout=120, env=child_env())
     assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
     assert proc.stderr.startswith("error: ") and "nowhere" in proc.stderr
     assert not (tmp_path / "roc").exists()

@@ -1,7 +1,6 @@
 """Per-stage recall (evaluation.stage_recall): the matching arithmetic, the counting, the stage."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from detector import Detections
 from evaluation import stage_recall
 from evaluation.stage_recall import RecallCounts, StageRecallConfig, count_image, format_table, recalled_faces
 from wider_gt import GT, write_ground_truth
+from child_env import REPO, child_env
 
 FACE = np.array([[0.0, 0.0, 10.0, 10.0]])  # x y w h: official [0, 0, 10, 10], 11 x 11 with the +1 widths
 
@@ -120,7 +120,6 @@ def test_real_nets_run_through_the_stage(val_set, tmp_path):
 
 def test_cli_bad_input_prints_one_line_and_exits_2(val_set, tmp_path):
     gt, images, _ = val_set
-    repo = Path(__file__).resolve().parents[1]
     base = [sys.executable, "-m", "evaluation.stage_recall", "--out", str(tmp_path / "out")]
     for args, says in ((["--images", str(images), "--gt", str(tmp_path / "nowhere"), "--weights", "shipped"],
                         "wider_face_val.mat"),
@@ -128,8 +127,7 @@ def test_cli_bad_input_prints_one_line_and_exits_2(val_set, tmp_path):
                         "none of the ground-truth images"),
                        (["--images", str(images), "--gt", str(gt), "--weights", str(tmp_path / "no-weights")],
                         "no-weights")):
-        proc = subprocess.run(base + args, cwd=repo, capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"})
+        proc = subprocess.run(base + args, cwd=REPO, capture_output=True, text=True, timeout=120, env=child_env())
         lines = proc.stderr.splitlines()
         assert proc.returncode == 2, proc.stderr
         assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], proc.stderr

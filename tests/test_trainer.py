@@ -30,6 +30,7 @@ from trainers.engine import evaluate
 from trainers.model import init_model, lr_factor
 from trainers.reporting import LOG_COLUMNS
 from trainers.train import main
+from child_env import child_env
 
 REPO = Path(__file__).resolve().parents[1]
 HEADS = {  # (box head, landmark head, classification head) module names
@@ -285,7 +286,7 @@ def test_ddp_with_two_gloo_processes_runs_and_keeps_the_ranks_identical(builds, 
     script.write_text(DDP_SCRIPT)
     out = tmp_path / "ddp"
     out.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    env = child_env(GLOO_SOCKET_IFNAME="lo")
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
          str(builds[12]), str(out)],

@@ -24,6 +24,7 @@ from evaluation.wider_eval import (
 from core.geometry import xywh_to_xyxy
 from detector import DetectorConfig
 from wider_gt import FACES_A, FACES_B, GT, write_ground_truth
+from child_env import REPO, child_env
 
 
 @pytest.fixture
@@ -211,17 +212,14 @@ def test_defaults_are_the_detectors_and_the_cli_offers_every_detector_setting():
 
 
 def test_cli_bad_input_prints_one_line_and_exits_2(tmp_path, gt_dir):
-    import os
     import subprocess
     import sys
-    from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
     base = [sys.executable, "-m", "evaluation.wider_eval", "--pred", str(tmp_path / "pred"), "--weights", "shipped"]
     for args, says in ((["--images", str(tmp_path), "--gt", str(tmp_path / "nowhere")], "wider_face_val.mat"),
                        (["--images", str(tmp_path), "--gt", str(gt_dir)], "none of the ground-truth images")):
-        proc = subprocess.run(base + args, cwd=repo, capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"})
+        proc = subprocess.run(base + args, cwd=REPO, capture_output=True, text=True, timeout=120,
+                              env=child_env())
         lines = proc.stderr.splitlines()
         assert proc.returncode == 2, proc.stderr
         assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], proc.stderr
