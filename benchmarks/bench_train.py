@@ -9,6 +9,7 @@ samples/s and the share of the epoch's wall time spent waiting for the next batc
 decoding included).
 
     python -m benchmarks.bench_train [--nets pnet rnet onet] [--steps 200 40 12] [--workers 0 1] [--threads N] [--device cuda]
+                                     [--batch-sizes 384 1536]
 
 The data are ``lmdb_builders.synthetic`` builds (the tests' data set, at a realistic size).
 """
@@ -30,14 +31,15 @@ NET_OF_SIZE = {12: "pnet", 24: "rnet", 48: "onet"}
 
 
 def bench_net(net: str, data: Path, work: Path, steps: int, workers: int, threads: int | None, repeats: int,
-              device: str = "cpu") -> dict:
+              device: str = "cpu", batch_size: int | None = None) -> dict:
     """Medians over ``repeats`` timed epochs that follow one warm-up epoch."""
     from trainers.config import TrainConfig
     from trainers.train import main
 
+    sizes = {} if batch_size is None else {"batch_size": batch_size}
     cfg = TrainConfig(net=net, data=str(data), out=str(work / f"run-{net}-w{workers}"), epochs=1 + repeats,
                       batches_per_epoch=steps, num_workers=workers, val_fraction=0.002, progress=False,
-                      threads=threads, device=device, restart=True)  # the work folder is reused
+                      threads=threads, device=device, restart=True, **sizes)  # the work folder is reused
     t0 = time.perf_counter()
     timed = main(cfg).history[1:]
     return {"net": net, "workers": workers, "batch": cfg.batch_size, "steps": steps,
@@ -56,6 +58,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--threads", type=int, help="torch threads (default: the trainer's)")
     p.add_argument("--repeats", type=int, default=3, help="timed epochs (median reported) after a warm-up epoch")
     p.add_argument("--device", default="cpu", help="cpu or cuda (mixed precision, as the trainer does)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", help="samples per step (default: the trainer's)")
     p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "mtcnn_bench_train"))
     p.add_argument("--samples", type=int, nargs=3, metavar=("N12", "N24", "N48"),
                    default=[DEFAULT_SAMPLES[s] for s in (12, 24, 48)])
@@ -74,11 +77,12 @@ def main(argv=None) -> list[dict]:
         print(f"{net}: synthetic build of {m['buckets'][str(size)]['samples']} {size} px samples ready "
               f"({time.perf_counter() - t0:.1f} s)")
         for w in a.workers:
-            r = bench_net(net, work / f"data{size}", work, dict(zip(("pnet", "rnet", "onet"), a.steps))[net], w,
-                          a.threads, a.repeats, a.device)
-            rows.append(r)
-            print(f"  {net} workers={w} batch={r['batch']}: {r['samples_per_s']:8.0f} samples/s, "
-                  f"{r['step_ms']:6.1f} ms/step, data wait {100 * r['data_wait_share']:5.1f}% of step time")
+            for batch in a.batch_sizes or [None]:
+                r = bench_net(net, work / f"data{size}", work, dict(zip(("pnet", "rnet", "onet"), a.steps))[net],
+                              w, a.threads, a.repeats, a.device, batch)
+                rows.append(r)
+                print(f"  {net} workers={w} batch={r['batch']}: {r['samples_per_s']:8.0f} samples/s, "
+                      f"{r['step_ms']:6.1f} ms/step, data wait {100 * r['data_wait_share']:5.1f}% of step time")
     return rows
 
 
