@@ -16,10 +16,13 @@ import pytest
 import torch
 
 from detector.cascade import Detector, DetectorConfig, load_detector
-from lmdb_builders.synthetic import write_synthetic_build
+from lmdb_builders.reader import records_to_batch
+from lmdb_builders.schema import Kind
+from lmdb_builders.synthetic import synthetic_records, write_synthetic_build
 from core.nets import NET_NAMES, build_net
 from trainers.checkpoint import load_checkpoint
 from trainers.config import TrainConfig
+from trainers.engine import augment
 from trainers.train import main
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -53,6 +56,20 @@ def test_cuda_resume_continues_from_the_checkpoint(build_24, tmp_path):
     resumed = main(replace(cfg, resume=True))
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
     assert resumed.weights_path.is_file()
+
+
+def test_augmentation_on_cuda_matches_the_cpu():
+    # The trainer augments after moving a batch to the device; the draws come from the same seed.
+    recs = np.concatenate([synthetic_records(np.random.default_rng(0), 48, kind, 16) for kind in Kind])
+    batch = records_to_batch(recs)
+    cfg = replace(TrainConfig.tiny("onet", "unused", "unused"), flip=True, photometric=True)
+    cpu = augment(batch, cfg, epoch=1, batch_index=3, rank=0)
+    gpu = augment({k: v.cuda() for k, v in batch.items()}, cfg, epoch=1, batch_index=3, rank=0)
+    assert gpu["image"].device.type == "cuda"
+    assert not torch.equal(cpu["image"], batch["image"])  # something was changed
+    diff = (gpu["image"].cpu().int() - cpu["image"].int()).abs()
+    assert diff.max() <= 1  # float rounding on either side of a .5 grey level
+    torch.testing.assert_close(gpu["box"].cpu(), cpu["box"], equal_nan=True)
 
 
 def _image(seed: int = 0) -> np.ndarray:

@@ -36,14 +36,16 @@ def flip_box_offsets(offsets: torch.Tensor) -> torch.Tensor:
 
 def flip_mask(kinds: torch.Tensor, rng: np.random.Generator, probability: float = 0.5) -> torch.Tensor:
     """Which samples to mirror: each non-landmark sample with ``probability``."""
-    draw = torch.from_numpy(rng.random(len(kinds)) < probability)
+    draw = torch.from_numpy(rng.random(len(kinds)) < probability).to(kinds.device)
     return draw & (kinds != Kind.LANDMARK)
 
 
 def hflip_batch(batch: dict, mask: torch.Tensor) -> dict:
-    """A copy of ``batch`` with the samples in ``mask`` mirrored (images (B, S, S, 3), box targets)."""
+    """A copy of ``batch`` with the samples in ``mask`` mirrored (images (B, S, S, 3), box targets),
+    on the batch's device."""
     if not bool(mask.any()):
         return batch
+    mask = mask.to(batch["image"].device)
     out = dict(batch)
     image, box = batch["image"].clone(), batch["box"].clone()
     image[mask] = image[mask].flip(2)  # NHWC: dim 2 is the width
@@ -90,7 +92,7 @@ def gaussian_kernels(sigmas: np.ndarray) -> torch.Tensor:
 def blur_images(images: torch.Tensor, sigmas: np.ndarray) -> torch.Tensor:
     """Separable Gaussian blur of float NHWC images, each with its own sigma (edges replicated)."""
     n, h, w, c = images.shape
-    taps = gaussian_kernels(sigmas)
+    taps = gaussian_kernels(sigmas).to(images.device)
     k = taps.shape[1]
     x = images.permute(3, 0, 1, 2).reshape(1, c * n, h, w)  # one group per (channel, sample)
     weight = taps.repeat(c, 1)
@@ -100,15 +102,16 @@ def blur_images(images: torch.Tensor, sigmas: np.ndarray) -> torch.Tensor:
 
 
 def photometric_batch(batch: dict, params: PhotometricParams) -> dict:
-    """A copy of ``batch`` whose uint8 images (B, S, S, 3) went through ``params``; targets untouched."""
+    """A copy of ``batch`` whose uint8 images (B, S, S, 3) went through ``params``, on the batch's
+    device; targets untouched."""
     image = batch["image"].float()
     blurred = params.blur_sigma > 0
     if blurred.any():
-        idx = torch.from_numpy(np.flatnonzero(blurred))
+        idx = torch.from_numpy(np.flatnonzero(blurred)).to(image.device)
         image[idx] = blur_images(image[idx], params.blur_sigma[blurred])
 
     def per_sample(values):
-        return torch.from_numpy(np.asarray(values, dtype=np.float32)).view(-1, 1, 1, 1)
+        return torch.from_numpy(np.asarray(values, dtype=np.float32)).to(image.device).view(-1, 1, 1, 1)
 
     grey = (image * image.new_tensor(GREY_WEIGHTS)).sum(3, keepdim=True)
     image = grey + per_sample(params.saturation) * (image - grey)

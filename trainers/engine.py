@@ -89,7 +89,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, scaler, cfg:
         t = time.perf_counter()
         batch = next(it)
         wait += time.perf_counter() - t
-        batch = _to_device(augment(batch, cfg, epoch, first_batch + step, dist_info.rank), device)
+        # Augment on the device: a GPU mirrors a batch far faster than the host does.
+        batch = augment(_to_device(batch, device), cfg, epoch, first_batch + step, dist_info.rank)
         images = normalize_images(batch["image"])
         with _autocast(device, cfg):
             terms, logits = model(images, batch)
