@@ -42,15 +42,13 @@ def flip_mask(kinds: torch.Tensor, rng: np.random.Generator, probability: float 
 
 def hflip_batch(batch: dict, mask: torch.Tensor) -> dict:
     """A copy of ``batch`` with the samples in ``mask`` mirrored (images (B, S, S, 3), box targets),
-    on the batch's device."""
-    if not bool(mask.any()):
-        return batch
+    on the batch's device. Selected with ``torch.where``, not boolean indexing or ``mask.any()``,
+    which would make a GPU stop for the mask's count at every step."""
     mask = mask.to(batch["image"].device)
     out = dict(batch)
-    image, box = batch["image"].clone(), batch["box"].clone()
-    image[mask] = image[mask].flip(2)  # NHWC: dim 2 is the width
-    box[mask] = flip_box_offsets(box[mask])
-    out["image"], out["box"] = image, box
+    image, box = batch["image"], batch["box"]
+    out["image"] = torch.where(mask.view(-1, 1, 1, 1), image.flip(2), image)  # NHWC: dim 2 is the width
+    out["box"] = torch.where(mask.view(-1, 1), flip_box_offsets(box), box)
     return out
 
 
