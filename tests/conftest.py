@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from child_env import REPO
+
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 # The tiny fixture's shape; tests/test_annotations.py checks exact counts for exactly this.

@@ -31,9 +31,8 @@ from core.lock import folder_lock
 from core.nets import build_net
 from core.weights import WeightsError, load_net, load_nets, load_state_dict
 from detector import DetectorConfig, load_detector
-from child_env import child_env
+from child_env import REPO, child_env
 
-REPO = Path(__file__).resolve().parents[1]
 NETS = ("pnet", "rnet", "onet")
 
 

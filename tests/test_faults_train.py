@@ -37,9 +37,8 @@ from lmdb_builders.writer import ShardWriter, WriterConfig
 from trainers.checkpoint import load_checkpoint
 from trainers.config import parse_args
 from trainers.train import cli
-from child_env import child_env
+from child_env import REPO, child_env
 
-REPO = Path(__file__).resolve().parents[1]
 PREFIX = "python -m trainers.train: error: "
 # A tiny run: 2 steps of 32 samples, 20% of the samples held out for validation.
 TINY = ["--epochs", "1", "--batches-per-epoch", "2", "--batch-size", "32", "--val-fraction", "0.2", "--workers", "0",

@@ -30,9 +30,8 @@ from trainers.engine import evaluate
 from trainers.model import init_model, lr_factor
 from trainers.reporting import LOG_COLUMNS
 from trainers.train import main
-from child_env import child_env
+from child_env import REPO, child_env
 
-REPO = Path(__file__).resolve().parents[1]
 HEADS = {  # (box head, landmark head, classification head) module names
     "pnet": ("conv4_2", "conv4_3", "conv4_1"),
     "rnet": ("dense5_2", "dense5_3", "dense5_1"),
