@@ -21,7 +21,7 @@ import torch
 from lmdb_builders.synthetic import synthetic_records, write_synthetic_build
 from lmdb_builders.reader import MixedKindBatchSampler, ShardDataset, records_to_batch, split_by_kind
 from lmdb_builders.schema import Kind
-from trainers.losses import LossWeights, flatten_output, multitask_loss, ohem_count
+from trainers.losses import LossWeights, Wing, flatten_output, multitask_loss, ohem_count, wing_loss
 from core.nets import EXTRA_HEAD_PREFIX, INPUT_SIZES, NetOutput, build_net, load_state, normalize_images
 from trainers.checkpoint import latest_checkpoint, load_checkpoint
 from trainers.config import TrainConfig, parse_args
@@ -125,6 +125,53 @@ def test_makefile_loss_weights_are_the_papers_caffe_balance(make_dry_run, net, p
     ours = multitask_loss(NetOutput(torch.zeros(6, 2), box, lm), batch, LossWeights(*weights)).total
     caffe = paper[0] * ((box - box_t) ** 2).sum() / 12 + paper[1] * ((lm - lm_t) ** 2).sum() / 12
     assert ours.item() == pytest.approx(caffe.item(), rel=1e-6)
+
+
+def test_wing_loss_is_logarithmic_below_the_width_linear_beyond_and_continuous():
+    wing = Wing(width=0.15, epsilon=0.03)
+    x = torch.tensor([0.0, 0.03, -0.03, 0.15, -0.25, 0.25])
+    ln6 = math.log(6.0)  # 1 + 0.15 / 0.03
+    expected = [0.0, 0.15 * math.log(2.0), 0.15 * math.log(2.0), 0.15 * ln6, 0.1 + 0.15 * ln6, 0.1 + 0.15 * ln6]
+    assert wing_loss(x, wing).tolist() == pytest.approx(expected, abs=1e-7)
+    below = wing_loss(torch.tensor([0.15 - 1e-6]), wing).item()
+    assert below == pytest.approx(0.15 * ln6, abs=1e-6)  # no step at the width
+    with pytest.raises(ValueError, match="width and epsilon"):
+        Wing(0.0, 0.03)
+
+
+def test_wing_replaces_only_the_landmark_term():
+    batch = {"label": torch.tensor([0, -1]), "has_box": torch.tensor([False, True]),
+             "has_landmarks": torch.tensor([False, True]),
+             "box": torch.tensor([[float("nan")] * 4, [0.1, 0, 0, 0]]),
+             "landmarks": torch.tensor([[float("nan")] * 10, [0.5] * 5 + [0.03] * 5])}
+    out = NetOutput(torch.zeros(2, 2), torch.zeros(2, 4), torch.zeros(2, 10))
+    mse = multitask_loss(out, batch, LossWeights(1, 1, 1), ohem_keep=None)
+    wing = multitask_loss(out, batch, LossWeights(1, 1, 1), ohem_keep=None, wing=Wing(0.15, 0.03))
+    assert mse.landmark.item() == pytest.approx((0.25 + 0.0009) / 2)
+    # 0.5 is beyond the width: 0.5 - (0.15 - 0.15 ln 6); 0.03 is below: 0.15 ln 2
+    assert wing.landmark.item() == pytest.approx((0.35 + 0.15 * math.log(6) + 0.15 * math.log(2)) / 2)
+    assert (wing.cls.item(), wing.box.item()) == (mse.cls.item(), mse.box.item())
+
+
+def test_landmark_loss_option_reaches_training_and_validation_stays_mse(builds, tmp_path):
+    runs = {}
+    for loss in ("mse", "wing"):
+        cfg = TrainConfig.tiny("onet", builds[48], tmp_path / loss, epochs=1, batches_per_epoch=2, batch_size=32,
+                               landmark_loss=loss)
+        runs[loss] = (cfg, main(cfg))
+    (mse_cfg, mse_run), (wing_cfg, wing_run) = runs["mse"], runs["wing"]
+    assert wing_cfg.wing == Wing(0.15, 0.03) and mse_cfg.wing is None
+    assert wing_run.history[0]["train_landmark"] != pytest.approx(mse_run.history[0]["train_landmark"], rel=0.1)
+    # validation reports the landmark MSE whatever the training loss, so runs compare
+    ds = ShardDataset(wing_cfg.data, 48)
+    _, val = split_by_kind(ds.kinds, wing_cfg.val_fraction, wing_cfg.seed)
+    val_idx = np.concatenate(list(val.values()))
+    model = init_model(replace(wing_cfg, init=str(wing_run.weights_path)))
+    assert evaluate(model, ds, val_idx, wing_cfg) == evaluate(model, ds, val_idx, mse_cfg)
+    assert parse_args(["--net", "onet", "--landmark-loss", "wing", "--wing-width", "0.2"]).wing == Wing(0.2, 0.03)
+    for bad in (dict(landmark_loss="l1"), dict(wing_epsilon=0.0)):
+        with pytest.raises(ValueError, match="landmark-loss|wing-width"):
+            TrainConfig(net="onet", **bad)
 
 
 def test_pnet_maps_are_flattened_and_a_net_without_landmark_head_has_zero_landmark_term():

@@ -13,7 +13,7 @@ from core.nets import NET_NAMES
 from detector.cascade import DetectorConfig
 from lmdb_builders.reader import PAPER_RATIO
 from lmdb_builders.schema import Kind
-from trainers.losses import DEFAULT_LOSS_WEIGHTS, DEFAULT_OHEM_KEEP, LossWeights
+from trainers.losses import DEFAULT_LOSS_WEIGHTS, DEFAULT_OHEM_KEEP, LossWeights, Wing
 
 # Validation recall / false positives are counted at the detector's stage thresholds.
 DEFAULT_THRESHOLDS = dict(zip(NET_NAMES, DetectorConfig().thresholds))
@@ -21,6 +21,7 @@ PROG = "python -m trainers.train"
 OPTIMIZERS = ("sgd", "adamw")
 PAPER_KIND_RATIO = tuple(float(PAPER_RATIO[kind]) for kind in sorted(Kind))
 SCHEDULES = ("cosine", "step", "constant")
+LANDMARK_LOSSES = ("mse", "wing")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,14 @@ class TrainConfig:
     """Clip the global gradient norm to this (None or 0: off); the mean norm before clipping is logged."""
     loss_weights: tuple[float, float, float] | None = None
     """det, box, landmark; None: 1/0.5/0.5 (P-Net, R-Net), 1/0.5/1 (O-Net)."""
+    landmark_loss: str = field(default="mse", metadata={"choices": LANDMARK_LOSSES})
+    """mse, or wing (Feng et al., CVPR 2018: logarithmic below --wing-width, linear beyond). Its term
+    is far larger than MSE's for the same error, so it wants a smaller landmark weight. Validation
+    always reports the landmark MSE, so runs with either loss compare."""
+    wing_width: float = 0.15
+    """Wing loss's w, a fraction of the crop's side (0.15: the paper's 10 px of a 64-px input)."""
+    wing_epsilon: float = 0.03
+    """Wing loss's epsilon, a fraction of the crop's side (0.03: the paper's 2 px of 64)."""
     kind_ratio: tuple[float, float, float, float] = PAPER_KIND_RATIO
     """negative, positive, part, landmark: each kind's share of a batch (the paper's 3 / 1 / 1 / 2).
     A larger positive share moves the face probabilities up, as a lower stage threshold would."""
@@ -104,6 +113,10 @@ class TrainConfig:
             raise ValueError(f"net must be one of {NET_NAMES}, got {self.net!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
+        if self.landmark_loss not in LANDMARK_LOSSES:
+            raise ValueError(f"--landmark-loss must be mse or wing, got {self.landmark_loss!r}")
+        if not (self.wing_width > 0 and self.wing_epsilon > 0):
+            raise ValueError(f"--wing-width and --wing-epsilon must be > 0, got {self.wing_width} and {self.wing_epsilon}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
         for flag, value, ok, rule in (
@@ -153,6 +166,11 @@ class TrainConfig:
     @property
     def weights(self) -> LossWeights:
         return LossWeights(*self.loss_weights) if self.loss_weights else DEFAULT_LOSS_WEIGHTS[self.net]
+
+    @property
+    def wing(self) -> Wing | None:
+        """The Wing loss's widths when the landmark loss is wing; None: MSE."""
+        return Wing(self.wing_width, self.wing_epsilon) if self.landmark_loss == "wing" else None
 
     @property
     def stage_threshold(self) -> float:

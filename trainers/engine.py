@@ -21,7 +21,7 @@ from lmdb_builders.reader import ShardDataset, records_to_batch
 from trainers.augment import flip_mask, hflip_batch, photometric_batch, photometric_params
 from trainers.config import TrainConfig
 from trainers.distributed import DistInfo
-from trainers.losses import LossWeights, flatten_output, multitask_loss, sample_losses
+from trainers.losses import LossWeights, Wing, flatten_output, multitask_loss, sample_losses
 
 TRAIN_COLUMNS = ("train_loss", "train_cls", "train_box", "train_landmark", "train_acc", "train_kept", "grad_norm")
 VALIDATION_COLUMNS = ("val_loss", "val_cls", "val_box", "val_landmark", "val_acc", "val_recall", "val_fpr")
@@ -64,13 +64,13 @@ class NetWithLoss(nn.Module):
     (a rank's share of a batch without box or landmark samples) is marked unused for that step.
     """
 
-    def __init__(self, net: nn.Module, weights: LossWeights, ohem_keep: float | None):
+    def __init__(self, net: nn.Module, weights: LossWeights, ohem_keep: float | None, wing: Wing | None = None):
         super().__init__()
-        self.net, self.weights, self.ohem_keep = net, weights, ohem_keep
+        self.net, self.weights, self.ohem_keep, self.wing = net, weights, ohem_keep, wing
 
     def forward(self, images: torch.Tensor, batch: dict):
         output = self.net(images)
-        return multitask_loss(output, batch, self.weights, self.ohem_keep), flatten_output(output).logits.detach()
+        return multitask_loss(output, batch, self.weights, self.ohem_keep, self.wing), flatten_output(output).logits.detach()
 
 
 # -- training ------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ batch as ``label`` (1 face, 0 non-face, -1 not used for classification), ``has_b
   (negatives and positives); with OHEM only the ``ceil(ohem_keep * n)`` largest of those ``n``
   losses are averaged, so only they get a gradient;
 * box regression: MSE over the 4 offsets of the samples with ``has_box`` (positives, part faces);
-* landmark regression: MSE over the 10 values of the samples with ``has_landmarks``; 0 when the
-  net has no landmark head.
+* landmark regression: MSE over the 10 values of the samples with ``has_landmarks`` (or, given a
+  ``Wing``, the Wing loss of Feng et al., CVPR 2018); 0 when the net has no landmark head.
 
 Samples are selected by index before any arithmetic, so a NaN target never enters a sum (NaN * 0
 is NaN, and its gradient too). Each term is a mean over the samples that carry it; a term with no
@@ -47,6 +47,30 @@ DEFAULT_LOSS_WEIGHTS = {
 }
 
 DEFAULT_OHEM_KEEP = 0.7
+
+
+@dataclass(frozen=True)
+class Wing:
+    """The Wing loss's two widths, as fractions of the crop's side (landmark targets are normalised to it).
+
+    Below ``width`` the loss is logarithmic, so small and medium errors keep a gradient that MSE's
+    vanishes on; beyond it, linear, so a few mislabelled points do not dominate.
+    """
+
+    width: float = 0.15
+    epsilon: float = 0.03
+
+    def __post_init__(self):
+        if not (self.width > 0 and self.epsilon > 0):
+            raise ValueError(f"Wing width and epsilon must be > 0, got {self.width} and {self.epsilon}")
+
+
+def wing_loss(error: torch.Tensor, wing: Wing) -> torch.Tensor:
+    """Elementwise ``w ln(1 + |x| / eps)`` for ``|x| < w``, else ``|x| - C``, C making it continuous at w."""
+    w, eps = wing.width, wing.epsilon
+    a = error.abs()
+    c = w - w * math.log1p(w / eps)
+    return torch.where(a < w, w * torch.log1p(a / eps), a - c)
 
 
 class LossTerms(NamedTuple):
@@ -93,8 +117,9 @@ def _zero(like: torch.Tensor) -> torch.Tensor:
     return torch.zeros((), dtype=torch.float32, device=like.device, requires_grad=True)
 
 
-def sample_losses(output: NetOutput, batch: dict) -> SampleLosses:
-    """Per-sample loss values for the samples that carry each target, computed in float32."""
+def sample_losses(output: NetOutput, batch: dict, wing: Wing | None = None) -> SampleLosses:
+    """Per-sample loss values for the samples that carry each target, computed in float32; the
+    landmark one is the mean squared error, or the mean Wing loss given ``wing``."""
     out = flatten_output(output)
     device = out.logits.device
     label = batch["label"].to(device, non_blocking=True)
@@ -109,14 +134,15 @@ def sample_losses(output: NetOutput, batch: dict) -> SampleLosses:
     if out.landmarks is not None:
         lm_idx = torch.nonzero(batch["has_landmarks"].to(device, non_blocking=True)).squeeze(1)
         lm_target = batch["landmarks"].to(device, non_blocking=True)[lm_idx]
-        landmark = (out.landmarks[lm_idx].float() - lm_target).pow(2).mean(1)
+        error = out.landmarks[lm_idx].float() - lm_target
+        landmark = (error.pow(2) if wing is None else wing_loss(error, wing)).mean(1)
     return SampleLosses(cls, box, landmark)
 
 
 def multitask_loss(output: NetOutput, batch: dict, weights: LossWeights,
-                   ohem_keep: float | None = DEFAULT_OHEM_KEEP) -> LossTerms:
+                   ohem_keep: float | None = DEFAULT_OHEM_KEEP, wing: Wing | None = None) -> LossTerms:
     """The weighted sum of the three masked terms, with OHEM on classification (see module doc)."""
-    per = sample_losses(output, batch)
+    per = sample_losses(output, batch, wing)
     kept = ohem_count(len(per.cls), ohem_keep)
     if kept == 0:
         cls = _zero(per.cls)

@@ -119,7 +119,7 @@ def _run(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> TrainRe
     elif dist_info.main:  # --restart, or a folder without checkpoints (check_earlier_run)
         clean_out(out, cfg.net)
     barrier(dist_info)  # nobody reads the folder while rank 0 cleans it
-    train_model = wrap_ddp(NetWithLoss(model, cfg.weights, cfg.ohem_keep), device, dist_info)
+    train_model = wrap_ddp(NetWithLoss(model, cfg.weights, cfg.ohem_keep, cfg.wing), device, dist_info)
 
     # Workers return raw record arrays; decoding (and pinning on CUDA) happen in this process.
     loader = ShardLoader(dataset, RankSlice(sampler, dist_info.rank, dist_info.world), num_workers=cfg.num_workers,
