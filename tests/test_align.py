@@ -28,8 +28,7 @@ from detector.align import (
     similarity_crop,
     similarity_transform,
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from child_env import REPO
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -219,7 +218,7 @@ def test_align_errors(photos, tmp_path):
 
 def test_align_cli_bad_input_is_one_line_exit_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "detector.align", "--images", str(tmp_path / "none"), "--out",
-                           str(tmp_path / "o")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                           str(tmp_path / "o")], cwd=REPO, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
     assert "does not exist" in proc.stderr

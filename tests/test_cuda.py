@@ -24,10 +24,9 @@ from trainers.checkpoint import load_checkpoint
 from trainers.config import TrainConfig
 from trainers.engine import augment
 from trainers.train import main
+from child_env import REPO
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +94,7 @@ def test_detector_on_cuda_matches_the_cpu():
 
 
 def test_original_weights_on_cuda_find_the_astronaut():
-    folder = Path(os.environ.get("MTCNN_ORIGINAL_WEIGHTS", REPO_ROOT / "weights" / "original"))
+    folder = Path(os.environ.get("MTCNN_ORIGINAL_WEIGHTS", REPO / "weights" / "original"))
     if not all((folder / f"{n}.pt").is_file() for n in NET_NAMES):
         pytest.skip(f"original MTCNN weights not in {folder}")
     from skimage.data import astronaut

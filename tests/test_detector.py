@@ -32,9 +32,8 @@ from core.weights import resolve_weights
 from detector.detect import DetectConfig, main as detect_main
 from core.geometry import crop_with_padding, iou, nms
 from core.nets import NET_NAMES, build_net
-from child_env import child_env
+from child_env import REPO, child_env
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # facenet-pytorch 2.6.0's MTCNN on skimage.data.astronaut(), min face 20, 0.6/0.7/0.7, factor 0.709.
 # Its coordinates are the original Matlab code's 1-based ones: exactly ours + 1.
@@ -47,7 +46,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def original_weights() -> Path:
-    folder = Path(os.environ.get("MTCNN_ORIGINAL_WEIGHTS", REPO_ROOT / "weights" / "original"))
+    folder = Path(os.environ.get("MTCNN_ORIGINAL_WEIGHTS", REPO / "weights" / "original"))
     if not all((folder / f"{n}.pt").is_file() for n in NET_NAMES):
         pytest.skip(f"original MTCNN weights not in {folder} (make original-weights, or set MTCNN_ORIGINAL_WEIGHTS)")
     return folder
@@ -353,7 +352,7 @@ def test_detect_cli_as_a_process_prints_one_line_no_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "detector.detect", "--image", str(tmp_path / "missing.jpg"), "--weights", "shipped",
          "--out", str(tmp_path / "o")],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        cwd=REPO, capture_output=True, text=True, timeout=120,
         env=child_env(),
     )
     assert proc.returncode == 2

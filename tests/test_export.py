@@ -22,8 +22,8 @@ from core.weights import load_nets, resolve_weights
 from detector.cascade import PNET_CELL, PNET_STRIDE, DetectorConfig, load_detector
 from detector.detect import DetectConfig, main as detect_main
 from detector.export import ExportConfig, main as export_main
+from child_env import REPO
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-4
 
 
@@ -94,7 +94,7 @@ def test_export_is_deterministic(exported, tmp_path):
     # Only P-Net, to keep it short: same weights, same bytes.
     folder = tmp_path / "w"
     folder.mkdir()
-    (folder / "pnet.pt").write_bytes((REPO_ROOT / "weights" / "pnet.pt").read_bytes())
+    (folder / "pnet.pt").write_bytes((REPO / "weights" / "pnet.pt").read_bytes())
     assert export_main(ExportConfig(out=str(tmp_path / "again"), weights=str(folder))) == 0
     assert (tmp_path / "again" / "pnet.onnx").read_bytes() == (exported / "pnet.onnx").read_bytes()
     assert list(json.loads((tmp_path / "again" / "mtcnn.json").read_text())["nets"]) == ["pnet"]
@@ -191,5 +191,5 @@ def test_cli_errors_are_one_line_exit_2(exported, tmp_path, capsys):
 
 def test_export_cli_as_a_process(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "detector.export", "--out", str(tmp_path / "o"), "--weights",
-                           str(tmp_path / "none")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+                           str(tmp_path / "none")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr

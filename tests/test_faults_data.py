@@ -28,8 +28,7 @@ from lmdb_builders.schema import SchemaError, ShardCorruptError
 from lmdb_builders.verify import VERIFIED_NAME
 from lmdb_builders.writer import WriterConfig
 from prepare.generate import BuildError, main, parse_args, pool_size, tiny_config
-
-REPO = Path(__file__).resolve().parents[1]
+from child_env import REPO
 
 
 def config(paths, out, **kw):

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,8 +22,7 @@ from lmdb_builders.writer import WriterConfig, read_shard_meta
 from prepare.fingerprint import build_fingerprint
 from prepare.generate import TINY, main, parse_args, tiny_config
 from prepare.pool import ordered_map
-
-REPO = Path(__file__).resolve().parents[1]
+from child_env import REPO
 
 
 def config(paths, out, **kw):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from child_env import REPO
 
 # Bottom first; packages on one rank (a tuple) may not import each other.
 LAYERS = ("core", "annotations", "lmdb_builders", "detector", "prepare", "trainers", "evaluation",

@@ -7,11 +7,10 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from child_env import REPO
 TINY_TRAIN = "--epochs 1 --batches-per-epoch 4 --batch-size 64 --no-progress"
 # Nets trained for 4 batches find no face at the detector's thresholds, and a mined build without a
 # single detection is refused; low mining thresholds give the next stage something to learn from.

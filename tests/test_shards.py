@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,8 +24,7 @@ from lmdb_builders.reader import (
 )
 from lmdb_builders.schema import HAS_BOX, HAS_LANDMARKS, Kind, Sample, SchemaError, record_dtype
 from lmdb_builders.writer import ShardWriter, WriterConfig, read_shard_meta
-
-REPO = Path(__file__).resolve().parents[1]
+from child_env import REPO
 
 
 def synthetic_samples(image_index: int, sizes=(12,)):

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +9,7 @@ import pytest
 from annotations.subset import SubsetConfig, main, subset_mask
 from annotations.wider import format_wider_txt, parse_wider
 from lmdb_builders.manifest import load_manifest
-
-REPO = Path(__file__).resolve().parents[1]
+from child_env import REPO
 
 
 def test_mask_keeps_the_rounded_share_and_smaller_shares_inside_larger_ones():
