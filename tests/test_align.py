@@ -3,7 +3,6 @@ with the shipped weights (CPU, no network)."""
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -28,7 +27,7 @@ from detector.align import (
     similarity_crop,
     similarity_transform,
 )
-from child_env import REPO
+from child_env import REPO, child_env
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -219,6 +218,6 @@ def test_align_errors(photos, tmp_path):
 def test_align_cli_bad_input_is_one_line_exit_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "detector.align", "--images", str(tmp_path / "none"), "--out",
                            str(tmp_path / "o")], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          env=child_env())
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
     assert "does not exist" in proc.stderr

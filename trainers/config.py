@@ -59,9 +59,9 @@ class TrainConfig:
     """mse, or wing (Feng et al., CVPR 2018: logarithmic below --wing-width, linear beyond). Its term
     is far larger than MSE's for the same error, so it wants a smaller landmark weight. Validation
     always reports the landmark MSE, so runs with either loss compare."""
-    wing_width: float = 0.15
+    wing_width: float = Wing.width
     """Wing loss's w, a fraction of the crop's side (0.15: the paper's 10 px of a 64-px input)."""
-    wing_epsilon: float = 0.03
+    wing_epsilon: float = Wing.epsilon
     """Wing loss's epsilon, a fraction of the crop's side (0.03: the paper's 2 px of 64)."""
     kind_ratio: tuple[float, float, float, float] = PAPER_KIND_RATIO
     """negative, positive, part, landmark: each kind's share of a batch (the paper's 3 / 1 / 1 / 2).
@@ -115,8 +115,10 @@ class TrainConfig:
             raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.landmark_loss not in LANDMARK_LOSSES:
             raise ValueError(f"--landmark-loss must be mse or wing, got {self.landmark_loss!r}")
-        if not (self.wing_width > 0 and self.wing_epsilon > 0):
-            raise ValueError(f"--wing-width and --wing-epsilon must be > 0, got {self.wing_width} and {self.wing_epsilon}")
+        try:
+            Wing(self.wing_width, self.wing_epsilon)  # its own check, run whichever landmark loss is chosen
+        except ValueError as e:
+            raise ValueError(f"--wing-width, --wing-epsilon: {e}") from None
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
         for flag, value, ok, rule in (
