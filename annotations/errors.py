@@ -59,3 +59,14 @@ def numbered_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
             except UnicodeDecodeError as err:
                 raise AnnotationError(path, line_no, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
             yield line_no, text.strip()
+
+
+def check_unique(path: str | os.PathLike, keyed_lines, what: str) -> None:
+    """Refuse a list naming one item twice: ``keyed_lines`` is ``(key, line)`` pairs in file order;
+    the second occurrence is an AnnotationError at its line that names the first."""
+    first: dict = {}
+    for key, line in keyed_lines:
+        if key in first:
+            raise AnnotationError(path, line, f"{what} {key} is listed twice (first at line {first[key]}); "
+                                              f"remove one of the two lines")
+        first[key] = line

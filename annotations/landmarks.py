@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from annotations.errors import AnnotationError, numbered_lines
+from annotations.errors import AnnotationError, check_unique, numbered_lines
 from annotations.visibility import MIN_VISIBLE_FRACTION, visible_fraction
 from core.atomic import atomic_write_text
 from core.imageio import image_size
@@ -111,6 +111,7 @@ def parse_facepoint(txt_path: str | os.PathLike) -> LandmarkAnnotations:
     """Parse a CNN_FacePoint list (``path x1 x2 y1 y2`` then five ``x y`` points per line)."""
     txt_path = Path(txt_path)
     images: list[str] = []
+    lines: list[int] = []
     values: list[float] = []
     for line_no, text in numbered_lines(txt_path):
         if not text:
@@ -124,7 +125,9 @@ def parse_facepoint(txt_path: str | os.PathLike) -> LandmarkAnnotations:
                 f"got {len(fields)}: {text!r}",
             )
         images.append(fields[0].replace("\\", "/"))
+        lines.append(line_no)
         values.extend(_parse_floats(txt_path, line_no, fields[1:], FACEPOINT_FIELDS[1:], text))
+    check_unique(txt_path, zip(images, lines), "image")
     table = np.asarray(values, dtype=np.float64).reshape(-1, len(FACEPOINT_FIELDS) - 1)
     # File order x1 x2 y1 y2 -> x1 y1 x2 y2.
     boxes = table[:, [0, 2, 1, 3]]
@@ -141,17 +144,12 @@ def parse_celeba(bbox_txt: str | os.PathLike, landmarks_txt: str | os.PathLike) 
     bbox_ids, bbox_lines, bbox_values = _read_celeba_list(bbox_txt, CELEBA_BBOX_HEADER[1:])
     lm_ids, lm_lines, lm_values = _read_celeba_list(landmarks_txt, CELEBA_LANDMARKS_HEADER)
 
-    lm_row = {}
-    for row, image_id in enumerate(lm_ids):
-        if image_id in lm_row:
-            raise AnnotationError(landmarks_txt, lm_lines[row], f"image {image_id} is listed twice")
-        lm_row[image_id] = row
-    seen = set()
+    check_unique(landmarks_txt, zip(lm_ids, lm_lines), "image")
+    check_unique(bbox_txt, zip(bbox_ids, bbox_lines), "image")
+    lm_row = {image_id: row for row, image_id in enumerate(lm_ids)}
+    seen = set(bbox_ids)
     order = []
     for row, image_id in enumerate(bbox_ids):
-        if image_id in seen:
-            raise AnnotationError(bbox_txt, bbox_lines[row], f"image {image_id} is listed twice")
-        seen.add(image_id)
         if image_id not in lm_row:
             raise AnnotationError(bbox_txt, bbox_lines[row], f"image {image_id} has no line in {landmarks_txt}")
         order.append(lm_row[image_id])

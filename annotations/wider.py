@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from annotations.errors import AnnotationError, numbered_lines
+from annotations.errors import AnnotationError, check_unique, numbered_lines
 from annotations.visibility import MIN_VISIBLE_FRACTION, visible_fraction
 from core.atomic import atomic_write_text
 from core.imageio import image_size
@@ -231,6 +231,7 @@ def parse_wider_text(txt_path: Path) -> WiderText:
     """Parse a WIDER ``bbx_gt`` file's text, streamed once into flat columns (never a DataFrame row
     by row). Raises ``AnnotationError`` (``"path:line: message"``) for malformed input."""
     image_paths: list[str] = []
+    path_lines: list[int] = []
     flat_values: list[int] = []
     box_image_index: list[int] = []
     lines = numbered_lines(txt_path)
@@ -248,6 +249,7 @@ def parse_wider_text(txt_path: Path) -> WiderText:
         _check_image_path(txt_path, line_no, text)
         image_index = len(image_paths)
         image_paths.append(text)
+        path_lines.append(line_no)
 
         count_line, count_text = next(lines, (None, ""))
         if count_line is None:
@@ -272,6 +274,7 @@ def parse_wider_text(txt_path: Path) -> WiderText:
             flat_values.extend(_parse_box_line(txt_path, box_line, box_text))
             box_image_index.append(image_index)
 
+    check_unique(txt_path, zip(image_paths, path_lines), "image")
     return WiderText(
         image_paths=image_paths,
         box_values=np.asarray(flat_values, dtype=np.int64).reshape(-1, BOX_LINE_FIELDS),
