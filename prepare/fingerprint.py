@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lmdb_builders.manifest import fingerprint
 from prepare.mining import mining_stages
 
-if TYPE_CHECKING:
-    from prepare.generate import GenerateConfig
-
-# Fields of GenerateConfig that do not decide the samples; the input files enter by content.
+# Settings of a build (``prepare.generate.GenerateConfig``'s fields) that do not decide the
+# samples; the input files enter by content.
 NOT_DECIDING = ("out", "workers", "wider_txt", "wider_images", "landmarks", "mine_with", "mine_device")
 
 # The code that decides a build's bytes (paths relative to the project root), in digest order.
@@ -73,21 +71,28 @@ def code_digest(files, root=None) -> str:
     return h.hexdigest()[:16]
 
 
-def build_fingerprint(cfg: GenerateConfig) -> tuple[str, dict]:
-    """The config that decides the output (the manifest's ``config``) and its hash."""
-    described = dataclasses.asdict(cfg)
+def build_fingerprint(settings: Mapping[str, object]) -> tuple[str, dict]:
+    """The settings that decide a build's output (the manifest's ``config``) and their hash.
+
+    ``settings`` are a build's fields as a mapping of name to plain value (what ``dataclasses.asdict``
+    makes of ``prepare.generate.GenerateConfig``; a dataclass holding them is taken too). Digested
+    by content: the files named by ``wider_txt``, ``landmarks`` (if any) and, when ``mine_with``
+    names a folder of mining nets, the nets that mine ``net_sizes[0]`` px samples. Every other
+    field except ``NOT_DECIDING`` enters as it is (the ``mine_*`` ones only for mined builds)."""
+    described = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else dict(settings)
+    wider_txt, landmarks, mine_with = described["wider_txt"], described["landmarks"], described["mine_with"]
     for key in NOT_DECIDING:
         described.pop(key)
     described["inputs"] = {
-        "wider_txt": file_digest(cfg.wider_txt),
-        "landmarks": file_digest(cfg.landmarks) if cfg.landmarks else None,
+        "wider_txt": file_digest(wider_txt),
+        "landmarks": file_digest(landmarks) if landmarks else None,
     }
-    if cfg.mine_with:  # retrained nets make mined data stale
+    if mine_with:  # retrained nets make mined data stale
         described["inputs"]["mining_nets"] = {
-            name: file_digest(Path(cfg.mine_with) / f"{name}.pt") for name in mining_stages(cfg.net_sizes[0])
+            name: file_digest(Path(mine_with) / f"{name}.pt") for name in mining_stages(described["net_sizes"][0])
         }
     else:
         for key in [k for k in described if k.startswith("mine_")]:
             described.pop(key)
-    described["code"] = code_digest(code_files(bool(cfg.mine_with)))
+    described["code"] = code_digest(code_files(bool(mine_with)))
     return fingerprint(described), described

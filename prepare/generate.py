@@ -332,7 +332,7 @@ def main(cfg: GenerateConfig) -> dict:
 
 
 def _build(cfg: GenerateConfig, out: Path) -> dict:
-    key, described = build_fingerprint(cfg)
+    key, described = build_fingerprint(dataclasses.asdict(cfg))
     if (out / MANIFEST_NAME).exists():
         manifest = load_manifest(out)
         if manifest.get("fingerprint") == key:
