@@ -20,12 +20,13 @@ def fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def empty_counts() -> dict[str, int]:
-    return {name: 0 for name in KIND_NAMES.values()}
+def empty_counts(kind_names: dict = KIND_NAMES) -> dict[str, int]:
+    return {name: 0 for name in kind_names.values()}
 
 
-def load_manifest(path) -> dict:
-    """Read a manifest (or the manifest inside a build folder) and check its schema version."""
+def load_manifest(path, record: str = "sample", version: int = SCHEMA_VERSION) -> dict:
+    """Read a manifest (or the manifest inside a build folder) and check that it describes records
+    of kind ``record`` (``schema.RecordSpec.name``; absent in detector builds) of ``version``."""
     path = Path(path)
     if path.is_dir():
         path = path / MANIFEST_NAME
@@ -35,9 +36,11 @@ def load_manifest(path) -> dict:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise SchemaError(f"{path}:{e.lineno}: manifest is not valid JSON: {e.msg}") from None
-    version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise SchemaError(f"{path}: schema version {version}, this code reads version {SCHEMA_VERSION}")
+    found = manifest.get("record", "sample")
+    if found != record:
+        raise SchemaError(f"{path}: a build of {found} records, not of {record} records")
+    if manifest.get("schema_version") != version:
+        raise SchemaError(f"{path}: schema version {manifest.get('schema_version')}, this code reads version {version}")
     manifest["_path"] = str(path)
     return manifest
 
@@ -50,6 +53,8 @@ _MAKE_TARGETS = {((12,), False): "pnet-data", ((24,), True): "rnet-data", ((48,)
 def rebuild_hint(manifest: dict) -> str:
     """How to rebuild a build whose shards are damaged: delete the folder, rerun its stage."""
     root = Path(manifest["_path"]).parent
+    if manifest.get("record") == "face":
+        return f"delete {root} and rebuild it (make recog-data)"
     key = (tuple(manifest.get("net_sizes") or ()), bool(manifest.get("mined_with")))
     stage = f"make {_MAKE_TARGETS[key]}" if key in _MAKE_TARGETS else "python -m prepare.generate"
     return f"delete {root} and rebuild it ({stage})"

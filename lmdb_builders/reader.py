@@ -39,11 +39,11 @@ from lmdb_builders.schema import (
     CLASS_LABEL,
     HAS_BOX,
     HAS_LANDMARKS,
-    KIND_NAMES,
+    SAMPLES,
     Kind,
+    RecordSpec,
     SchemaError,
     ShardCorruptError,
-    decode_records,
     record_key,
 )
 from lmdb_builders.verify import VerifiedShards, open_shard, verified_kinds
@@ -60,8 +60,9 @@ def keep_batch(batch):
 class ShardDataset(Dataset):
     """All records of one bucket (image size) of a build, addressed by a global index."""
 
-    def __init__(self, build_dir, size: int):
-        self.manifest = load_manifest(build_dir)
+    def __init__(self, build_dir, size: int, spec: RecordSpec = SAMPLES):
+        self.spec = spec
+        self.manifest = load_manifest(build_dir, spec.name, spec.version)
         self.root = Path(self.manifest["_path"]).parent
         self.size = int(size)
         shards = [s for s in self.manifest["shards"] if s["size"] == self.size]
@@ -73,7 +74,7 @@ class ShardDataset(Dataset):
         kinds = []
         for entry, path in zip(shards, self.paths):
             k = verified_kinds(path, entry["path"], entry["sha256"], cache, self.hint)
-            counts = {KIND_NAMES[Kind(v)]: int(n) for v, n in zip(*np.unique(k, return_counts=True))}
+            counts = {spec.kind_names[int(v)]: int(n) for v, n in zip(*np.unique(k, return_counts=True))}
             expected = {name: n for name, n in entry["counts"].items() if n}
             if len(k) != entry["samples"] or counts != expected:
                 raise SchemaError(f"{path}: holds {len(k)} records {counts}, manifest says {entry['samples']} {expected}")
@@ -119,7 +120,7 @@ class ShardDataset(Dataset):
                 raise ShardCorruptError(f"{self.paths[shard]}: {len(keys) - len(found)} records missing: {self.hint}")
             for p, (_, value) in zip(positions, found):
                 buffers[p] = value
-        return decode_records(buffers, self.size)
+        return self.spec.decode(buffers, self.size)
 
     def __getitem__(self, index: int) -> np.ndarray:
         return self.__getitems__([index])[0]
@@ -134,11 +135,12 @@ class ShardLoader:
     """
 
     def __init__(self, dataset: ShardDataset, batch_sampler, num_workers: int = 1, prefetch_factor: int = 4,
-                 pin_memory: bool = False, persistent_workers: bool = False, seed: int = 0):
+                 pin_memory: bool = False, persistent_workers: bool = False, seed: int = 0, to_batch=None):
         extra = {"prefetch_factor": prefetch_factor, "persistent_workers": persistent_workers,
                  "worker_init_fn": seed_worker} if num_workers else {}
         self.batch_sampler = batch_sampler
         self.pin_memory = pin_memory
+        self.to_batch = to_batch or records_to_batch  # records -> tensors (``lmdb_builders.identity`` for faces)
         self.loader = DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=keep_batch,
                                  num_workers=num_workers, generator=torch.Generator().manual_seed(seed), **extra)
 
@@ -148,7 +150,7 @@ class ShardLoader:
     def __iter__(self):
         try:
             for records in self.loader:
-                batch = records_to_batch(records)
+                batch = self.to_batch(records)
                 if self.pin_memory:
                     batch = {k: v.pin_memory() for k, v in batch.items()}
                 yield batch

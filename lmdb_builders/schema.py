@@ -25,6 +25,7 @@ per record, so a reader can build per-kind indices without touching the images).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -185,3 +186,21 @@ def decode_records(buffers, size: int) -> np.ndarray:
         bad = int(recs["version"][recs["version"] != SCHEMA_VERSION][0])
         raise SchemaError(f"record schema version {bad}, this reader reads version {SCHEMA_VERSION}")
     return recs
+
+
+@dataclass(frozen=True)
+class RecordSpec:
+    """What the shard writer and reader need to know of a kind of record: its manifest's name and
+    version, its kinds' names (the kinds index counts them), and how to read its image size from
+    an array of records and decode raw records. Every record starts with the same header (uint8
+    version, uint8 kind, uint16 size), so shard verification reads any of them alike."""
+
+    name: str
+    version: int
+    kind_names: dict
+    size_of: Callable[[np.ndarray], int]
+    decode: Callable[[list, int], np.ndarray]
+
+
+# The detector's training samples (this module's record); ``lmdb_builders.faces`` defines the other.
+SAMPLES = RecordSpec("sample", SCHEMA_VERSION, {int(k): n for k, n in KIND_NAMES.items()}, record_size, decode_records)

@@ -33,15 +33,7 @@ import numpy as np
 
 from core.atomic import atomic_write_json
 from lmdb_builders.manifest import MANIFEST_NAME, empty_counts, load_manifest
-from lmdb_builders.schema import (
-    KIND_NAMES,
-    KINDS_KEY,
-    META_KEY,
-    SCHEMA_VERSION,
-    Kind,
-    record_key,
-    record_size,
-)
+from lmdb_builders.schema import KINDS_KEY, META_KEY, SAMPLES, RecordSpec, record_key
 from lmdb_builders.verify import VERIFIED_NAME, open_shard
 
 SHARD_GLOB = "shard-*.lmdb"
@@ -112,7 +104,8 @@ def read_shard_meta(path) -> dict | None:
 class _OpenShard:
     """One bucket's shard of the current part, being written."""
 
-    def __init__(self, out_dir: Path, size: int, part: int, cfg: WriterConfig):
+    def __init__(self, out_dir: Path, size: int, part: int, cfg: WriterConfig, spec: RecordSpec = SAMPLES):
+        self.spec = spec
         self.final_path = shard_path(out_dir, size, part)
         self.tmp_path = self.final_path.with_name(self.final_path.name + ".tmp")
         self.final_path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +121,7 @@ class _OpenShard:
             raise write_error(self.tmp_path, e, _map_size(cfg.shard_bytes)) from None
         self.pending: list[tuple[bytes, bytes]] = []
         self.kinds = bytearray()
-        self.counts = empty_counts()
+        self.counts = empty_counts(spec.kind_names)
         self.record_bytes = 0
         self.digest = hashlib.sha256()
 
@@ -143,7 +136,7 @@ class _OpenShard:
         kinds = records["kind"]
         self.kinds.extend(kinds.tobytes())
         for kind, n in zip(*np.unique(kinds, return_counts=True)):
-            self.counts[KIND_NAMES[Kind(int(kind))]] += int(n)
+            self.counts[self.spec.kind_names[int(kind)]] += int(n)
         self.record_bytes += len(blob)
         if len(self.pending) >= self.cfg.commit_every:
             self.flush()
@@ -190,7 +183,8 @@ class _OpenShard:
 class ShardWriter:
     """Writes one build's samples into ``out_dir``; see the module docstring."""
 
-    def __init__(self, out_dir, fingerprint: str, cfg: WriterConfig = WriterConfig()):
+    def __init__(self, out_dir, fingerprint: str, cfg: WriterConfig = WriterConfig(), spec: RecordSpec = SAMPLES):
+        self.spec = spec
         self.out_dir = Path(out_dir)
         self.fingerprint = fingerprint
         self.cfg = cfg
@@ -253,10 +247,10 @@ class ShardWriter:
         for records in record_arrays:
             if not len(records):
                 continue
-            size = record_size(records)
+            size = self.spec.size_of(records)
             shard = self.open.get(size)
             if shard is None:
-                shard = self.open[size] = _OpenShard(self.out_dir, size, self.part, self.cfg)
+                shard = self.open[size] = _OpenShard(self.out_dir, size, self.part, self.cfg, self.spec)
             shard.add(records)
         self.next_image = image_index + 1
         if any(s.record_bytes >= self.cfg.shard_bytes for s in self.open.values()):
@@ -267,7 +261,7 @@ class ShardWriter:
             return
         part_sizes = sorted(self.open)
         common = {
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": self.spec.version,
             "fingerprint": self.fingerprint,
             "image_start": self.part_start,
             "image_end": self.next_image,
@@ -284,7 +278,7 @@ class ShardWriter:
         totals: dict[int, dict[str, int]] = {}
         for size, counts in [(m["size"], m["counts"]) for m in self.completed] + [
                 (s.size, s.counts) for s in self.open.values()]:
-            bucket = totals.setdefault(size, empty_counts())
+            bucket = totals.setdefault(size, empty_counts(self.spec.kind_names))
             for name, n in counts.items():
                 bucket[name] += n
         return totals
@@ -296,12 +290,13 @@ class ShardWriter:
         self._close_part()
         totals: dict[str, dict] = {}
         for meta in self.completed:
-            bucket = totals.setdefault(str(meta["size"]), {"samples": 0, "counts": empty_counts()})
+            bucket = totals.setdefault(str(meta["size"]), {"samples": 0, "counts": empty_counts(self.spec.kind_names)})
             bucket["samples"] += meta["samples"]
             for name, n in meta["counts"].items():
                 bucket["counts"][name] += n
         manifest = {
-            "schema_version": SCHEMA_VERSION,
+            **({} if self.spec is SAMPLES else {"record": self.spec.name}),
+            "schema_version": self.spec.version,
             "fingerprint": self.fingerprint,
             "num_images": num_images,
             "buckets": totals,
@@ -318,7 +313,7 @@ class ShardWriter:
             **manifest_extra,
         }
         atomic_write_json(self.out_dir / MANIFEST_NAME, manifest)
-        return load_manifest(self.out_dir)  # as a reader will see it (JSON types)
+        return load_manifest(self.out_dir, self.spec.name, self.spec.version)  # as a reader will see it (JSON types)
 
     def abort(self) -> None:
         """Drop the part being written (its images are redone by the next run)."""
