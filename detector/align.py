@@ -51,6 +51,7 @@ EXIT_BAD_INPUT = 2
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 INDEX_NAME = "index.csv"
 SETTINGS_NAME = "settings.json"
+SUMMARY_NAME = "summary.json"  # written last: the make target of a finished run
 ALIGN_MODES = ("margin", "similarity")
 # The standard 112x112 ArcFace (insightface) positions of the 5 landmarks, x y: left eye, right
 # eye, nose, left and right mouth corner.
@@ -84,11 +85,12 @@ class AlignConfig:
     """Only one face per image: the largest, most central (facenet's choice)."""
     align: str = field(default="margin", metadata={"choices": ALIGN_MODES})
     """margin: the box plus a margin, resized to image_size; similarity: 5-point warp onto the
-    112x112 ArcFace template (needs O-Net's landmarks)."""
+    ArcFace template, scaled to image_size (needs O-Net's landmarks)."""
     margin: int = 32
     """margin mode: pixels added around the box in total, half on each side (facenet's 32)."""
-    image_size: int = 160
-    """margin mode: side of the square crops (facenet's 160)."""
+    image_size: int | None = None
+    """Side of the square crops; None: 160 in margin mode (facenet's), 112 in similarity mode
+    (ArcFace's; another size scales the template with it)."""
     batch_images: int = 8
     """Images per detect_batch call (their R-Net and O-Net crops share batches)."""
     overwrite: bool = False
@@ -99,13 +101,19 @@ class AlignConfig:
     def __post_init__(self):
         if self.align not in ALIGN_MODES:
             raise ValueError(f"align must be one of {ALIGN_MODES}, got {self.align!r}")
-        if self.margin < 0 or self.image_size < 1 or self.batch_images < 1:
+        if self.margin < 0 or (self.image_size is not None and self.image_size < 1) or self.batch_images < 1:
             raise ValueError("margin must be >= 0, image_size and batch_images >= 1")
+
+    @property
+    def crop_size(self) -> int:
+        """``image_size``, or the mode's default side."""
+        return self.image_size or (ARCFACE_SIZE if self.align == "similarity" else 160)
 
     def settings(self) -> dict:
         """What decides the crops (a rerun with other values is refused without --overwrite)."""
-        keep = ("weights", "backend", "largest", "align", "margin", "image_size")
-        return {**{k: v for k, v in asdict(self).items() if k in keep}, **self.detector.result_settings()}
+        keep = ("weights", "backend", "largest", "align", "margin")
+        return {**{k: v for k, v in asdict(self).items() if k in keep}, "image_size": self.crop_size,
+                **self.detector.result_settings()}
 
 
 # -- the maths -------------------------------------------------------------------------------------
@@ -151,10 +159,12 @@ def margin_crop(image: np.ndarray, box, margin: float, size: int) -> np.ndarray:
     return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def similarity_crop(image: np.ndarray, landmarks) -> np.ndarray:
-    """``similarity`` mode's 112x112 crop: the landmarks (5, 2) warped onto ``ARCFACE_TEMPLATE``."""
-    matrix = similarity_transform(landmarks, ARCFACE_TEMPLATE)
-    return cv2.warpAffine(image, matrix, (ARCFACE_SIZE, ARCFACE_SIZE), flags=cv2.INTER_LINEAR,
+def similarity_crop(image: np.ndarray, landmarks, size: int = ARCFACE_SIZE) -> np.ndarray:
+    """``similarity`` mode's ``size`` square crop: the landmarks (5, 2) warped onto ``ARCFACE_TEMPLATE``
+    scaled by ``size / 112`` (the template's pixel centres scale about the corner, as a resize does)."""
+    template = ARCFACE_TEMPLATE if size == ARCFACE_SIZE else (ARCFACE_TEMPLATE + 0.5) * (size / ARCFACE_SIZE) - 0.5
+    matrix = similarity_transform(landmarks, template)
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
@@ -231,12 +241,14 @@ def align_image(image: np.ndarray, dets: Detections, cfg: AlignConfig) -> dict[i
     height, width = image.shape[:2]
     faces = [largest_central(dets.boxes, width, height)] if cfg.largest else range(len(dets))
     if cfg.align == "similarity":
-        return {k: similarity_crop(image, dets.landmarks[k]) for k in faces}
-    return {k: margin_crop(image, dets.boxes[k], cfg.margin, cfg.image_size) for k in faces}
+        return {k: similarity_crop(image, dets.landmarks[k], cfg.crop_size) for k in faces}
+    return {k: margin_crop(image, dets.boxes[k], cfg.margin, cfg.crop_size) for k in faces}
 
 
-def main(cfg: AlignConfig) -> dict:
-    """Align every image of ``cfg.images``; returns the summary. FileNotFoundError / ValueError on bad input."""
+def main(cfg: AlignConfig, sources: list[str] | None = None) -> dict:
+    """Align every image of ``cfg.images``, or only ``sources`` (paths relative to it, which must
+    exist; the index keeps the other images' rows), and write ``summary.json`` last; returns the
+    summary. FileNotFoundError / ValueError on bad input."""
     images, out = Path(cfg.images), Path(cfg.out)
     if not images.is_dir():
         raise FileNotFoundError(f"images folder {images} does not exist")
@@ -252,10 +264,17 @@ def main(cfg: AlignConfig) -> dict:
     detector = load_detector(cfg.weights, cfg.detector, cfg.backend, cfg.threads)
     if cfg.align == "similarity" and "onet" not in detector.stages:
         raise ValueError(f"similarity alignment needs O-Net's landmarks; {cfg.weights} has no onet")
-    sources = list_images(images, exclude=out)
+    everything = sources is None
+    sources = list_images(images, exclude=out) if everything else sorted(set(sources))
+    missing = [s for s in sources if not (images / s).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{images / missing[0]} does not exist ({len(missing)} of the {len(sources)} "
+                                f"images asked for are missing)")
     check_crop_names(sources)
     earlier_rows = read_index(index_path)
-    rows = {} if cfg.overwrite else {s: earlier_rows[s] for s in sources if is_done(earlier_rows.get(s), out)}
+    asked = set(sources)
+    kept = {} if cfg.overwrite or everything else {s: r for s, r in earlier_rows.items() if s not in asked}
+    rows = {**kept, **({} if cfg.overwrite else {s: earlier_rows[s] for s in sources if is_done(earlier_rows.get(s), out)})}
     todo = [s for s in sources if s not in rows]
     atomic_write_json(settings_path, cfg.settings())
     unreadable: Counter = Counter()
@@ -284,15 +303,17 @@ def main(cfg: AlignConfig) -> dict:
             last_flush = time.monotonic()
     bar.close()
     write_index(index_path, rows)
-    with_face = sum(1 for r in rows.values() if r[0]["crop"])
+    rows_asked = {s: r for s, r in rows.items() if s in asked}
+    with_face = sum(1 for r in rows_asked.values() if r[0]["crop"])
     summary = {
         "images": len(sources),
         "done_before": len(sources) - len(todo),
         "with_face": with_face,
-        "without_face": len(rows) - with_face,
-        "crops": sum(1 for r in rows.values() for row in r if row["crop"]),
+        "without_face": len(rows_asked) - with_face,
+        "crops": sum(1 for r in rows_asked.values() for row in r if row["crop"]),
         "unreadable": dict(unreadable),
     }
+    atomic_write_json(out / SUMMARY_NAME, {**summary, "settings": cfg.settings()})
     print(f"{summary['images']} images ({summary['done_before']} done before): {with_face} with a face, "
           f"{summary['without_face']} without, {sum(unreadable.values())} unreadable"
           f"{' (' + ', '.join(f'{n} {r}' for r, n in unreadable.items()) + ')' if unreadable else ''}; "
