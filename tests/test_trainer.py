@@ -115,7 +115,7 @@ def test_makefile_loss_weights_are_the_papers_caffe_balance(make_dry_run, net, p
     # terms 1 / 0.5 / 0.5 and O-Net's 1 / 0.5 / 1 with it. The trainer's terms are means over the
     # 4 and 10 values.
     dry = make_dry_run("OUT=o", "-o", f"o/{net}/manifest.json", f"o/weights/{net}.pt")
-    command = dry.split("-m trainers.train")[-1].split()
+    command = dry.split("-m core.launch trainers.train")[-1].split()
     weights = parse_args(command).loss_weights
     assert weights == expected
     gen = torch.Generator().manual_seed(0)

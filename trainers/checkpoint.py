@@ -129,7 +129,9 @@ def save_checkpoint(cfg: TrainConfig, epoch: int, model: nn.Module, optimizer, s
 
 
 def check_resumable(cfg: TrainConfig, saved: TrainConfig, data_fp: str, saved_fp: str) -> None:
-    diff = [f.name for f in fields(TrainConfig)
+    """Refuse a checkpoint made with other settings (any config class: its fields less
+    ``RESUMABLE_CHANGES``) or other data."""
+    diff = [f.name for f in fields(type(cfg))
             if f.name not in RESUMABLE_CHANGES and getattr(cfg, f.name) != getattr(saved, f.name)]
     if data_fp != saved_fp:
         diff.append(f"data fingerprint ({saved_fp} -> {data_fp})")

@@ -57,9 +57,10 @@ class RunningSums:
 
 
 class NetWithLoss(nn.Module):
-    """The net and its loss in one forward, returning ``(LossTerms, detached logits)``.
+    """The net and its loss in one forward: ``(loss, named step sums)`` (``TRAIN_SUMS`` less the
+    ones ``train_one_epoch`` adds itself), as ``train_one_epoch`` takes from any kind of model.
 
-    Wrapped in DistributedDataParallel, its output is the loss itself, so DDP's search for unused
+    Wrapped in DistributedDataParallel, its output holds the loss itself, so DDP's search for unused
     parameters starts from what backward really reaches: a head whose term is the unconnected 0
     (a rank's share of a batch without box or landmark samples) is marked unused for that step.
     """
@@ -68,19 +69,49 @@ class NetWithLoss(nn.Module):
         super().__init__()
         self.net, self.weights, self.ohem_keep, self.wing = net, weights, ohem_keep, wing
 
-    def forward(self, images: torch.Tensor, batch: dict):
-        output = self.net(images)
-        return multitask_loss(output, batch, self.weights, self.ohem_keep, self.wing), flatten_output(output).logits.detach()
+    def forward(self, batch: dict):
+        output = self.net(normalize_images(batch["image"]))
+        terms = multitask_loss(output, batch, self.weights, self.ohem_keep, self.wing)
+        with torch.no_grad():
+            logits = flatten_output(output).logits
+            cls = batch["label"] >= 0
+            sums = {"loss": terms.total, "cls": terms.cls, "box": terms.box, "landmark": terms.landmark,
+                    "kept": terms.kept, "correct": (logits.argmax(1) == batch["label"])[cls].sum(), "n_cls": cls.sum(),
+                    "samples": len(cls)}
+        return terms.total, sums
+
+
+class DetectorRecipe:
+    """What ``train_one_epoch`` needs to know of the detector nets' training: the step sums, the
+    batch augmentation, the log's columns and the progress bar's figures."""
+
+    sums = TRAIN_SUMS
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg, self.label = cfg, cfg.net
+
+    def prepare(self, batch: dict, epoch: int, batch_index: int, rank: int) -> dict:
+        return augment(batch, self.cfg, epoch, batch_index, rank)
+
+    @staticmethod
+    def postfix(s: dict) -> dict:
+        return {"loss": f"{s['loss'] / s['steps']:.4f}", "acc": f"{s['correct'] / max(1.0, s['n_cls']):.3f}"}
+
+    @staticmethod
+    def columns(s: dict, wait: float, elapsed: float) -> dict:
+        return _train_columns(s, wait, elapsed)
 
 
 # -- training ------------------------------------------------------------------------------------
-def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, scaler, cfg: TrainConfig, device,
-                    dist_info: DistInfo, epoch: int, first_batch: int = 0) -> dict:
-    """One pass over the loader's batches with ``model`` a ``NetWithLoss`` (or DDP of one); returns
-    the epoch's mean losses, accuracy on pos+neg (before OHEM) and timings."""
+def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, scaler, cfg, device,
+                    dist_info: DistInfo, epoch: int, first_batch: int = 0, recipe=None) -> dict:
+    """One pass over the loader's batches with ``model`` a module whose forward takes the batch and
+    returns ``(loss, step sums)`` (``NetWithLoss``, or DDP of one); ``recipe`` (default
+    ``DetectorRecipe(cfg)``) names the sums, augments the batch and makes the log's columns."""
+    recipe = recipe or DetectorRecipe(cfg)
     model.train()
-    sums = RunningSums(TRAIN_SUMS, device)
-    bar = tqdm(total=len(loader), desc=f"{cfg.net} {epoch + 1}/{cfg.epochs}", dynamic_ncols=True, leave=False,
+    sums = RunningSums(recipe.sums, device)
+    bar = tqdm(total=len(loader), desc=f"{recipe.label} {epoch + 1}/{cfg.epochs}", dynamic_ncols=True, leave=False,
                disable=not (cfg.progress and dist_info.main))
     wait = 0.0
     start = time.perf_counter()
@@ -90,18 +121,14 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, scaler, cfg:
         batch = next(it)
         wait += time.perf_counter() - t
         # Augment on the device: a GPU mirrors a batch far faster than the host does.
-        batch = augment(_to_device(batch, device), cfg, epoch, first_batch + step, dist_info.rank)
-        images = normalize_images(batch["image"])
+        batch = recipe.prepare(_to_device(batch, device), epoch, first_batch + step, dist_info.rank)
         with _autocast(device, cfg):
-            terms, logits = model(images, batch)
-        grad_norm = _optimizer_step(terms.total, model, optimizer, scheduler, scaler, cfg.grad_clip)
+            loss, step_sums = model(batch)
+        grad_norm = _optimizer_step(loss, model, optimizer, scheduler, scaler, cfg.grad_clip)
         with torch.no_grad():
-            cls = batch["label"] >= 0
-            sums.add(loss=terms.total, cls=terms.cls, box=terms.box, landmark=terms.landmark, grad_norm=grad_norm,
-                     kept=terms.kept, correct=(logits.argmax(1) == batch["label"])[cls].sum(), n_cls=cls.sum(),
-                     steps=1.0, samples=len(cls))
+            sums.add(**step_sums, grad_norm=grad_norm, steps=1.0)
         if step % 10 == 9 or step == len(loader) - 1:
-            _check_and_show(sums.totals(), bar, step, epoch, cfg, optimizer.param_groups[0]["lr"])
+            _check_and_show(sums.totals(), bar, step, epoch, cfg, recipe, optimizer.param_groups[0]["lr"])
     bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -110,7 +137,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, scaler, cfg:
         sums.all_reduce()
         dist.all_reduce(timing)
         timing /= dist_info.world
-    return {"lr": optimizer.param_groups[0]["lr"], **_train_columns(sums.totals(), *timing.tolist())}
+    return {"lr": optimizer.param_groups[0]["lr"], **recipe.columns(sums.totals(), *timing.tolist())}
 
 
 def augment(batch: dict, cfg: TrainConfig, epoch: int, batch_index: int, rank: int) -> dict:
@@ -138,12 +165,11 @@ def _optimizer_step(loss: torch.Tensor, model: nn.Module, optimizer, scheduler, 
     return grad_norm
 
 
-def _check_and_show(s: dict, bar, step: int, epoch: int, cfg: TrainConfig, lr: float) -> None:
+def _check_and_show(s: dict, bar, step: int, epoch: int, cfg, recipe, lr: float) -> None:
     if not math.isfinite(s["loss"]):
-        raise FloatingPointError(f"{cfg.net}: the loss is {s['loss']} in epoch {epoch + 1} by step {step + 1}; "
+        raise FloatingPointError(f"{recipe.label}: the loss is {s['loss']} in epoch {epoch + 1} by step {step + 1}; "
                                  f"lower --lr (now {cfg.lr}) or set --grad-clip")
-    bar.set_postfix(loss=f"{s['loss'] / s['steps']:.4f}", acc=f"{s['correct'] / max(1.0, s['n_cls']):.3f}",
-                    lr=f"{lr:.2e}", refresh=False)
+    bar.set_postfix(**recipe.postfix(s), lr=f"{lr:.2e}", refresh=False)
     bar.update(step + 1 - bar.n)
 
 
@@ -206,7 +232,7 @@ def _float64(value, device) -> torch.Tensor:
     return torch.tensor(value, dtype=torch.float64, device=device)
 
 
-def _autocast(device: torch.device, cfg: TrainConfig):
+def _autocast(device: torch.device, cfg):
     if device.type == "cuda" and cfg.amp:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.amp.autocast("cuda", dtype=dtype)

@@ -16,9 +16,9 @@ from trainers.engine import TIMING_COLUMNS, TRAIN_COLUMNS, VALIDATION_COLUMNS
 LOG_COLUMNS = ("epoch", "lr", *TRAIN_COLUMNS, *VALIDATION_COLUMNS, *TIMING_COLUMNS)
 
 
-def write_log(history: list[dict], path) -> None:
+def write_log(history: list[dict], path, columns=LOG_COLUMNS) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in history:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -45,6 +45,30 @@ def plot_history(history: list[dict], path, title: str) -> None:
     ax_acc.set(xlabel="epoch", ylim=(0, 1), title="classification (recall/fpr at the stage threshold)")
     ax_acc.grid(alpha=0.3)
     ax_acc.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_curves(history: list[dict], path, title: str, loss_keys, rate_keys) -> None:
+    """Losses (log scale) and rates in [0, 1] per epoch, side by side; keys without a value are skipped."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.2))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    epochs = [r["epoch"] for r in history]
+    for ax, keys in zip(axes, (loss_keys, rate_keys)):
+        for key in keys:
+            values = [r.get(key, float("nan")) for r in history]
+            if any(v == v for v in values):  # not all NaN
+                ax.plot(epochs, values, marker="o", ms=3, label=key)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set(xlabel="epoch", ylabel="loss", yscale="log", title=f"{title}: loss")
+    axes[1].set(xlabel="epoch", ylim=(0, 1), title=f"{title}: accuracy")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)

@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import sys
 from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from core.cpus import cap_workers
 from core.device import DeviceError
@@ -45,7 +47,7 @@ from trainers.checkpoint import (ResumeError, check_resumable, clean_out, cpu_st
 from trainers.config import PROG, TrainConfig, config_from_dict, parse_args
 from trainers.distributed import (DistInfo, RankSlice, barrier, destroy_process_group, init_process_group,
                                   training_device, wrap_ddp)
-from trainers.engine import NetWithLoss, evaluate, train_one_epoch
+from trainers.engine import DetectorRecipe, NetWithLoss, evaluate, train_one_epoch
 from trainers.model import build_optimizer, init_model
 from trainers.preflight import PreflightError, check_earlier_run, check_kinds, check_writable
 from trainers.reporting import report_epoch, summary
@@ -65,7 +67,36 @@ class TrainResult:
     """The final weights of this process's model (CPU)."""
 
 
-def main(cfg: TrainConfig) -> TrainResult:
+@dataclass
+class Parts:
+    """What one kind of model brings to the training loop (``_run``): the detector nets'
+    (``detector_parts``) and the embedder's (``trainers.embed_task.embed_parts``)."""
+
+    model: nn.Module
+    """What the optimizer trains and a checkpoint holds (the net, with a margin softmax's classes)."""
+    loss_model: nn.Module
+    """``forward(batch) -> (loss, step sums)`` around ``model``."""
+    recipe: object
+    """``engine.DetectorRecipe``'s interface: step sums, batch augmentation, log columns."""
+    sampler: object
+    """A batch sampler with ``set_epoch(epoch, start_batch)``, ``start_batch``, ``batches_per_epoch``."""
+    loader: object
+    data_fingerprint: str
+    evaluate: Callable[[], dict]
+    """The validation columns of the model as it is now."""
+    report: Callable[[list, Path], None]
+    """Rewrites log.csv and loss_curve.png from the history."""
+    summary: Callable[[dict], str]
+    """One line per epoch for the terminal."""
+    result: Callable[[nn.Module], nn.Module] = lambda model: model
+    """The part of ``model`` whose state dict is the run's weights."""
+    config_from_dict: Callable[[dict], object] = config_from_dict
+
+
+def main(cfg, build_parts=None) -> TrainResult:
+    """Train as ``cfg`` says; ``build_parts(cfg, device, dist_info) -> Parts`` is the kind of model
+    (default ``detector_parts``: the net ``cfg.net`` of the cascade)."""
+    build_parts = build_parts or detector_parts
     dist_info = DistInfo.from_env()
     device = training_device(cfg.device, dist_info)
     workers, warning = cap_workers(cfg.num_workers)  # DataLoader workers; 0 loads in this process
@@ -83,25 +114,38 @@ def main(cfg: TrainConfig) -> TrainResult:
             torch.set_num_threads(max(1, threads_before - cfg.num_workers))
         init_process_group(device, dist_info)
         try:
-            return _run(cfg, device, dist_info)
+            return _run(cfg, device, dist_info, build_parts)
         finally:
             torch.set_num_threads(threads_before)
             destroy_process_group(dist_info)
 
 
-def _run(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> TrainResult:
-    out = Path(cfg.out)
-    if dist_info.main:
-        check_earlier_run(cfg)
+def detector_parts(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Parts:
+    """P-Net, R-Net or O-Net on a build's mixed-kind batches, with the multi-task loss."""
     # channels_last: normalize_images already yields NHWC-strided input; 5-30% faster on CPU.
     model = init_model(cfg).to(device, memory_format=torch.channels_last)
     dataset = ShardDataset(cfg.data, INPUT_SIZES[cfg.net])
-    data_fp = str(dataset.manifest.get("fingerprint", ""))
     train_idx, val_idx = split_by_kind(dataset.kinds, cfg.val_fraction, cfg.seed)
     check_kinds(cfg, dataset.manifest, dataset.size, train_idx, val_idx)
     val_all = np.sort(np.concatenate([v for v in val_idx.values()]))
     sampler = MixedKindBatchSampler(train_idx, cfg.batch_size, ratio=cfg.batch_ratio,
                                     seed=cfg.seed, batches_per_epoch=cfg.batches_per_epoch)
+    # Workers return raw record arrays; decoding (and pinning on CUDA) happen in this process.
+    loader = ShardLoader(dataset, RankSlice(sampler, dist_info.rank, dist_info.world), num_workers=cfg.num_workers,
+                         pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0, seed=cfg.seed)
+    return Parts(model=model, loss_model=NetWithLoss(model, cfg.weights, cfg.ohem_keep, cfg.wing),
+                 recipe=DetectorRecipe(cfg), sampler=sampler, loader=loader,
+                 data_fingerprint=str(dataset.manifest.get("fingerprint", "")),
+                 evaluate=lambda: evaluate(model, dataset, val_all, cfg, device),
+                 report=lambda history, out: report_epoch(history, out, cfg.net), summary=summary)
+
+
+def _run(cfg, device: torch.device, dist_info: DistInfo, build_parts) -> TrainResult:
+    out = Path(cfg.out)
+    if dist_info.main:
+        check_earlier_run(cfg)
+    parts = build_parts(cfg, device, dist_info)
+    model, sampler, loader = parts.model, parts.sampler, parts.loader
 
     optimizer, scheduler = build_optimizer(model, cfg, sampler.batches_per_epoch)
     use_fp16 = device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()
@@ -111,7 +155,7 @@ def _run(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> TrainRe
     ckpt_file = latest_checkpoint(out) if cfg.resume else None
     if ckpt_file is not None:
         ckpt = load_checkpoint(ckpt_file)
-        check_resumable(cfg, config_from_dict(ckpt["config"]), data_fp, ckpt["data_fingerprint"])
+        check_resumable(cfg, parts.config_from_dict(ckpt["config"]), parts.data_fingerprint, ckpt["data_fingerprint"])
         start_epoch, start_batch, history = restore(ckpt, model, optimizer, scheduler, scaler)
         sampler.set_epoch(start_epoch, start_batch)
         if dist_info.main:
@@ -119,37 +163,34 @@ def _run(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> TrainRe
     elif dist_info.main:  # --restart, or a folder without checkpoints (check_earlier_run)
         clean_out(out, cfg.net)
     barrier(dist_info)  # nobody reads the folder while rank 0 cleans it
-    train_model = wrap_ddp(NetWithLoss(model, cfg.weights, cfg.ohem_keep, cfg.wing), device, dist_info)
-
-    # Workers return raw record arrays; decoding (and pinning on CUDA) happen in this process.
-    loader = ShardLoader(dataset, RankSlice(sampler, dist_info.rank, dist_info.world), num_workers=cfg.num_workers,
-                         pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0, seed=cfg.seed)
+    train_model = wrap_ddp(parts.loss_model, device, dist_info)
     try:
         for epoch in range(start_epoch, cfg.epochs):
             sampler.set_epoch(epoch, sampler.start_batch if epoch == start_epoch else 0)
             stats = train_one_epoch(train_model, loader, optimizer, scheduler, scaler, cfg, device, dist_info, epoch,
-                                    sampler.start_batch)
+                                    sampler.start_batch, parts.recipe)
             row = {"epoch": epoch + 1, **stats}
             if dist_info.main:
-                row.update(evaluate(model, dataset, val_all, cfg, device))
+                row.update(parts.evaluate())
             history.append(row)
             if dist_info.main:
-                save_checkpoint(cfg, epoch + 1, model, optimizer, scheduler, scaler, data_fingerprint=data_fp,
-                                world_size=dist_info.world, history=history)
-                report_epoch(history, out, cfg.net)
-                print(summary(row), file=sys.stderr)
+                save_checkpoint(cfg, epoch + 1, model, optimizer, scheduler, scaler,
+                                data_fingerprint=parts.data_fingerprint, world_size=dist_info.world, history=history)
+                parts.report(history, out)
+                print(parts.summary(row), file=sys.stderr)
             barrier(dist_info)
             if cfg.stop_after_epochs is not None and epoch + 1 >= cfg.stop_after_epochs and epoch + 1 < cfg.epochs:
-                return TrainResult(None, history, cpu_state(model))
+                return TrainResult(None, history, cpu_state(parts.result(model)))
     finally:
         stop_workers(loader)
 
     final = out / f"{cfg.net}.pt"
+    weights = cpu_state(parts.result(model))
     if dist_info.main:
-        save_torch(cpu_state(model), final)
+        save_torch(weights, final)
         if cfg.export:
-            save_torch(cpu_state(model), cfg.export)
-    return TrainResult(final, history, cpu_state(model))
+            save_torch(weights, cfg.export)
+    return TrainResult(final, history, weights)
 
 
 def stop_workers(loader: ShardLoader) -> None:
