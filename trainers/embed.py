@@ -1,0 +1,36 @@
+"""Train the face embedder on an identity build: ``make train-embed``.
+
+    python -m trainers.embed --data build/recog/fold-10 --out build/train/embed-fold-10 [--loss arcface|cosface|triplet]
+    torchrun --nproc_per_node 2 -m trainers.embed ...      # data-parallel
+
+The detector nets' training loop (``trainers.train``: checkpoints, exact resume, ``--restart``, the
+folder lock, devices, mixed precision, DDP, ``log.csv``, ``loss_curve.png``) with the embedder's
+parts (``trainers.embed_task``): P x K batches, the triplet loss with semi-hard negatives or a margin
+softmax, verification of held-out identities after every epoch. The result, ``<out>/embedder.pt``,
+is the net's plain state dict (``core.embedder.load_embedder`` reads it; its shapes give the net).
+Failures with an outside cause end with one line and exit code 2, as ``trainers.train``'s do.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from trainers.embed_config import PROG, parse_embed_args
+from trainers.embed_task import embed_parts
+from trainers.train import ONE_LINE_ERRORS, main, one_line
+
+
+def cli(argv=None) -> int:
+    cfg = parse_embed_args(argv, description=__doc__.split("\n\n")[0])
+    try:
+        result = main(cfg, embed_parts)
+    except ONE_LINE_ERRORS as e:
+        print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    if result.weights_path is not None:
+        print(f"wrote {result.weights_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,196 @@
+"""The embedder as a kind of model for the one training loop (``trainers.train``).
+
+``embed_parts`` builds what the loop needs: the net (with a margin softmax's class centres when the
+loss is one), P x K batches of an identity build, the augmentation (mirror, small shifts, seeded
+per batch so that resume repeats it), the step sums and log columns, and the validation: the held-
+out identities' crops are embedded and their matched pairs and as many seeded mismatched pairs
+scored (best-threshold accuracy, AUC, mean distances) after every epoch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.embednet import EmbedNet
+from core.nets import normalize_images
+from core.verification import best_threshold, rates, roc, auc, squared_distances
+from lmdb_builders.faces import FACES
+from lmdb_builders.identity import IdentityBatchSampler, faces_to_batch, split_identities
+from lmdb_builders.reader import ShardDataset, ShardLoader
+from lmdb_builders.schema import SchemaError
+from trainers.distributed import DistInfo, RankSlice
+from trainers.embed_config import EmbedConfig, embed_config_from_dict
+from trainers.metric_losses import MarginSoftmax, triplet_loss
+from trainers.reporting import plot_curves, write_log
+from trainers.train import Parts
+
+TRAIN_COLUMNS = ("train_loss", "train_acc", "train_active", "grad_norm")
+VALIDATION_COLUMNS = ("val_acc", "val_auc", "val_threshold", "val_same_dist", "val_diff_dist", "val_pairs")
+TIMING_COLUMNS = ("samples_per_s", "data_wait_share", "epoch_s")
+LOG_COLUMNS = ("epoch", "lr", *TRAIN_COLUMNS, *VALIDATION_COLUMNS, *TIMING_COLUMNS)
+# Step sums: the loss, hits (correct classifications, or triplets with a positive hinge) out of
+# their count, samples, and what the loop adds (gradient norm, steps).
+SUMS = ("loss", "hits", "count", "samples", "grad_norm", "steps")
+MAX_VAL_PAIRS = 3000  # matched pairs scored per epoch (as many mismatched): a stable, quick figure
+MAX_VAL_IMAGES = 3000  # held-out crops embedded per epoch (a seeded draw where there are more)
+
+
+class Embedder(nn.Module):
+    """The net, and the class centres a margin softmax trains with it (None for the triplet loss)."""
+
+    def __init__(self, net: EmbedNet, head: MarginSoftmax | None):
+        super().__init__()
+        self.net, self.head = net, head
+
+
+class EmbedWithLoss(nn.Module):
+    def __init__(self, model: Embedder, cfg: EmbedConfig):
+        super().__init__()
+        self.model, self.loss, self.margin = model, cfg.loss, cfg.loss_margin
+
+    def forward(self, batch: dict):
+        features = self.model.net.features(normalize_images(batch["image"]))
+        labels = batch["identity"]
+        if self.model.head is None:
+            terms = triplet_loss(F.normalize(features.float(), dim=1), labels, self.margin)
+            loss, hits, count = terms.loss, terms.active, terms.pairs
+        else:
+            loss, hits = self.model.head(features, labels)
+            count = len(labels)
+        return loss, {"loss": loss.detach(), "hits": hits, "count": count, "samples": len(labels)}
+
+
+def shift_batch(images: torch.Tensor, offsets: np.ndarray) -> torch.Tensor:
+    """Each NHWC image moved by its (dx, dy) pixels, the edge pixels repeated into the gap."""
+    if not len(images) or not np.abs(offsets).max():
+        return images
+    s = int(np.abs(offsets).max())
+    padded = F.pad(images.permute(0, 3, 1, 2).float(), (s, s, s, s), mode="replicate")
+    h, w = images.shape[1:3]
+    out = torch.stack([padded[i, :, s - dy : s - dy + h, s - dx : s - dx + w] for i, (dx, dy) in enumerate(offsets)])
+    return out.round().to(images.dtype).permute(0, 2, 3, 1).contiguous()
+
+
+class EmbedRecipe:
+    sums = SUMS
+    label = "embedder"
+
+    def __init__(self, cfg: EmbedConfig):
+        self.cfg = cfg
+
+    def prepare(self, batch: dict, epoch: int, batch_index: int, rank: int) -> dict:
+        """Mirror and shift, drawn per (seed, epoch, batch, rank)."""
+        rng = np.random.default_rng([self.cfg.seed, epoch, batch_index, rank, 2])
+        images = batch["image"]
+        flip = rng.random(len(images)) < 0.5
+        offsets = rng.integers(-self.cfg.shift, self.cfg.shift + 1, (len(images), 2))
+        if self.cfg.flip:
+            mask = torch.as_tensor(flip, device=images.device)[:, None, None, None]
+            images = torch.where(mask, images.flip(2), images)
+        if self.cfg.shift:
+            images = shift_batch(images, offsets)
+        return {**batch, "image": images}
+
+    def postfix(self, s: dict) -> dict:
+        name = "active" if self.cfg.loss == "triplet" else "acc"
+        return {"loss": f"{s['loss'] / s['steps']:.4f}", name: f"{s['hits'] / max(1.0, s['count']):.3f}"}
+
+    def columns(self, s: dict, wait: float, elapsed: float) -> dict:
+        share = s["hits"] / max(1.0, s["count"])
+        triplet = self.cfg.loss == "triplet"
+        return {"train_loss": s["loss"] / s["steps"], "train_acc": float("nan") if triplet else share,
+                "train_active": share if triplet else float("nan"), "grad_norm": s["grad_norm"] / s["steps"],
+                "samples_per_s": s["samples"] / elapsed, "data_wait_share": wait / elapsed, "epoch_s": elapsed}
+
+
+def record_labels(manifest: dict) -> np.ndarray:
+    """Every record's identity number: records are in identity order (``prepare.identities``)."""
+    counts = [int(n) for _, n in manifest["identities"]]
+    if sum(counts) != int(manifest["num_images"]):
+        raise SchemaError(f"{manifest['_path']}: its identities hold {sum(counts)} faces, its shards "
+                          f"{manifest['num_images']}: rebuild it (make recog-data)")
+    return np.repeat(np.arange(len(counts)), counts)
+
+
+def val_pairs(labels: np.ndarray, seed: int, cap: int = MAX_VAL_PAIRS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, same) positions in ``labels``: matched pairs (at most ``cap``, a seeded draw) and as many
+    seeded mismatched ones."""
+    rng = np.random.default_rng([seed, 0x7A1])
+    i, j = np.triu_indices(len(labels), 1)
+    same = labels[i] == labels[j]
+    pos = np.flatnonzero(same)
+    pos = np.sort(rng.choice(pos, min(cap, len(pos)), replace=False)) if len(pos) else pos
+    neg = np.flatnonzero(~same)
+    neg = np.sort(rng.choice(neg, min(len(pos), len(neg)), replace=False)) if len(neg) else neg
+    chosen = np.concatenate([pos, neg])
+    return i[chosen], j[chosen], same[chosen]
+
+
+@torch.no_grad()
+def embed_records(net: EmbedNet, dataset: ShardDataset, indices, batch_size: int, device) -> np.ndarray:
+    net.eval()
+    out = []
+    for start in range(0, len(indices), batch_size):
+        recs = dataset.__getitems__(indices[start : start + batch_size])
+        out.append(net(normalize_images(torch.from_numpy(np.array(recs["image"]))).to(device)).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, net.spec.dim), np.float32)
+
+
+def evaluate_embedder(net: EmbedNet, dataset: ShardDataset, indices, labels, cfg: EmbedConfig, device) -> dict:
+    if len(indices) < 2:
+        return {c: float("nan") for c in VALIDATION_COLUMNS}
+    if len(indices) > MAX_VAL_IMAGES:  # all pairs of a large set would not fit in memory
+        indices = np.sort(np.random.default_rng([cfg.seed, 0x7A2]).choice(indices, MAX_VAL_IMAGES, replace=False))
+    emb = embed_records(net, dataset, indices, cfg.val_batch_size, device)
+    i, j, same = val_pairs(labels[indices], cfg.seed)
+    if not same.any() or same.all():
+        return {c: float("nan") for c in VALIDATION_COLUMNS}
+    dist = squared_distances(emb[i], emb[j])
+    threshold = best_threshold(dist, same)
+    return {"val_acc": rates(dist, same, threshold)[2], "val_auc": auc(*roc(dist, same)), "val_threshold": threshold,
+            "val_same_dist": float(dist[same].mean()), "val_diff_dist": float(dist[~same].mean()),
+            "val_pairs": float(len(same))}
+
+
+def summary(row: dict) -> str:
+    return (f"epoch {row['epoch']}: loss {row['train_loss']:.4f} | val acc {row['val_acc']:.3f} auc {row['val_auc']:.3f} "
+            f"(same {row['val_same_dist']:.3f}, different {row['val_diff_dist']:.3f}) | "
+            f"{row['samples_per_s']:.0f} samples/s, data wait {100 * row['data_wait_share']:.1f}%")
+
+
+def report(history: list[dict], out) -> None:
+    write_log(history, out / "log.csv", LOG_COLUMNS)
+    plot_curves(history, out / "loss_curve.png", "embedder", ["train_loss"], ["val_acc", "val_auc", "train_acc",
+                                                                          "train_active"])
+
+
+def build_size(manifest: dict) -> int:
+    sizes = sorted(int(s) for s in manifest["buckets"])
+    if len(sizes) != 1:
+        raise SchemaError(f"{manifest['_path']}: an identity build holds one crop size, this one {sizes}")
+    return sizes[0]
+
+
+def embed_parts(cfg: EmbedConfig, device: torch.device, dist_info: DistInfo) -> Parts:
+    from lmdb_builders.manifest import load_manifest
+
+    manifest = load_manifest(cfg.data, FACES.name, FACES.version)
+    dataset = ShardDataset(cfg.data, build_size(manifest), spec=FACES)
+    labels = record_labels(dataset.manifest)
+    train_idx, val_idx = split_identities(labels, cfg.val_fraction, cfg.seed)
+    sampler = IdentityBatchSampler(labels, train_idx, cfg.people, cfg.per_person, cfg.seed, cfg.batches_per_epoch)
+    torch.manual_seed(cfg.seed)
+    net = EmbedNet(cfg.spec(dataset.size))
+    head = None if cfg.loss == "triplet" else MarginSoftmax(cfg.dim, len(manifest["identities"]), cfg.loss,
+                                                             cfg.loss_margin, cfg.scale)
+    model = Embedder(net, head).to(device, memory_format=torch.channels_last)
+    loader = ShardLoader(dataset, RankSlice(sampler, dist_info.rank, dist_info.world), num_workers=cfg.num_workers,
+                         pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0, seed=cfg.seed,
+                         to_batch=faces_to_batch)
+    return Parts(model=model, loss_model=EmbedWithLoss(model, cfg), recipe=EmbedRecipe(cfg), sampler=sampler,
+                 loader=loader, data_fingerprint=str(manifest.get("fingerprint", "")),
+                 evaluate=lambda: evaluate_embedder(net, dataset, val_idx, labels, cfg, device),
+                 report=report, summary=summary, result=lambda m: m.net, config_from_dict=embed_config_from_dict)
