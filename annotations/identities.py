@@ -1,0 +1,75 @@
+"""An identity-labelled image folder: ``<root>/<identity>/<image>`` (LFW, CASIA-WebFace, VGGFace2).
+
+Every image below an identity's folder belongs to it (sub-folders included); images lying in
+``root`` itself belong to nobody and are counted, not used. Identities and images are sorted, so
+an identity's number is the same on every machine.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+@dataclass(frozen=True)
+class IdentityFolder:
+    root: Path
+    identities: tuple[str, ...]
+    """Identity names (folder names), sorted."""
+    images: tuple[tuple[int, str], ...]
+    """(identity number, path relative to ``root`` in posix form), sorted by path."""
+    loose: int
+    """Images directly in ``root``, outside any identity folder (not used)."""
+
+    def without(self, names: set[str]) -> "IdentityFolder":
+        """The same folder less the identities in ``names`` (renumbered)."""
+        keep = tuple(n for n in self.identities if n not in names)
+        number = {n: k for k, n in enumerate(keep)}
+        images = tuple((number[self.identities[i]], r) for i, r in self.images if self.identities[i] in number)
+        if not images:
+            raise ValueError(f"{self.root}: no identity is left once {len(names)} are left out")
+        return IdentityFolder(self.root, keep, images, self.loose)
+
+    def counts(self) -> list[int]:
+        """Images per identity, by identity number."""
+        counts = [0] * len(self.identities)
+        for identity, _ in self.images:
+            counts[identity] += 1
+        return counts
+
+
+def identity_of(relative: str) -> str | None:
+    """The identity an image path relative to the root belongs to (its first folder)."""
+    parts = relative.split("/")
+    return parts[0] if len(parts) > 1 else None
+
+
+def read_identity_folder(root: str | os.PathLike) -> IdentityFolder:
+    """The identities and images under ``root``. FileNotFoundError for a missing root; ValueError
+    for one without any identity's image."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"identity folder {root} does not exist")
+    found: list[tuple[str, str]] = []
+    loose = 0
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames.sort()
+        for name in filenames:
+            if not name.lower().endswith(IMAGE_SUFFIXES):
+                continue
+            relative = (Path(dirpath) / name).relative_to(root).as_posix()
+            identity = identity_of(relative)
+            if identity is None:
+                loose += 1
+            else:
+                found.append((identity, relative))
+    if not found:
+        raise ValueError(f"{root}: no images in <identity>/<image> folders"
+                         f"{f' ({loose} images lie in the folder itself)' if loose else ''}")
+    names = tuple(sorted({identity for identity, _ in found}))
+    number = {name: k for k, name in enumerate(names)}
+    images = tuple(sorted(((number[i], r) for i, r in found), key=lambda t: t[1]))
+    return IdentityFolder(root, names, images, loose)
