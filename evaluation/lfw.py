@@ -1,0 +1,218 @@
+"""LFW verification: ``make eval-lfw [EMBEDDER=...] [FOLD=k]`` (facenet's ``validate_on_lfw.py``).
+
+    python -m evaluation.lfw --images lfw/ --pairs pairs.txt --out build/eval-lfw [--embedder shipped] [--fold 10]
+
+The pairs' images are detected and aligned with the same settings as ``make recog-data`` (one face
+per image, the largest and most central; ``--aligned`` is a resumable crops folder, shared with the
+build when the images are the same), embedded (with the mirror image added unless ``--no-flip``),
+and each pair's squared distance scored with LFW's 10-fold protocol: for each fold, the threshold
+with the best accuracy on the other nine folds' pairs, the accuracy on this fold's; VAL at
+FAR = ``--far`` the same way (``core.verification``); AUC and EER over all pairs. With
+``--fold k`` only fold k's pairs are scored (for a model trained without fold k's people): they are
+split into ten sub-folds of equal matched and mismatched pairs, and the protocol runs over those,
+so no threshold is chosen on a person the model saw. View 1's pairs files (one fold) are scored the
+same way.
+
+A pair with an image where no face was found (or that cannot be read) counts as an error at every
+threshold: in the accuracy, VAL and FAR, the ROC and AUC (``core.verification.worst_case``); how
+many is reported. A pairs file naming an image that is not in ``--images`` is one line.
+
+Writes ``results.json`` (last: the make target), ``pairs.csv`` (fold, the two image paths, same or
+not, distance; empty where a face is missing) and ``roc.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from annotations.errors import AnnotationError
+from annotations.lfw import Pair, parse_pairs
+from core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from core.cli import parse_config
+from core.device import DeviceError
+from core.embedder import embed, load_embedder
+from core.imageio import read_image_rgb
+from core.lock import FolderLockedError, folder_lock
+from core.verification import (auc, eer, kfold_accuracy, kfold_val_far, roc, squared_distances, worst_case)
+from core.weights import WeightsError
+from detector.align import ALIGN_MODES, INDEX_NAME, AlignConfig, read_index
+from detector.align import main as align_main
+from detector.cascade import DetectorConfig
+
+PROG = "python -m evaluation.lfw"
+SUBFOLDS = 10
+
+
+@dataclass(frozen=True)
+class LfwEvalConfig:
+    images: str
+    """LFW's images folder: <name>/<name>_NNNN.jpg (lfw.tgz's layout, any size)."""
+    pairs: str
+    """LFW's pairs.txt (or a View 1 pairsDevTest.txt / pairsDevTrain.txt)."""
+    out: str
+    """Output folder: results.json, pairs.csv, roc.png."""
+    embedder: str = "shipped"
+    """shipped (weights/embedder.pt), a weights file, or a folder holding embedder.pt."""
+    fold: int | None = None
+    """Score only this fold's pairs (1-based), for a model trained without its people; None: all."""
+    flip: bool = True
+    """Add the embedding of each crop's mirror image (facenet's --use_flipped_images)."""
+    far: float = 1e-3
+    """The false accept rate at which VAL is reported."""
+    aligned: str | None = None
+    """Folder of aligned crops (resumable; shared with make recog-data on the same images). None: <out>/aligned."""
+    weights: str = "shipped"
+    """The detector: shipped | original:PATH | a folder with pnet.pt rnet.pt onet.pt."""
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    """The cascade's settings (--min-face, --thresholds, --device, ...)."""
+    align: str = field(default="similarity", metadata={"choices": ALIGN_MODES})
+    """similarity or margin: as the embedder's training build."""
+    image_size: int = 64
+    """Side of the aligned crops, as the embedder's training build."""
+    margin: int = 32
+    """margin mode: pixels added around the box in total."""
+    embed_device: str = "cpu"
+    """Device of the embedder (cpu, cuda, cuda:N)."""
+    progress: bool = True
+    """Show progress bars."""
+
+    def __post_init__(self):
+        if self.fold is not None and self.fold < 1:
+            raise ValueError(f"--fold is 1-based, got {self.fold}")
+        if not 0 < self.far < 1:
+            raise ValueError(f"--far must be between 0 and 1, got {self.far}")
+
+    def align_config(self) -> AlignConfig:
+        return AlignConfig(images=self.images, out=self.aligned or str(Path(self.out) / "aligned"), weights=self.weights,
+                           detector=self.detector, largest=True, align=self.align, margin=self.margin,
+                           image_size=self.image_size, progress=self.progress)
+
+
+def select_pairs(pairs: list[Pair], fold: int | None, path) -> list[Pair]:
+    if fold is None:
+        return pairs
+    chosen = [p for p in pairs if p.fold == fold - 1]
+    if not chosen:
+        raise ValueError(f"{path} has no fold {fold} (it has {max(p.fold for p in pairs) + 1})")
+    return chosen
+
+
+def subfolds(same: np.ndarray, n: int = SUBFOLDS) -> np.ndarray:
+    """Sub-fold of each pair of one fold: the k-th matched and k-th mismatched pair go to sub-fold
+    k mod n, so each sub-fold holds equal shares of both."""
+    out = np.zeros(len(same), dtype=np.int64)
+    for kind in (True, False):
+        idx = np.flatnonzero(same == kind)
+        out[idx] = np.arange(len(idx)) % n
+    return out
+
+
+def check_images(pairs: list[Pair], images: Path, path) -> None:
+    for p in pairs:
+        for image in (p.first, p.second):
+            if not (images / image).is_file():
+                missing = sum(not (images / i).is_file() for q in pairs for i in (q.first, q.second))
+                raise AnnotationError(path, p.line, f"{image} is not in {images} ({missing} image mentions of the "
+                                                    f"pairs are missing); is --images LFW's images folder?")
+
+
+def score(dist: np.ndarray, same: np.ndarray, failed: np.ndarray, folds: np.ndarray, far: float) -> dict:
+    """The protocol's figures from the pairs' distances (NaN where failed)."""
+    d = worst_case(np.nan_to_num(dist), same, failed)
+    acc = kfold_accuracy(d, same, folds)
+    val = kfold_val_far(d, same, folds, far)
+    fars, tars = roc(d, same)
+    return {"accuracy_mean": float(acc.accuracy.mean()), "accuracy_std": float(acc.accuracy.std()),
+            "fold_accuracy": acc.accuracy.tolist(), "fold_threshold": acc.threshold.tolist(),
+            "val_mean": float(val.val.mean()), "val_std": float(val.val.std()), "far_mean": float(val.far.mean()),
+            "far_target": far, "auc": auc(fars, tars), "eer": eer(fars, tars),
+            "roc": {"far": fars.tolist(), "tar": tars.tolist()}}
+
+
+def plot_roc(fars, tars, path, title: str) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 5))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.plot(fars, tars)
+    ax.set(xscale="log", xlim=(1e-3, 1), ylim=(0, 1), xlabel="false accept rate", ylabel="true accept rate", title=title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_pairs_csv(path, pairs: list[Pair], dist: np.ndarray) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["fold", "first", "second", "same", "distance"])
+    for p, d in zip(pairs, dist):
+        w.writerow([p.fold + 1, p.first, p.second, int(p.same), "" if np.isnan(d) else f"{d:.6f}"])
+    atomic_write_text(path, buf.getvalue())
+
+
+def main(cfg: LfwEvalConfig) -> dict:
+    images, out = Path(cfg.images), Path(cfg.out)
+    if not images.is_dir():
+        raise FileNotFoundError(f"images folder {images} does not exist")
+    pairs = select_pairs(parse_pairs(cfg.pairs), cfg.fold, cfg.pairs)
+    check_images(pairs, images, cfg.pairs)
+    embedder = load_embedder(cfg.embedder, cfg.embed_device)
+    align_cfg = cfg.align_config()
+    with folder_lock(out, PROG):
+        with folder_lock(align_cfg.out, f"{PROG} (aligning)"):
+            align_main(align_cfg, sources=sorted({i for p in pairs for i in (p.first, p.second)}))
+        rows = read_index(Path(align_cfg.out) / INDEX_NAME)
+        crops = {s: r[0]["crop"] for s, r in rows.items() if r and r[0]["crop"]}
+        needed = sorted({i for p in pairs for i in (p.first, p.second)} & crops.keys())
+        vectors = dict(zip(needed, embed(embedder, [read_image_rgb(Path(align_cfg.out) / crops[s]) for s in needed],
+                                         flip=cfg.flip)))
+        failed = np.array([p.first not in vectors or p.second not in vectors for p in pairs])
+        dim = embedder.dim
+        a = np.stack([vectors.get(p.first, np.zeros(dim)) for p in pairs])
+        b = np.stack([vectors.get(p.second, np.zeros(dim)) for p in pairs])
+        dist = np.where(failed, np.nan, squared_distances(a, b))
+        same = np.array([p.same for p in pairs])
+        one_fold = len({p.fold for p in pairs}) == 1  # --fold, or View 1's files
+        folds = subfolds(same) if one_fold else np.array([p.fold for p in pairs])
+        figures = score(dist, same, failed, folds, cfg.far)
+        no_face = sorted({i for p in pairs for i in (p.first, p.second)} - crops.keys())
+        write_pairs_csv(out / "pairs.csv", pairs, dist)
+        plot_roc(figures["roc"]["far"], figures["roc"]["tar"], out / "roc.png",
+                 f"LFW{f' fold {cfg.fold}' if cfg.fold else ''}: accuracy {figures['accuracy_mean']:.3f}")
+        results = {"pairs": len(pairs), "failed_pairs": int(failed.sum()), "no_face_images": no_face,
+                   "fold": cfg.fold, "protocol": f"{SUBFOLDS} sub-folds of the one fold scored" if one_fold else
+                   "the pairs file's folds", **figures,
+                   "embedder": str(embedder.path), "embedder_sha256": hashlib.sha256(embedder.path.read_bytes()).hexdigest(),
+                   "settings": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "detector")},
+                   "align_settings": align_cfg.settings()}
+        atomic_write_json(out / "results.json", results)
+    print(f"LFW{f' fold {cfg.fold}' if cfg.fold else ''}: {len(pairs)} pairs ({int(failed.sum())} with a face not "
+          f"found, counted as errors): accuracy {figures['accuracy_mean']:.4f} +- {figures['accuracy_std']:.4f}, "
+          f"VAL {figures['val_mean']:.4f} +- {figures['val_std']:.4f} @ FAR {figures['far_mean']:.5f}, "
+          f"AUC {figures['auc']:.4f}, EER {figures['eer']:.4f} -> {out / 'results.json'}")
+    return results
+
+
+def cli(argv=None) -> int:
+    cfg = parse_config(LfwEvalConfig, prog=PROG, description=__doc__.split("\n\n")[0], argv=argv)
+    try:
+        main(cfg)
+    except (FileNotFoundError, ValueError, AnnotationError, WeightsError, DeviceError, FolderLockedError, OSError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,66 @@
+"""The honest 10-fold LFW figure from ten fold models: ``make cv-lfw``.
+
+    python -m evaluation.lfw_cv --out build/cv-lfw/results.json build/cv-lfw/fold-*/results.json
+
+Each input is ``make eval-lfw FOLD=k``'s ``results.json`` of a model trained without fold k's
+people; the figure is the mean and standard deviation over the folds of each fold's accuracy (and
+VAL at the FAR target, AUC, EER), with the failed pairs added up. Written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.atomic import atomic_write_json
+from core.cli import parse_config
+
+
+@dataclass(frozen=True)
+class CrossValConfig:
+    out: str
+    """The combined results.json to write."""
+    folds: tuple[str, ...]
+    """Each fold's results.json (make eval-lfw FOLD=k)."""
+
+
+def combine(results: list[dict]) -> dict:
+    folds = [r["fold"] for r in results]
+    if None in folds or len(set(folds)) != len(folds):
+        raise ValueError(f"each input must score one fold, each a different one; got folds {folds}")
+    acc = np.array([r["accuracy_mean"] for r in results])
+    val = np.array([r["val_mean"] for r in results])
+    return {"folds": folds, "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
+            "fold_accuracy": acc.tolist(), "val_mean": float(val.mean()), "val_std": float(val.std()),
+            "far_mean": float(np.mean([r["far_mean"] for r in results])), "far_target": results[0]["far_target"],
+            "auc_mean": float(np.mean([r["auc"] for r in results])), "eer_mean": float(np.mean([r["eer"] for r in results])),
+            "pairs": int(sum(r["pairs"] for r in results)), "failed_pairs": int(sum(r["failed_pairs"] for r in results))}
+
+
+def main(cfg: CrossValConfig) -> dict:
+    results = []
+    for path in cfg.folds:
+        try:
+            results.append(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not a readable results.json ({e})") from None
+    combined = combine(results)
+    atomic_write_json(cfg.out, combined)
+    print(f"LFW {len(results)}-fold (a model per fold, never trained on its people): accuracy "
+          f"{combined['accuracy_mean']:.4f} +- {combined['accuracy_std']:.4f}, VAL {combined['val_mean']:.4f} "
+          f"+- {combined['val_std']:.4f} @ FAR {combined['far_mean']:.5f}; {combined['failed_pairs']} of "
+          f"{combined['pairs']} pairs without a face -> {cfg.out}")
+    return combined
+
+
+if __name__ == "__main__":
+    config = parse_config(CrossValConfig, prog="python -m evaluation.lfw_cv", description=__doc__.split("\n\n")[0])
+    try:
+        main(config)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
