@@ -10,9 +10,18 @@ MAKEFLAGS += --no-builtin-rules
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# Every stage runs through core.launch: Ctrl-C, during its imports too, ends it with one line.
+RUN := $(PY) -m core.launch
 VENV_STAMP := $(VENV)/.installed
 
 # -- inputs and outputs -----------------------------------------------------------------------
+# make cannot name a file whose path holds a space (it splits prerequisites at spaces), so a path
+# variable with one stops here in one line rather than in a "Circular ... dependency" puzzle.
+PATH_VARS := DATA WIDER WIDER_TXT WIDER_IMAGES LANDMARKS OUT VENV VAL_TXT VAL_IMAGES WEIGHTS_DIR GT PRED IMG DETECT_OUT \
+	EXPORT_OUT ALIGN_OUT LM_OUT LANDMARK_LIST STAGE_OUT DEMO LFW LFW_IMAGES PEOPLE PAIRS IDENTITIES ONLY_PEOPLE RECOG_OUT \
+	RECOG_ALIGNED RECOG_BUILD EMBED_OUT EMBEDDER LFW_OUT CV_OUT
+check_spaces = $(foreach v,$(PATH_VARS),$(if $(word 2,$($(v))),$(error $(v)="$($(v))" has a space, and make cannot \
+	name such files: use a path without spaces (a symbolic link to it works))))
 DATA ?= ../shared/data
 WIDER ?= $(DATA)/wider
 WIDER_TXT ?= $(WIDER)/wider_face_split/wider_face_train_bbx_gt.txt
@@ -85,30 +94,33 @@ TRAIN_SRC := trainers/train.py trainers/config.py trainers/engine.py trainers/mo
 DETECTOR_SRC := detector/__init__.py detector/cascade.py core/nets.py core/geometry.py core/imageio.py core/weights.py \
 	core/device.py
 
-.PHONY: help setup pnet-data rnet-data onet-data val-data train-pnet train-rnet train-onet roc eval-wider eval-landmarks stage-recall detect \
+.PHONY: recog-data train-embed eval-lfw cv-lfw compare export-embedder help setup pnet-data rnet-data onet-data val-data train-pnet train-rnet train-onet roc eval-wider eval-landmarks stage-recall detect \
 	export align FORCE \
 	stats demo test test-fast bench clean-demo original-weights
 
-help: ## list the targets
-	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
+##@ Set-up
+help: ## list the targets, by stage
+	@awk '/^##@ / { printf "\n%s\n", substr($$0, 5) } /^[a-z][a-zA-Z_-]*:.*## / { split($$0, a, ":.*## "); \
+		printf "  %-18s%s\n", a[1], a[2] }' $(MAKEFILE_LIST)
 
 setup: $(VENV_STAMP) ## create .venv and install the pinned dependencies
 
 $(VENV_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install -q --upgrade pip && $(VENV)/bin/pip install -q -e '.[test]' && touch $@
 
+##@ Detector: sample builds (data stages)
 # -- data stages ------------------------------------------------------------------------------
 pnet-data: $(OUT)/pnet/manifest.json ## WIDER + landmark list -> 12 px LMDB shards in $(OUT)/pnet
 
 $(OUT)/pnet/manifest.json: $(OUT)/settings/pnet.txt $(TRAIN_TXT) $(LANDMARKS) $(SAMPLING_SRC) | $(VENV_STAMP)
-	$(PY) -m prepare.generate --wider-txt $(TRAIN_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
+	$(RUN) prepare.generate --wider-txt $(TRAIN_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
 		--out $(OUT)/pnet --net-size 12 --seed $(SEED) --workers $(WORKERS) $(GEN_FLAGS_pnet) $(GEN_FLAGS)
 
 rnet-data: $(OUT)/rnet/manifest.json ## mine 24 px samples with the trained P-Net -> $(OUT)/rnet
 
 $(OUT)/rnet/manifest.json: $(OUT)/settings/rnet.txt $(WEIGHTS_DIR)/pnet.pt $(TRAIN_TXT) $(LANDMARKS) $(SAMPLING_SRC) \
 		prepare/mining.py $(DETECTOR_SRC) | $(VENV_STAMP)
-	$(PY) -m prepare.generate --wider-txt $(TRAIN_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
+	$(RUN) prepare.generate --wider-txt $(TRAIN_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
 		--out $(OUT)/rnet --net-size 24 --mine-with $(WEIGHTS_DIR) --device $(DEVICE) --seed $(SEED) --workers $(WORKERS) \
 		$(GEN_FLAGS_rnet) $(GEN_FLAGS)
 
@@ -116,23 +128,24 @@ onet-data: $(OUT)/onet/manifest.json ## mine 48 px samples with P-Net then R-Net
 
 $(OUT)/onet/manifest.json: $(OUT)/settings/onet.txt $(WEIGHTS_DIR)/pnet.pt $(WEIGHTS_DIR)/rnet.pt $(TRAIN_TXT) $(LANDMARKS) $(SAMPLING_SRC) \
 		prepare/mining.py $(DETECTOR_SRC) | $(VENV_STAMP)
-	$(PY) -m prepare.generate --wider-txt $(TRAIN_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
+	$(RUN) prepare.generate --wider-txt $(TRAIN_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
 		--out $(OUT)/onet --net-size 48 --mine-with $(WEIGHTS_DIR) --mine-thresholds $(ONET_MINE_THRESHOLDS) \
 		--device $(DEVICE) --seed $(SEED) --workers $(WORKERS) $(GEN_FLAGS_onet) $(GEN_FLAGS)
 
 val-data: $(OUT)/val/manifest.json ## held-out 12/24/48 px samples from WIDER val + held-out landmark faces
 
 $(OUT)/val/manifest.json: $(OUT)/settings/val.txt $(VAL_TXT) $(LANDMARKS) $(SAMPLING_SRC) | $(VENV_STAMP)
-	$(PY) -m prepare.generate --wider-txt $(VAL_TXT) --wider-images $(VAL_IMAGES) --landmarks $(LANDMARKS) \
+	$(RUN) prepare.generate --wider-txt $(VAL_TXT) --wider-images $(VAL_IMAGES) --landmarks $(LANDMARKS) \
 		--out $(OUT)/val --net-size 12 24 48 --landmark-part holdout --seed $(SEED) --workers $(WORKERS) $(GEN_FLAGS_val) $(GEN_FLAGS)
 
+##@ Detector: training
 # -- training: each net's final weights land in $(WEIGHTS_DIR), the folder mining and evaluation read
 train-pnet: $(WEIGHTS_DIR)/pnet.pt ## train P-Net on $(OUT)/pnet
 train-rnet: $(WEIGHTS_DIR)/rnet.pt ## train R-Net on $(OUT)/rnet
 train-onet: $(WEIGHTS_DIR)/onet.pt ## train O-Net on $(OUT)/onet
 
 $(WEIGHTS_DIR)/%.pt: $(OUT)/%/manifest.json $(OUT)/train/%/flags.txt $(TRAIN_SRC) | $(VENV_STAMP)
-	$(PY) -m trainers.train --net $* --data $(OUT)/$* --out $(OUT)/train/$* --export $@ --device $(DEVICE) --seed $(SEED) \
+	$(RUN) trainers.train --net $* --data $(OUT)/$* --out $(OUT)/train/$* --export $@ --device $(DEVICE) --seed $(SEED) \
 		$(if $(RESUME),--resume) $(if $(RESTART),--restart) $(TRAIN_FLAGS_$*) $(TRAIN_FLAGS)
 
 # $(call settings_file,FILE,SETTINGS): the rule writing FILE, which holds a rule's settings and is a
@@ -154,15 +167,16 @@ $(foreach build,pnet rnet onet val,$(call settings_file,$(OUT)/settings/$(build)
 
 $(call settings_file,$(OUT)/settings/subset.txt,fraction=$(WIDER_FRACTION))
 $(OUT)/wider_train_subset.txt: $(OUT)/settings/subset.txt $(WIDER_TXT) annotations/subset.py | $(VENV_STAMP)
-	$(PY) -m annotations.subset --wider-txt $(WIDER_TXT) --fraction $(WIDER_FRACTION) --out $@
+	$(RUN) annotations.subset --wider-txt $(WIDER_TXT) --fraction $(WIDER_FRACTION) --out $@
 
+##@ Detector: the original weights, evaluation and use
 # -- the original MTCNN weights (facenet-pytorch's wheel, fetched, never installed) -------------
 ORIGINAL := weights/original
 FACENET_PKG := build/facenet-pytorch
 original-weights: $(ORIGINAL)/onet.pt ## fetch the original P/R/O-Net weights into weights/original (network)
 
 $(ORIGINAL)/onet.pt: trainers/original_weights.py | $(VENV_STAMP)
-	$(PY) -m trainers.original_weights --out $(ORIGINAL) --package-dir $(FACENET_PKG)
+	$(RUN) trainers.original_weights --out $(ORIGINAL) --package-dir $(FACENET_PKG)
 
 # -- evaluation -------------------------------------------------------------------------------
 roc: $(OUT)/roc/summary.json ## per-stage ROC on held-out samples -> $(OUT)/roc/roc.png
@@ -174,7 +188,7 @@ ROC_SRC := evaluation/roc.py detector/cascade.py core/nets.py core/weights.py lm
 
 $(OUT)/roc/summary.json: $(OUT)/val/manifest.json $(WEIGHTS_DIR)/pnet.pt $(WEIGHTS_DIR)/rnet.pt $(WEIGHTS_DIR)/onet.pt \
 		$(ROC_SRC) | $(VENV_STAMP)
-	$(PY) -m evaluation.roc --val-data $(OUT)/val --weights $(WEIGHTS_DIR) --out $(OUT)/roc --device $(DEVICE)
+	$(RUN) evaluation.roc --val-data $(OUT)/val --weights $(WEIGHTS_DIR) --out $(OUT)/roc --device $(DEVICE)
 
 # The weights files a WEIGHTS spec (shipped | original:PATH | folder) names: results depend on them.
 weights_files = $(wildcard $(addprefix $(if $(filter shipped,$(1)),weights,$(patsubst original:%,%,$(1)))/,pnet.pt rnet.pt onet.pt mtcnn.json))
@@ -186,7 +200,7 @@ eval-wider: $(PRED)/results.json ## WIDER AP easy/medium/hard: IMAGES= GT= PRED=
 $(call settings_file,$(PRED)/.make-settings,weights=$(WEIGHTS) backend=$(BACKEND) images=$(IMAGES) min_face=$(MIN_FACE))
 $(PRED)/results.json: $(PRED)/.make-settings $(call weights_files,$(WEIGHTS)) $(wildcard $(GT)/*.mat) \
 		evaluation/wider_eval.py annotations/wider_mat.py $(DETECTOR_SRC) | $(VENV_STAMP)
-	$(PY) -m evaluation.wider_eval --images $(IMAGES) --gt $(GT) --pred $(PRED) --weights $(WEIGHTS) $(if $(MIN_FACE),--min-face $(MIN_FACE)) --device $(DEVICE) \
+	$(RUN) evaluation.wider_eval --images $(IMAGES) --gt $(GT) --pred $(PRED) --weights $(WEIGHTS) $(if $(MIN_FACE),--min-face $(MIN_FACE)) --device $(DEVICE) \
 		--backend $(BACKEND)
 
 WEIGHTS_TAG = $(subst /,_,$(subst :,_,$(WEIGHTS)))
@@ -199,7 +213,7 @@ eval-landmarks: $(LM_OUT)/results.json ## landmark NME, failure rate and CED of 
 $(call settings_file,$(LM_OUT)/.make-settings,weights=$(WEIGHTS) list=$(LANDMARK_LIST) part=$(LM_PART) min_face=$(MIN_FACE))
 $(LM_OUT)/results.json: $(LM_OUT)/.make-settings $(LANDMARK_LIST) $(call weights_files,$(WEIGHTS)) evaluation/landmarks.py \
 		annotations/landmarks.py $(DETECTOR_SRC) | $(VENV_STAMP)
-	$(PY) -m evaluation.landmarks --landmarks $(LANDMARK_LIST) --weights $(WEIGHTS) --out $(LM_OUT) --part $(LM_PART) \
+	$(RUN) evaluation.landmarks --landmarks $(LANDMARK_LIST) --weights $(WEIGHTS) --out $(LM_OUT) --part $(LM_PART) \
 		$(if $(MIN_FACE),--min-face $(MIN_FACE)) --device $(DEVICE)
 
 # stage-recall: which net loses the faces; redone when the weights, ground truth, code or settings change
@@ -209,12 +223,12 @@ stage-recall: $(STAGE_OUT)/results.json ## recall of each stage's boxes on WIDER
 $(call settings_file,$(STAGE_OUT)/.make-settings,weights=$(WEIGHTS) images=$(IMAGES) min_face=$(MIN_FACE))
 $(STAGE_OUT)/results.json: $(STAGE_OUT)/.make-settings $(call weights_files,$(WEIGHTS)) $(wildcard $(GT)/*.mat) \
 		evaluation/stage_recall.py evaluation/wider_eval.py annotations/wider_mat.py $(DETECTOR_SRC) | $(VENV_STAMP)
-	$(PY) -m evaluation.stage_recall --images $(IMAGES) --gt $(GT) --weights $(WEIGHTS) --out $(STAGE_OUT) \
+	$(RUN) evaluation.stage_recall --images $(IMAGES) --gt $(GT) --weights $(WEIGHTS) --out $(STAGE_OUT) \
 		$(if $(MIN_FACE),--min-face $(MIN_FACE)) --device $(DEVICE)
 
 detect: | $(VENV_STAMP) ## detect faces in IMG= with WEIGHTS= (default shipped) -> DETECT_OUT=
 	@test -n "$(IMG)" || { echo "usage: make detect IMG=photo.jpg [WEIGHTS=shipped|original:PATH|folder] [BACKEND=torch|onnx] [DETECT_OUT=folder]" >&2; exit 2; }
-	$(PY) -m detector.detect --image $(IMG) --weights $(WEIGHTS) --out $(DETECT_OUT) $(if $(MIN_FACE),--min-face $(MIN_FACE)) \
+	$(RUN) detector.detect --image $(IMG) --weights $(WEIGHTS) --out $(DETECT_OUT) $(if $(MIN_FACE),--min-face $(MIN_FACE)) \
 		--device $(DEVICE) --backend $(BACKEND)
 
 export: $(EXPORT_OUT)/mtcnn.json ## WEIGHTS= as ONNX files + mtcnn.json (how to run the cascade) -> EXPORT_OUT=
@@ -222,18 +236,107 @@ export: $(EXPORT_OUT)/mtcnn.json ## WEIGHTS= as ONNX files + mtcnn.json (how to 
 $(call settings_file,$(EXPORT_OUT)/.make-settings,weights=$(WEIGHTS))
 $(EXPORT_OUT)/mtcnn.json: $(EXPORT_OUT)/.make-settings $(call weights_files,$(WEIGHTS)) detector/export.py \
 		detector/onnx_backend.py $(DETECTOR_SRC) | $(VENV_STAMP)
-	$(PY) -m detector.export --weights $(WEIGHTS) --out $(EXPORT_OUT)
+	$(RUN) detector.export --weights $(WEIGHTS) --out $(EXPORT_OUT)
 
 align: | $(VENV_STAMP) ## crop the faces of every image under IMAGES= -> ALIGN_OUT= (LARGEST=1, ALIGN=similarity)
-	$(PY) -m detector.align --images $(IMAGES) --out $(ALIGN_OUT) --weights $(WEIGHTS) --backend $(BACKEND) \
+	$(RUN) detector.align --images $(IMAGES) --out $(ALIGN_OUT) --weights $(WEIGHTS) --backend $(BACKEND) \
 		$(if $(MIN_FACE),--min-face $(MIN_FACE)) --align $(ALIGN) $(if $(filter-out 0,$(LARGEST)),--largest) --device $(DEVICE)
 
 FORCE:
 
 stats: | $(VENV_STAMP) ## annotation statistics table and face-size histogram ($(OUT)/stats/face_sizes.png)
-	$(PY) -m annotations.stats --wider $(WIDER_TXT) --images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
+	$(RUN) annotations.stats --wider $(WIDER_TXT) --images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
 		--out-png $(OUT)/stats/face_sizes.png
 
+##@ Recognition: aligned identity faces -> embedder -> LFW verification
+# -- recognition ------------------------------------------------------------------------------
+# LFW's protocol files, and its images as <name>/<name>_NNNN.jpg (lfw.tgz, or the snapshot in its README)
+LFW ?= $(DATA)/lfw
+LFW_IMAGES ?= $(LFW)/images
+PEOPLE ?= $(LFW)/people.txt
+PAIRS ?= $(LFW)/pairs.txt
+# The identity folder <root>/<identity>/<image> to train on (CASIA-WebFace, VGGFace2, ...; LFW by default)
+IDENTITIES ?= $(LFW_IMAGES)
+# FOLD=k: leave out the people of LFW fold k (1-10) when building, score only fold k's pairs when evaluating
+FOLD ?=
+# ONLY_PEOPLE=file: build only the people of that LFW people list (View 1's peopleDevTrain.txt)
+ONLY_PEOPLE ?=
+RECOG_OUT ?= $(OUT)/recog
+# Alignment of the identity build and of LFW's pairs (the same for both): similarity | margin, crop side
+RECOG_ALIGN ?= similarity
+RECOG_SIZE ?= 64
+RECOG_ALIGNED ?= $(RECOG_OUT)/aligned
+RECOG_TAG = $(if $(FOLD),fold-$(FOLD),all)$(if $(ONLY_PEOPLE),-$(basename $(notdir $(ONLY_PEOPLE))))
+RECOG_BUILD ?= $(RECOG_OUT)/$(RECOG_TAG)
+EMBED_FLAGS ?=
+EMBED_OUT ?= $(OUT)/train/embed-$(RECOG_TAG)
+# eval-lfw / compare / export-embedder: shipped (weights/embedder.pt), a weights file, or a folder with embedder.pt
+EMBEDDER ?= shipped
+LFW_OUT ?= $(OUT)/eval-lfw/$(subst /,_,$(EMBEDDER))$(if $(FOLD),-fold-$(FOLD))
+RECOG_FLAGS = --weights $(WEIGHTS) --align $(RECOG_ALIGN) --image-size $(RECOG_SIZE) $(if $(MIN_FACE),--min-face $(MIN_FACE)) \
+	--device $(DEVICE)
+RECOG_SRC := prepare/identities.py annotations/identities.py annotations/lfw.py annotations/errors.py lmdb_builders/faces.py \
+	lmdb_builders/writer.py lmdb_builders/manifest.py lmdb_builders/schema.py detector/align.py $(DETECTOR_SRC)
+EMBED_SRC := trainers/embed.py trainers/embed_config.py trainers/embed_task.py trainers/metric_losses.py \
+	lmdb_builders/identity.py core/embednet.py $(TRAIN_SRC)
+LFW_SRC := evaluation/lfw.py annotations/lfw.py core/verification.py core/embedder.py core/embednet.py detector/align.py \
+	$(DETECTOR_SRC)
+
+recog-data: $(RECOG_BUILD)/manifest.json ## detect + align one face per image of IDENTITIES= -> LMDB shards (FOLD=k leaves out fold k)
+
+$(call settings_file,$(RECOG_BUILD)/.make-settings,identities=$(IDENTITIES) fold=$(FOLD) only=$(ONLY_PEOPLE) $(RECOG_FLAGS))
+$(RECOG_BUILD)/manifest.json: $(RECOG_BUILD)/.make-settings $(if $(FOLD),$(PEOPLE)) $(ONLY_PEOPLE) $(RECOG_SRC) | $(VENV_STAMP)
+	$(RUN) prepare.identities --images $(IDENTITIES) --out $(RECOG_BUILD) --aligned $(RECOG_ALIGNED) \
+		$(if $(FOLD),--people $(PEOPLE) --fold $(FOLD)) $(if $(ONLY_PEOPLE),--only-people $(ONLY_PEOPLE)) $(RECOG_FLAGS)
+
+train-embed: $(EMBED_OUT)/embedder.pt ## train the embedder on the recog-data build (EMBED_FLAGS=, FOLD=, RESUME=1, RESTART=1)
+
+$(call settings_file,$(EMBED_OUT)/flags.txt,device=$(DEVICE) seed=$(SEED) flags=$(EMBED_FLAGS))
+$(EMBED_OUT)/embedder.pt: $(RECOG_BUILD)/manifest.json $(EMBED_OUT)/flags.txt $(EMBED_SRC) | $(VENV_STAMP)
+	$(RUN) trainers.embed --data $(RECOG_BUILD) --out $(EMBED_OUT) --device $(DEVICE) --seed $(SEED) \
+		$(if $(RESUME),--resume) $(if $(RESTART),--restart) $(EMBED_FLAGS)
+
+eval-lfw: $(LFW_OUT)/results.json ## LFW 10-fold verification of EMBEDDER= on PAIRS= (FOLD=k: fold k only) -> LFW_OUT=
+
+$(call settings_file,$(LFW_OUT)/.make-settings,embedder=$(EMBEDDER) pairs=$(PAIRS) images=$(LFW_IMAGES) fold=$(FOLD) \
+	$(RECOG_FLAGS))
+$(LFW_OUT)/results.json: $(LFW_OUT)/.make-settings $(PAIRS) $(if $(filter shipped,$(EMBEDDER)),weights/embedder.pt,$(wildcard \
+		$(EMBEDDER) $(EMBEDDER)/embedder.pt)) $(LFW_SRC) | $(VENV_STAMP)
+	$(RUN) evaluation.lfw --images $(LFW_IMAGES) --pairs $(PAIRS) --out $(LFW_OUT) --embedder $(EMBEDDER) \
+		--aligned $(RECOG_ALIGNED) $(if $(FOLD),--fold $(FOLD)) $(RECOG_FLAGS)
+
+# cv-lfw: ten builds, ten trainings, ten scorings (each a real file, so it resumes fold by fold)
+CV_OUT ?= $(OUT)/cv-lfw
+CV_FOLDS ?= 1 2 3 4 5 6 7 8 9 10
+cv-lfw: $(CV_OUT)/results.json ## train on nine folds' people and score the tenth, for each of LFW's ten folds
+
+$(RECOG_OUT)/fold-%/manifest.json: $(PEOPLE) $(RECOG_SRC) | $(VENV_STAMP)
+	$(RUN) prepare.identities --images $(IDENTITIES) --out $(@D) --aligned $(RECOG_ALIGNED) --people $(PEOPLE) --fold $* \
+		$(RECOG_FLAGS)
+
+$(OUT)/train/embed-fold-%/embedder.pt: $(RECOG_OUT)/fold-%/manifest.json $(EMBED_SRC) | $(VENV_STAMP)
+	$(RUN) trainers.embed --data $(RECOG_OUT)/fold-$* --out $(@D) --device $(DEVICE) --seed $(SEED) \
+		$(if $(RESUME),--resume) $(if $(RESTART),--restart) $(EMBED_FLAGS)
+
+$(CV_OUT)/fold-%/results.json: $(OUT)/train/embed-fold-%/embedder.pt $(PAIRS) $(LFW_SRC) | $(VENV_STAMP)
+	$(RUN) evaluation.lfw --images $(LFW_IMAGES) --pairs $(PAIRS) --out $(@D) --embedder $< --aligned $(RECOG_ALIGNED) \
+		--fold $* $(RECOG_FLAGS)
+
+$(CV_OUT)/results.json: $(foreach k,$(CV_FOLDS),$(CV_OUT)/fold-$(k)/results.json) evaluation/lfw_cv.py | $(VENV_STAMP)
+	$(RUN) evaluation.lfw_cv --out $@ --folds $(filter %/results.json,$^)
+
+compare: | $(VENV_STAMP) ## squared distances between the faces of IMAGES="a.jpg b.jpg ..." (EMBEDDER=, WEIGHTS=)
+	$(RUN) detector.compare --images $(IMAGES) --embedder $(EMBEDDER) --weights $(WEIGHTS) --align $(RECOG_ALIGN) \
+		--image-size $(RECOG_SIZE)
+
+export-embedder: $(EXPORT_OUT)/embedder.json ## EMBEDDER= as ONNX (embedder.onnx, checked against torch) + embedder.json
+
+$(call settings_file,$(EXPORT_OUT)/.make-settings-embedder,embedder=$(EMBEDDER))
+$(EXPORT_OUT)/embedder.json: $(EXPORT_OUT)/.make-settings-embedder detector/export_embedder.py core/embedder.py core/embednet.py \
+		$(if $(filter shipped,$(EMBEDDER)),weights/embedder.pt,$(wildcard $(EMBEDDER) $(EMBEDDER)/embedder.pt)) | $(VENV_STAMP)
+	$(RUN) detector.export_embedder --embedder $(EMBEDDER) --out $(EXPORT_OUT)
+
+##@ Demo
 # -- demo: the whole job on a tiny data set built from images shipped with scikit-image ------
 DEMO ?= build/demo
 DEMO_WIDER = $(DEMO)/wider
@@ -249,7 +352,7 @@ DEMO_VARS = WIDER=$(DEMO_WIDER) LANDMARKS=$(DEMO_WIDER)/landmarks/trainImageList
 	GEN_FLAGS="$(DEMO_GEN_FLAGS)" TRAIN_FLAGS="$(DEMO_TRAIN_FLAGS)" RESTART=1
 
 $(DEMO_TXT): demo/data.py annotations/wider.py annotations/landmarks.py annotations/wider_mat.py | $(VENV_STAMP)
-	$(PY) -m demo.data --out $(DEMO_WIDER) --seed $(SEED) $(DEMO_DATA_FLAGS)
+	$(RUN) demo.data --out $(DEMO_WIDER) --seed $(SEED) $(DEMO_DATA_FLAGS)
 
 demo: $(DEMO_TXT) ## every stage on a tiny built-in data set (build/demo), then the shipped weights on a photo
 	$(MAKE) --no-print-directory $(DEMO_VARS) stats pnet-data train-pnet rnet-data train-rnet onet-data train-onet \
@@ -270,6 +373,7 @@ demo: $(DEMO_TXT) ## every stage on a tiny built-in data set (build/demo), then 
 clean-demo: ## delete the demo's folder ($(DEMO))
 	rm -rf $(DEMO)
 
+##@ Checks
 # -- checks -----------------------------------------------------------------------------------
 test: $(VENV_STAMP) ## run the test suite (tests that need ../shared/data skip when it is absent)
 	$(PY) -m pytest -q
@@ -278,10 +382,12 @@ test-fast: $(VENV_STAMP) ## the tests without those marked slow
 	$(PY) -m pytest -q -m "not slow"
 
 bench: $(VENV_STAMP) ## benchmarks: data stage time/RSS, LMDB read, training samples/s, detector images/s (torch/onnx)
-	$(PY) -m benchmarks.bench_data --wider $(WIDER) --landmarks $(LANDMARKS) --workers $(WORKERS) \
+	$(RUN) benchmarks.bench_data --wider $(WIDER) --landmarks $(LANDMARKS) --workers $(WORKERS) \
 		$(if $(wildcard $(OUT)/pnet/manifest.json),--verify-builds $(OUT)/pnet)
-	$(PY) -m benchmarks.bench_train
-	$(PY) -m benchmarks.bench_detector --images $(VAL_IMAGES) $(if $(MIN_FACE),--min-face $(MIN_FACE)) \
+	$(RUN) benchmarks.bench_train
+	$(RUN) benchmarks.bench_detector --images $(VAL_IMAGES) $(if $(MIN_FACE),--min-face $(MIN_FACE)) \
 		$(if $(wildcard $(ORIGINAL)/onet.pt),--weights original:$(ORIGINAL),--weights shipped) \
 		$(if $(wildcard $(FACENET_PKG)/facenet_pytorch),--facenet $(FACENET_PKG))
-	$(PY) -m benchmarks.bench_backends --images $(VAL_IMAGES) $(if $(MIN_FACE),--min-face $(MIN_FACE))
+	$(RUN) benchmarks.bench_backends --images $(VAL_IMAGES) $(if $(MIN_FACE),--min-face $(MIN_FACE))
+
+$(check_spaces)

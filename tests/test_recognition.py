@@ -1,0 +1,250 @@
+"""The recognition half end to end on a tiny identity set: build, train, evaluate, use, export.
+
+The set (``demo.identities``) has 12 people of 5 images in 2 folds; the shipped detector aligns
+them. Trainings are a few steps of a tiny net: these tests show the stages working and their
+contracts (counts, resume, one-line errors), not accuracy.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from annotations.lfw import parse_pairs
+from child_env import REPO, child_env
+from core.embedder import embed, load_embedder
+from demo.identities import DemoIdentitiesConfig, build
+from evaluation.lfw import LfwEvalConfig, score, subfolds
+from evaluation.lfw import cli as lfw_cli
+from evaluation.lfw import main as lfw_main
+from evaluation.lfw_cv import combine
+from prepare.identities import IdentityDataConfig
+from prepare.identities import cli as identities_cli
+from prepare.identities import main as identities_main
+from trainers.embed_config import EmbedConfig
+from trainers.embed_task import embed_parts
+from trainers.train import main as train_main
+
+
+@pytest.fixture(scope="session")
+def people(tmp_path_factory) -> Path:
+    return build(DemoIdentitiesConfig(out=str(tmp_path_factory.mktemp("people"))))
+
+
+@pytest.fixture(scope="session")
+def fold2(people) -> tuple[IdentityDataConfig, dict]:
+    cfg = IdentityDataConfig(images=str(people / "images"), out=str(people / "build" / "fold-2"),
+                             people=str(people / "people.txt"), fold=2, progress=False)
+    return cfg, identities_main(cfg)
+
+
+@pytest.fixture(scope="session")
+def trained(fold2, tmp_path_factory) -> Path:
+    cfg = EmbedConfig.tiny(fold2[0].out, tmp_path_factory.mktemp("embed"))
+    train_main(cfg, embed_parts)
+    return Path(cfg.out)
+
+
+def test_demo_identities_are_reproducible(people, tmp_path):
+    again = build(DemoIdentitiesConfig(out=str(tmp_path)))
+    for name in ("people.txt", "pairs.txt", "images/Demo_Person_03/Demo_Person_03_0002.jpg"):
+        assert (again / name).read_bytes() == (people / name).read_bytes()
+    pairs = parse_pairs(people / "pairs.txt")
+    assert len(pairs) == 48 and sum(p.same for p in pairs) == 24
+
+
+def test_build_leaves_out_the_fold_and_counts_every_image(fold2, people):
+    cfg, manifest = fold2
+    names = [n for n, _ in manifest["identities"]]
+    assert names == [f"Demo_Person_{k:02d}" for k in range(0, 12, 2)]  # fold 2 holds the odd ones
+    report = manifest["report"]
+    assert report["images"] == 30 and report["excluded_people"] == 6
+    assert report["faces"] + len(report["no_face"]) + len(report["unreadable"]) == report["images"]
+    assert sum(n for _, n in manifest["identities"]) == manifest["num_images"] == report["faces"]
+    # identity order: each record's identity follows from the counts
+    assert manifest["images"] == sorted(manifest["images"], key=lambda s: (names.index(s.split("/")[0]), s))
+
+
+def test_rebuild_is_byte_identical_and_reuses_the_aligned_crops(fold2, tmp_path):
+    cfg, manifest = fold2
+    again = identities_main(replace(cfg, out=str(tmp_path / "again"), aligned=str(Path(cfg.out).parent / "aligned")))
+    assert again["report"]["align"]["done_before"] == 30
+    assert again["fingerprint"] == manifest["fingerprint"]
+    assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in manifest["shards"]]
+
+
+def test_min_images_leaves_out_and_reports_small_identities(fold2, tmp_path):
+    cfg, manifest = fold2
+    five = identities_main(replace(cfg, out=str(tmp_path / "five"), min_images=5,
+                                   aligned=str(Path(cfg.out).parent / "aligned")))
+    small = [n for n, c in manifest["identities"] if c < 5]
+    assert five["report"]["too_few_images"] == small
+    assert [n for n, _ in five["identities"]] == [n for n, c in manifest["identities"] if c >= 5]
+
+
+def test_bad_fold_is_one_line(people, tmp_path, capsys):
+    args = ["--images", str(people / "images"), "--out", str(tmp_path / "x"), "--people", str(people / "people.txt"),
+            "--no-progress"]
+    assert identities_cli([*args, "--fold", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["python -m prepare.identities: error: fold 3 is not in the people list (it has folds 1 to 2)"]
+    with pytest.raises(SystemExit) as stop:
+        identities_cli([*args, "--fold", "0"])
+    assert stop.value.code == 2 and "--fold is 1-based" in capsys.readouterr().err
+
+
+def test_people_list_naming_a_person_twice_is_one_line(people, tmp_path, capsys):
+    bad = tmp_path / "people.txt"
+    lines = (people / "people.txt").read_text().splitlines()
+    lines[3] = lines[2]  # fold 1's second person is its first again
+    bad.write_text("\n".join(lines) + "\n")
+    assert identities_cli(["--images", str(people / "images"), "--out", str(tmp_path / "x"), "--people", str(bad),
+                           "--fold", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("person Demo_Person_00 is listed twice (first at line 3); remove one of the two lines")
+    assert f"{bad}:4:" in err
+
+
+def test_training_writes_weights_and_logs(trained):
+    assert (trained / "embedder.pt").is_file() and (trained / "loss_curve.png").is_file()
+    rows = list(csv.DictReader((trained / "log.csv").open()))
+    assert len(rows) == 2 and {"train_loss", "val_acc", "val_auc", "samples_per_s"} <= rows[0].keys()
+    embedder = load_embedder(str(trained))
+    crops = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    vectors = embed(embedder, crops, flip=True)
+    assert vectors.shape == (3, 16) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert np.allclose(embed(embedder, crops[:1]), embed(embedder, [crops[0]]))
+
+
+@pytest.mark.parametrize("loss", ["triplet", "arcface"])
+def test_resume_ends_with_exactly_the_weights_of_an_uninterrupted_run(fold2, tmp_path, loss):
+    cfg = EmbedConfig.tiny(fold2[0].out, tmp_path / "whole", loss=loss, epochs=3)
+    whole = train_main(cfg, embed_parts).state_dict
+    part = replace(cfg, out=str(tmp_path / "part"), stop_after_epochs=1)
+    assert train_main(part, embed_parts).weights_path is None
+    resumed = train_main(replace(part, stop_after_epochs=None, resume=True), embed_parts).state_dict
+    assert whole.keys() == resumed.keys()
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_eval_lfw_scores_the_fold_and_pairs_csv_recomputes_it(trained, people, tmp_path):
+    cfg = LfwEvalConfig(images=str(people / "images"), pairs=str(people / "pairs.txt"), out=str(tmp_path / "eval"),
+                        embedder=str(trained), fold=2, progress=False)
+    results = lfw_main(cfg)
+    assert results["pairs"] == 24 and results["protocol"].startswith("10 sub-folds")
+    rows = list(csv.DictReader((tmp_path / "eval" / "pairs.csv").open()))
+    assert len(rows) == 24 and {r["fold"] for r in rows} == {"2"}
+    dist = np.array([float(r["distance"]) if r["distance"] else np.nan for r in rows])
+    same = np.array([r["same"] == "1" for r in rows])
+    again = score(dist, same, np.isnan(dist), subfolds(same), cfg.far)
+    assert again["accuracy_mean"] == results["accuracy_mean"] and again["auc"] == results["auc"]
+    assert results["failed_pairs"] == int(np.isnan(dist).sum())
+    assert (tmp_path / "eval" / "roc.png").is_file()
+
+
+def test_a_pairs_file_naming_a_missing_image_is_one_line(trained, people, tmp_path, capsys):
+    pairs = tmp_path / "pairs.txt"
+    text = (people / "pairs.txt").read_text().splitlines()
+    text[1] = "Nobody_Here\t1\t2"
+    pairs.write_text("\n".join(text) + "\n")
+    code = lfw_cli(["--images", str(people / "images"), "--pairs", str(pairs), "--out", str(tmp_path / "e"),
+                    "--embedder", str(trained), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert f"{pairs}:2: Nobody_Here/Nobody_Here_0001.jpg is not in" in err[0]
+    assert not (tmp_path / "e" / "results.json").exists()
+
+
+def test_failed_pairs_count_as_errors():
+    same = np.array([True, True, False, False])
+    dist = np.array([0.1, np.nan, 3.0, 3.5])
+    figures = score(dist, same, np.isnan(dist), np.array([0, 1, 0, 1]), 1e-3)
+    # fold 1 = (failed matched, 3.5 mismatched): its best threshold is the grid's first, 0, where fold 0's matched
+    # 0.1 is rejected (0.5); fold 0's best is 0.11, where fold 1's failed pair is rejected (0.5). Dropping the
+    # failed pair instead would score fold 1 at 1.0.
+    assert figures["fold_accuracy"] == [0.5, 0.5] and figures["fold_threshold"] == pytest.approx([0.0, 0.11])
+
+
+def test_cross_validation_combines_one_result_per_fold():
+    results = [{"fold": k, "accuracy_mean": a, "val_mean": v, "far_mean": 0.001, "far_target": 0.001, "auc": 0.9,
+                "eer": 0.1, "pairs": 600, "failed_pairs": f} for k, a, v, f in ((1, 0.8, 0.1, 2), (2, 0.9, 0.3, 1))]
+    combined = combine(results)
+    assert combined["accuracy_mean"] == pytest.approx(0.85) and combined["accuracy_std"] == pytest.approx(0.05)
+    assert combined["val_mean"] == pytest.approx(0.2) and combined["failed_pairs"] == 3
+    with pytest.raises(ValueError, match="each a different one"):
+        combine(results[:1] * 2)
+
+
+def test_compare_prints_a_symmetric_matrix_and_skips_an_image_without_a_face(trained, people, tmp_path, capsys):
+    from detector.compare import CompareConfig
+    from detector.compare import main as compare_main
+
+    blank = tmp_path / "blank.png"
+    import cv2
+    cv2.imwrite(str(blank), np.full((80, 80, 3), 127, np.uint8))
+    images = [str(people / "images/Demo_Person_00/Demo_Person_00_0001.jpg"),
+              str(people / "images/Demo_Person_00/Demo_Person_00_0002.jpg"), str(blank),
+              str(people / "images/Demo_Person_02/Demo_Person_02_0001.jpg")]
+    matrix = compare_main(CompareConfig(images=tuple(images), embedder=str(trained)))
+    assert matrix.shape == (3, 3) and np.allclose(matrix, matrix.T) and np.allclose(np.diag(matrix), 0, atol=1e-6)
+    assert f"skipped: {blank}: no face found" in capsys.readouterr().err
+
+
+def test_export_embedder_matches_torch(trained, tmp_path):
+    from detector.export_embedder import EmbedExportConfig
+    from detector.export_embedder import main as export_main
+
+    described = export_main(EmbedExportConfig(out=str(tmp_path), embedder=str(trained)))
+    assert described["max_difference_to_torch"] < 1e-4
+    assert (tmp_path / "embedder.onnx").is_file() and json.loads((tmp_path / "embedder.json").read_text())["output"]
+
+
+def test_a_corrupt_embedder_is_one_line(tmp_path):
+    from core.weights import WeightsError
+
+    bad = tmp_path / "embedder.pt"
+    bad.write_bytes(b"not a zip file")
+    with pytest.raises(WeightsError, match=str(bad)):
+        load_embedder(str(tmp_path))
+    torch.save({"conv.weight": torch.zeros(1)}, bad)
+    with pytest.raises(WeightsError, match="not the weights of an embedder"):
+        load_embedder(str(bad))
+
+
+def test_ctrl_c_during_start_up_is_one_line(tmp_path):
+    (tmp_path / "slow_start.py").write_text("raise KeyboardInterrupt  # as if Ctrl-C came while torch was importing\n")
+    done = subprocess.run([sys.executable, "-m", "core.launch", "slow_start", "--x"], capture_output=True, text=True,
+                          env=child_env(PYTHONPATH=f"{REPO}:{tmp_path}"), cwd=REPO)
+    assert done.returncode == 130
+    assert done.stderr.strip() == "slow_start: interrupted; every file it wrote is whole (rerun to continue)"
+
+
+def test_launcher_keeps_the_module_exit_code_and_arguments(tmp_path):
+    (tmp_path / "echo_args.py").write_text("import sys\nprint(sys.argv[1:])\nsys.exit(3)\n")
+    done = subprocess.run([sys.executable, "-m", "core.launch", "echo_args", "a", "--b"], capture_output=True,
+                          text=True, env=child_env(PYTHONPATH=f"{REPO}:{tmp_path}"), cwd=REPO)
+    assert done.returncode == 3 and done.stdout.strip() == "['a', '--b']"
+
+
+@pytest.mark.parametrize("variable", ["WIDER", "LFW_IMAGES", "OUT"])
+def test_a_path_with_a_space_stops_make_in_one_line(variable):
+    done = subprocess.run(["make", "-C", str(REPO), "-n", "pnet-data", f"{variable}=/tmp/sp ace/x"], capture_output=True,
+                          text=True)
+    assert done.returncode == 2
+    assert f'{variable}="/tmp/sp ace/x" has a space' in done.stderr and "Circular" not in done.stderr
+
+
+def test_cv_lfw_is_ten_real_file_targets(make_dry_run):
+    commands = make_dry_run("cv-lfw", "LFW_IMAGES=/lfw", "PEOPLE=p.txt", "PAIRS=q.txt", "-o", "p.txt", "-o", "q.txt")
+    for k in range(1, 11):
+        assert f"--out build/recog/fold-{k} " in commands and f"--fold {k} " in commands
+        assert f"--out build/cv-lfw/fold-{k} --embedder build/train/embed-fold-{k}/embedder.pt" in commands
+    assert "evaluation.lfw_cv --out build/cv-lfw/results.json --folds" in commands
