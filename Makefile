@@ -273,6 +273,8 @@ EMBED_OUT ?= $(OUT)/train/embed-$(RECOG_TAG)
 # eval-lfw / compare / export-embedder: shipped (weights/embedder.pt), a weights file, or a folder with embedder.pt
 EMBEDDER ?= shipped
 LFW_OUT ?= $(OUT)/eval-lfw/$(subst /,_,$(EMBEDDER))$(if $(FOLD),-fold-$(FOLD))
+# The weights file an EMBEDDER spec names (a prerequisite: a retrained embedder is scored again)
+embedder_files = $(if $(filter shipped,$(1)),weights/embedder.pt,$(wildcard $(1)/embedder.pt $(filter %.pt,$(1))))
 RECOG_FLAGS = --weights $(WEIGHTS) --align $(RECOG_ALIGN) --image-size $(RECOG_SIZE) $(if $(MIN_FACE),--min-face $(MIN_FACE)) \
 	--device $(DEVICE)
 RECOG_SRC := prepare/identities.py annotations/identities.py annotations/lfw.py annotations/errors.py lmdb_builders/faces.py \
@@ -300,8 +302,7 @@ eval-lfw: $(LFW_OUT)/results.json ## LFW 10-fold verification of EMBEDDER= on PA
 
 $(call settings_file,$(LFW_OUT)/.make-settings,embedder=$(EMBEDDER) pairs=$(PAIRS) images=$(LFW_IMAGES) fold=$(FOLD) \
 	$(RECOG_FLAGS))
-$(LFW_OUT)/results.json: $(LFW_OUT)/.make-settings $(PAIRS) $(if $(filter shipped,$(EMBEDDER)),weights/embedder.pt,$(wildcard \
-		$(EMBEDDER) $(EMBEDDER)/embedder.pt)) $(LFW_SRC) | $(VENV_STAMP)
+$(LFW_OUT)/results.json: $(LFW_OUT)/.make-settings $(PAIRS) $(call embedder_files,$(EMBEDDER)) $(LFW_SRC) | $(VENV_STAMP)
 	$(RUN) evaluation.lfw --images $(LFW_IMAGES) --pairs $(PAIRS) --out $(LFW_OUT) --embedder $(EMBEDDER) \
 		--aligned $(RECOG_ALIGNED) $(if $(FOLD),--fold $(FOLD)) $(RECOG_FLAGS)
 
@@ -333,7 +334,7 @@ export-embedder: $(EXPORT_OUT)/embedder.json ## EMBEDDER= as ONNX (embedder.onnx
 
 $(call settings_file,$(EXPORT_OUT)/.make-settings-embedder,embedder=$(EMBEDDER))
 $(EXPORT_OUT)/embedder.json: $(EXPORT_OUT)/.make-settings-embedder detector/export_embedder.py core/embedder.py core/embednet.py \
-		$(if $(filter shipped,$(EMBEDDER)),weights/embedder.pt,$(wildcard $(EMBEDDER) $(EMBEDDER)/embedder.pt)) | $(VENV_STAMP)
+		$(call embedder_files,$(EMBEDDER)) | $(VENV_STAMP)
 	$(RUN) detector.export_embedder --embedder $(EMBEDDER) --out $(EXPORT_OUT)
 
 ##@ Demo
@@ -354,7 +355,20 @@ DEMO_VARS = WIDER=$(DEMO_WIDER) LANDMARKS=$(DEMO_WIDER)/landmarks/trainImageList
 $(DEMO_TXT): demo/data.py annotations/wider.py annotations/landmarks.py annotations/wider_mat.py | $(VENV_STAMP)
 	$(RUN) demo.data --out $(DEMO_WIDER) --seed $(SEED) $(DEMO_DATA_FLAGS)
 
-demo: $(DEMO_TXT) ## every stage on a tiny built-in data set (build/demo), then the shipped weights on a photo
+# The recognition half of the demo: 12 people, each one of skimage's LFW faces photographed 5 times
+# (demo/identities.py), in 2 folds; built without fold 2's people, trained for seconds, scored on fold 2.
+DEMO_PEOPLE = $(DEMO)/people
+DEMO_EMBED_FLAGS ?= --epochs 3 --people 4 --per-person 2 --batches-per-epoch 10 --widths 8 8 16 16 --dim 16 --workers 0 \
+	--val-fraction 0.34 --no-progress
+DEMO_RECOG_VARS = LFW=$(DEMO_PEOPLE) LFW_IMAGES=$(DEMO_PEOPLE)/images OUT=$(DEMO) FOLD=2 EMBED_FLAGS="$(DEMO_EMBED_FLAGS)" \
+	RESTART=1
+DEMO_SHOTS = $(DEMO_PEOPLE)/images/Demo_Person_01/Demo_Person_01_0001.jpg $(DEMO_PEOPLE)/images/Demo_Person_01/Demo_Person_01_0002.jpg \
+	$(DEMO_PEOPLE)/images/Demo_Person_03/Demo_Person_03_0001.jpg
+
+$(DEMO_PEOPLE)/pairs.txt: demo/identities.py demo/data.py annotations/lfw.py | $(VENV_STAMP)
+	$(RUN) demo.identities --out $(DEMO_PEOPLE) --seed $(SEED)
+
+demo: $(DEMO_TXT) $(DEMO_PEOPLE)/pairs.txt ## every stage of both halves on tiny built-in data sets (build/demo), then the shipped weights
 	$(MAKE) --no-print-directory $(DEMO_VARS) stats pnet-data train-pnet rnet-data train-rnet onet-data train-onet \
 		val-data roc
 	$(MAKE) --no-print-directory $(DEMO_VARS) eval-wider WEIGHTS=$(DEMO)/weights
@@ -362,6 +376,13 @@ demo: $(DEMO_TXT) ## every stage on a tiny built-in data set (build/demo), then 
 	$(MAKE) --no-print-directory $(DEMO_VARS) eval-wider WEIGHTS=$(DEMO_DETECT_WEIGHTS) PRED=$(DEMO)/eval-shipped
 	$(MAKE) --no-print-directory $(DEMO_VARS) detect WEIGHTS=$(DEMO_DETECT_WEIGHTS) IMG=$(DEMO_WIDER)/sample/astronaut.png \
 		DETECT_OUT=$(DEMO)/detect
+	@echo "recognition: align the toy people, train an embedder without fold 2's people, score fold 2's pairs:"
+	$(MAKE) --no-print-directory $(DEMO_RECOG_VARS) recog-data train-embed
+	$(MAKE) --no-print-directory $(DEMO_RECOG_VARS) eval-lfw EMBEDDER=$(DEMO)/train/embed-fold-2 LFW_OUT=$(DEMO)/eval-lfw
+	$(MAKE) --no-print-directory $(DEMO_RECOG_VARS) export-embedder EMBEDDER=$(DEMO)/train/embed-fold-2 EXPORT_OUT=$(DEMO)/export
+	@echo "the same pairs through the shipped embedder (trained on LFW's people of folds 1-9, none of them these):"
+	$(MAKE) --no-print-directory $(DEMO_RECOG_VARS) eval-lfw EMBEDDER=shipped LFW_OUT=$(DEMO)/eval-lfw-shipped
+	$(MAKE) --no-print-directory $(DEMO_RECOG_VARS) compare EMBEDDER=shipped IMAGES="$(DEMO_SHOTS)"
 	@echo
 	@echo "demo done (everything under $(DEMO)):"
 	@echo "  per-stage ROC plot       $(DEMO)/roc/roc.png  (curves roc.csv, figures summary.json)"
@@ -369,6 +390,10 @@ demo: $(DEMO_TXT) ## every stage on a tiny built-in data set (build/demo), then 
 	@echo "  WIDER-style evaluation   $(DEMO)/eval/results.json and pr_curve.png (the demo's nets)"
 	@echo "                           $(DEMO)/eval-shipped/results.json and pr_curve.png (the shipped weights)"
 	@echo "  shipped weights, photo   $(DEMO)/detect/ (annotated image and JSON)"
+	@echo "  identity build           $(DEMO)/recog/fold-2/manifest.json (aligned crops in $(DEMO)/recog/aligned)"
+	@echo "  embedder training        $(DEMO)/train/embed-fold-2/log.csv and loss_curve.png"
+	@echo "  LFW-style verification   $(DEMO)/eval-lfw/results.json, pairs.csv, roc.png (the demo's embedder)"
+	@echo "                           $(DEMO)/eval-lfw-shipped/ (the shipped embedder); ONNX in $(DEMO)/export"
 
 clean-demo: ## delete the demo's folder ($(DEMO))
 	rm -rf $(DEMO)
@@ -381,10 +406,11 @@ test: $(VENV_STAMP) ## run the test suite (tests that need ../shared/data skip w
 test-fast: $(VENV_STAMP) ## the tests without those marked slow
 	$(PY) -m pytest -q -m "not slow"
 
-bench: $(VENV_STAMP) ## benchmarks: data stage time/RSS, LMDB read, training samples/s, detector images/s (torch/onnx)
+bench: $(VENV_STAMP) ## benchmarks: data stage time/RSS, LMDB read, training samples/s (nets, embedder), detector images/s
 	$(RUN) benchmarks.bench_data --wider $(WIDER) --landmarks $(LANDMARKS) --workers $(WORKERS) \
 		$(if $(wildcard $(OUT)/pnet/manifest.json),--verify-builds $(OUT)/pnet)
 	$(RUN) benchmarks.bench_train
+	$(RUN) benchmarks.bench_embed
 	$(RUN) benchmarks.bench_detector --images $(VAL_IMAGES) $(if $(MIN_FACE),--min-face $(MIN_FACE)) \
 		$(if $(wildcard $(ORIGINAL)/onet.pt),--weights original:$(ORIGINAL),--weights shipped) \
 		$(if $(wildcard $(FACENET_PKG)/facenet_pytorch),--facenet $(FACENET_PKG))
