@@ -272,6 +272,8 @@ EMBED_FLAGS ?=
 EMBED_OUT ?= $(OUT)/train/embed-$(RECOG_TAG)
 # eval-lfw / compare / export-embedder: shipped (weights/embedder.pt), a weights file, or a folder with embedder.pt
 EMBEDDER ?= shipped
+# eval-lfw's own options, e.g. --allow-missing (count pairs naming absent images as errors), --no-flip
+LFW_FLAGS ?=
 LFW_OUT ?= $(OUT)/eval-lfw/$(subst /,_,$(EMBEDDER))$(if $(FOLD),-fold-$(FOLD))
 # The weights file an EMBEDDER spec names (a prerequisite: a retrained embedder is scored again)
 embedder_files = $(if $(filter shipped,$(1)),weights/embedder.pt,$(wildcard $(1)/embedder.pt $(filter %.pt,$(1))))
@@ -301,10 +303,10 @@ $(EMBED_OUT)/embedder.pt: $(RECOG_BUILD)/manifest.json $(EMBED_OUT)/flags.txt $(
 eval-lfw: $(LFW_OUT)/results.json ## LFW 10-fold verification of EMBEDDER= on PAIRS= (FOLD=k: fold k only) -> LFW_OUT=
 
 $(call settings_file,$(LFW_OUT)/.make-settings,embedder=$(EMBEDDER) pairs=$(PAIRS) images=$(LFW_IMAGES) fold=$(FOLD) \
-	$(RECOG_FLAGS))
+	$(RECOG_FLAGS) $(LFW_FLAGS))
 $(LFW_OUT)/results.json: $(LFW_OUT)/.make-settings $(PAIRS) $(call embedder_files,$(EMBEDDER)) $(LFW_SRC) | $(VENV_STAMP)
 	$(RUN) evaluation.lfw --images $(LFW_IMAGES) --pairs $(PAIRS) --out $(LFW_OUT) --embedder $(EMBEDDER) \
-		--aligned $(RECOG_ALIGNED) $(if $(FOLD),--fold $(FOLD)) $(RECOG_FLAGS)
+		--aligned $(RECOG_ALIGNED) $(if $(FOLD),--fold $(FOLD)) $(RECOG_FLAGS) $(LFW_FLAGS)
 
 # cv-lfw: ten builds, ten trainings, ten scorings (each a real file, so it resumes fold by fold)
 CV_OUT ?= $(OUT)/cv-lfw

@@ -161,6 +161,11 @@ def test_a_pairs_file_naming_a_missing_image_is_one_line(trained, people, tmp_pa
     assert code == 2 and len(err) == 1
     assert f"{pairs}:2: Nobody_Here/Nobody_Here_0001.jpg is not in" in err[0]
     assert not (tmp_path / "e" / "results.json").exists()
+    cfg = LfwEvalConfig(images=str(people / "images"), pairs=str(pairs), out=str(tmp_path / "e"), embedder=str(trained),
+                        allow_missing=True, aligned=str(people / "build" / "aligned"), progress=False)
+    results = lfw_main(cfg)  # with --allow-missing the pair is an error, and named
+    assert results["missing_images"] == ["Nobody_Here/Nobody_Here_0001.jpg", "Nobody_Here/Nobody_Here_0002.jpg"]
+    assert results["failed_pairs"] >= 1
 
 
 def test_failed_pairs_count_as_errors():
@@ -248,3 +253,33 @@ def test_cv_lfw_is_ten_real_file_targets(make_dry_run):
         assert f"--out build/recog/fold-{k} " in commands and f"--fold {k} " in commands
         assert f"--out build/cv-lfw/fold-{k} --embedder build/train/embed-fold-{k}/embedder.pt" in commands
     assert "evaluation.lfw_cv --out build/cv-lfw/results.json --folds" in commands
+
+
+DDP_EMBED_SCRIPT = """
+import os, sys, torch
+from trainers.embed_config import EmbedConfig
+from trainers.embed_task import embed_parts
+from trainers.train import main
+torch.set_num_threads(1)
+cfg = EmbedConfig.tiny(sys.argv[1], sys.argv[2], loss=sys.argv[3], epochs=1, batches_per_epoch=3)
+result = main(cfg, embed_parts)
+torch.save(result.state_dict, os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.pt"))
+"""
+
+
+@pytest.mark.parametrize("loss", ["arcface", "triplet"])
+def test_ddp_with_two_gloo_processes_trains_the_embedder_identically_on_both_ranks(fold2, tmp_path, loss):
+    script = tmp_path / "ddp_embed.py"
+    script.write_text(DDP_EMBED_SCRIPT)
+    out = tmp_path / "ddp"
+    out.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), fold2[0].out, str(out), loss], cwd=REPO, env=child_env(GLOO_SOCKET_IFNAME="lo"),
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    # parameters are all-reduced; BatchNorm's running statistics are each rank's own (DDP broadcasts rank 0's
+    # at every forward, and the last forward updates them locally), so only the parameters must agree
+    params = [k for k in r0 if "running_" not in k and "num_batches" not in k]
+    assert all(torch.equal(r0[k], r1[k]) for k in params)
+    assert torch.equal(torch.load(out / "embedder.pt", weights_only=True)["stem.0.weight"], r0["stem.0.weight"])
