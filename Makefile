@@ -37,20 +37,20 @@ DEVICE ?= cpu
 GEN_FLAGS ?=
 # Per-build sample settings of the shipped weights; GEN_FLAGS, given after them, wins. O-Net is fed
 # R-Net's squared boxes, which sit larger and higher around a face than a landmark list's box, so its
-# landmark crops span that range rather than only near-copies of the list's box (README model card).
+# landmark crops span that range rather than only near-copies of the list's box (docs/experiments.md).
 GEN_FLAGS_pnet ?=
 GEN_FLAGS_rnet ?=
 GEN_FLAGS_onet ?= --landmark-min-scale 0.9 --landmark-max-scale 1.4 --landmark-max-shift 0.15 --landmark-min-iou 0.45
 GEN_FLAGS_val ?=
 TRAIN_FLAGS ?=
-# Per-net settings of the shipped weights (README model card); TRAIN_FLAGS, given after them, wins.
+# Per-net settings of the shipped weights (weights/MODEL_CARD.md); TRAIN_FLAGS, given after them, wins.
 # R-Net and O-Net learn from small mined builds and overfit with P-Net's 16 epochs; P-Net does
 # not overfit, and without mirroring it reproduces the shipped weights.
 TRAIN_FLAGS_pnet ?= --no-flip
 # R-Net's and O-Net's loss weights: the paper's balance in the trainer's units (why: trainers/losses.py);
 # at the defaults' 1 / 0.5 / 0.5 R-Net scores too many faces below the detector's threshold.
 # R-Net sees three positives for every three negatives (the paper: one): with one it scores too
-# many unseen faces below the detector's 0.7 (README model card, "R-Net's calibration").
+# many unseen faces below the detector's 0.7 (docs/experiments.md, "R-Net's calibration").
 TRAIN_FLAGS_rnet ?= --epochs 8 --loss-weights 1 1 2.5 --kind-ratio 3 3 1 2
 TRAIN_FLAGS_onet ?= --epochs 10 --loss-weights 1 1 5
 # R-Net threshold while mining O-Net's samples: 0.3 rather than the detector's 0.7 gives 2.6x the

@@ -290,7 +290,7 @@ def test_checkpoint_folder_errors(tmp_path):
 
 
 def test_shipped_weights_find_the_astronaut_face(astronaut):
-    # The committed weights/ (trained from scratch on the larger real-face set, README model card):
+    # The committed weights/ (trained from scratch on the larger real-face set, weights/MODEL_CARD.md):
     # one face where the original finds it, landmarks close to the original's.
     found = load_detector("shipped").detect(astronaut)
     assert len(found) == 1 and found.scores[0] > 0.99

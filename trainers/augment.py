@@ -14,8 +14,8 @@ Horizontal mirroring (``hflip_batch``):
 
 Photometric changes (``photometric_batch``): Gaussian blur, then saturation, contrast and
 brightness, per sample, on every kind. They move no pixel, so no target changes. Meant for the
-later stages, which see few distinct faces; off by default (``--photometric``), see the README
-model card.
+later stages, which see few distinct faces; off by default (``--photometric``), see
+docs/experiments.md.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ class TrainConfig:
     optimizer: str = field(default="sgd", metadata={"choices": OPTIMIZERS})
     """sgd (momentum, Nesterov) or adamw."""
     lr: float = 0.1
-    """Peak learning rate (reached after the warm-up); see the README for how it was chosen."""
+    """Peak learning rate (reached after the warm-up); see docs/experiments.md ("The training schedule") for how it was chosen."""
     momentum: float = 0.9
     """SGD momentum (Nesterov when above 0); unused by adamw."""
     weight_decay: float = 1e-4
@@ -74,7 +74,7 @@ class TrainConfig:
     """Mirror each training sample but landmark ones with probability 0.5 (``trainers.augment``)."""
     photometric: bool = False
     """Blur, saturation, contrast and brightness changes of each training sample (``trainers.augment``).
-    Off by default; see the README model card."""
+    Off by default; see docs/experiments.md."""
     val_fraction: float = 0.05
     """Share of each kind held out of the shards for validation."""
     threshold: float | None = None
