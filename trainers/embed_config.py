@@ -25,8 +25,9 @@ class EmbedConfig:
     """Output folder: checkpoints/, log.csv, loss_curve.png, embedder.pt."""
     export: str | None = None
     """Also write the final weights to this file."""
-    loss: str = field(default="arcface", metadata={"choices": LOSSES})
-    """triplet (FaceNet: P x K batches, online semi-hard negatives), arcface or cosface (margin softmax)."""
+    loss: str = field(default="triplet", metadata={"choices": LOSSES})
+    """triplet (FaceNet: P x K batches, online semi-hard negatives), arcface or cosface (margin softmax).
+    The default was chosen on LFW's View 1 (weights/EMBEDDER_CARD.md)."""
     margin: float | None = None
     """The loss's margin; None: 0.2 (triplet, squared distance), 0.5 (arcface, radians), 0.35 (cosface)."""
     scale: float = 32.0
