@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -127,6 +128,19 @@ def check_images(pairs: list[Pair], images: Path, path) -> None:
                                                     f"pairs are missing); is --images LFW's images folder?")
 
 
+def check_unseen(weights: Path, pairs: list[Pair], cfg: LfwEvalConfig) -> None:
+    """Refuse to score View 2 folds whose people the embedder was trained on, where the
+    ``embedder.json`` beside its weights says which fold its build left out."""
+    record = weights.with_suffix(".json")
+    if not record.is_file() or len({p.fold for p in pairs}) == 1 and cfg.fold is None:
+        return
+    left_out = json.loads(record.read_text()).get("lfw_fold_left_out")
+    if left_out is not None and cfg.fold != left_out:
+        raise ValueError(f"{weights} was trained on the people of every LFW fold but fold {left_out} ({record}): "
+                         f"score it with FOLD={left_out} (--fold {left_out}); other folds' figures would be "
+                         f"measured on people it saw")
+
+
 def score(dist: np.ndarray, same: np.ndarray, failed: np.ndarray, folds: np.ndarray, far: float) -> dict:
     """The protocol's figures from the pairs' distances (NaN where failed)."""
     d = worst_case(np.nan_to_num(dist), same, failed)
@@ -175,6 +189,7 @@ def main(cfg: LfwEvalConfig) -> dict:
     if not cfg.allow_missing:
         check_images(pairs, images, cfg.pairs)
     embedder = load_embedder(cfg.embedder, cfg.embed_device)
+    check_unseen(embedder.path, pairs, cfg)
     align_cfg = cfg.align_config()
     with folder_lock(out, PROG):
         with folder_lock(align_cfg.out, f"{PROG} (aligning)"):
@@ -206,7 +221,8 @@ def main(cfg: LfwEvalConfig) -> dict:
                    "align_settings": align_cfg.settings()}
         atomic_write_json(out / "results.json", results)
     print(f"LFW{f' fold {cfg.fold}' if cfg.fold else ''}: {len(pairs)} pairs ({int(failed.sum())} with a face not "
-          f"found{f' or an image missing ({len(missing)})' if missing else ''}, counted as errors): accuracy {figures['accuracy_mean']:.4f} +- {figures['accuracy_std']:.4f}, "
+          f"found{f' or an image missing ({len(missing)})' if missing else ''}, counted as errors): "
+          f"accuracy {figures['accuracy_mean']:.4f} +- {figures['accuracy_std']:.4f}, "
           f"VAL {figures['val_mean']:.4f} +- {figures['val_std']:.4f} @ FAR {figures['far_mean']:.5f}, "
           f"AUC {figures['auc']:.4f}, EER {figures['eer']:.4f} -> {out / 'results.json'}")
     return results

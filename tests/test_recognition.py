@@ -283,3 +283,14 @@ def test_ddp_with_two_gloo_processes_trains_the_embedder_identically_on_both_ran
     params = [k for k in r0 if "running_" not in k and "num_batches" not in k]
     assert all(torch.equal(r0[k], r1[k]) for k in params)
     assert torch.equal(torch.load(out / "embedder.pt", weights_only=True)["stem.0.weight"], r0["stem.0.weight"])
+
+
+def test_eval_lfw_refuses_folds_whose_people_the_embedder_saw(trained, people, tmp_path):
+    record = json.loads((trained / "embedder.json").read_text())
+    assert record["lfw_fold_left_out"] == 2 and record["identities"] == 6
+    cfg = LfwEvalConfig(images=str(people / "images"), pairs=str(people / "pairs.txt"), out=str(tmp_path / "e"),
+                        embedder=str(trained), progress=False)
+    with pytest.raises(ValueError, match="score it with FOLD=2"):
+        lfw_main(cfg)  # all folds: fold 1's people were in its training build
+    with pytest.raises(ValueError, match="score it with FOLD=2"):
+        lfw_main(replace(cfg, fold=1))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from core.cli import config_from_namespace, config_parser
+from core.cli import parse_config
 from core.embednet import EmbedSpec
 from trainers.config import OPTIMIZERS, SCHEDULES
 from trainers.metric_losses import DEFAULT_MARGINS, LOSSES
@@ -138,9 +138,4 @@ def embed_config_from_dict(d: dict) -> EmbedConfig:
 
 
 def parse_embed_args(argv=None, description: str | None = None) -> EmbedConfig:
-    parser = config_parser(EmbedConfig, PROG, description)
-    ns = parser.parse_args(argv)
-    try:
-        return config_from_namespace(EmbedConfig, ns)
-    except (TypeError, ValueError) as e:
-        parser.error(str(e))
+    return parse_config(EmbedConfig, argv, PROG, description)

@@ -9,11 +9,14 @@ scored (best-threshold accuracy, AUC, mean distances) after every epoch.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.atomic import atomic_write_json
 from core.embednet import EmbedNet
 from core.nets import normalize_images
 from core.verification import best_threshold, rates, roc, auc, squared_distances
@@ -161,7 +164,18 @@ def summary(row: dict) -> str:
             f"{row['samples_per_s']:.0f} samples/s, data wait {100 * row['data_wait_share']:.1f}%")
 
 
-def report(history: list[dict], out) -> None:
+def training_record(manifest: dict, cfg: EmbedConfig) -> dict:
+    """What ``embedder.json`` says beside the weights: the build and the LFW people it held, so that
+    ``make eval-lfw`` can refuse to score a fold the embedder saw."""
+    config = manifest.get("config") or {}
+    return {"data": str(Path(manifest["_path"]).parent), "data_fingerprint": manifest.get("fingerprint"),
+            "lfw_fold_left_out": config.get("fold"), "only_people": config.get("only_people"),
+            "identities": len(manifest["identities"]), "faces": int(manifest["num_images"]), "loss": cfg.loss,
+            "seed": cfg.seed}
+
+
+def report(history: list[dict], out, record: dict) -> None:
+    atomic_write_json(out / "embedder.json", record)
     write_log(history, out / "log.csv", LOG_COLUMNS)
     plot_curves(history, out / "loss_curve.png", "embedder", ["train_loss"], ["val_acc", "val_auc", "train_acc",
                                                                           "train_active"])
@@ -193,4 +207,4 @@ def embed_parts(cfg: EmbedConfig, device: torch.device, dist_info: DistInfo) -> 
     return Parts(model=model, loss_model=EmbedWithLoss(model, cfg), recipe=EmbedRecipe(cfg), sampler=sampler,
                  loader=loader, data_fingerprint=str(manifest.get("fingerprint", "")),
                  evaluate=lambda: evaluate_embedder(net, dataset, val_idx, labels, cfg, device),
-                 report=report, summary=summary, result=lambda m: m.net, config_from_dict=embed_config_from_dict)
+                 report=lambda history, out: report(history, out, training_record(manifest, cfg)), summary=summary, result=lambda m: m.net, config_from_dict=embed_config_from_dict)
