@@ -129,16 +129,27 @@ def check_images(pairs: list[Pair], images: Path, path) -> None:
 
 
 def check_unseen(weights: Path, pairs: list[Pair], cfg: LfwEvalConfig) -> None:
-    """Refuse to score View 2 folds whose people the embedder was trained on, where the
-    ``embedder.json`` beside its weights says which fold its build left out."""
+    """Refuse to score pairs of people the embedder was trained on, as the ``embedder.json`` beside
+    its weights names them (``people``); a record from before it named them says only which View 2
+    fold its build left out, and then only that fold may be scored."""
     record = weights.with_suffix(".json")
-    if not record.is_file() or len({p.fold for p in pairs}) == 1 and cfg.fold is None:
+    if not record.is_file():
         return
-    left_out = json.loads(record.read_text()).get("lfw_fold_left_out")
+    trained = json.loads(record.read_text())
+    left_out = trained.get("lfw_fold_left_out")
+    hint = f": score it with FOLD={left_out} (--fold {left_out})" if left_out is not None else ""
+    if trained.get("people") is not None:
+        seen = sorted({Path(i).parent.name for p in pairs for i in (p.first, p.second)} & set(trained["people"]))
+        if seen:
+            raise ValueError(f"{weights} was trained on {len(seen)} of these pairs' people ({', '.join(seen[:3])}"
+                             f"{', ...' if len(seen) > 3 else ''}; {record}){hint}; their figures would be "
+                             f"measured on faces it learnt")
+        return
+    if len({p.fold for p in pairs}) == 1 and cfg.fold is None:
+        return
     if left_out is not None and cfg.fold != left_out:
-        raise ValueError(f"{weights} was trained on the people of every LFW fold but fold {left_out} ({record}): "
-                         f"score it with FOLD={left_out} (--fold {left_out}); other folds' figures would be "
-                         f"measured on people it saw")
+        raise ValueError(f"{weights} was trained on the people of every LFW fold but fold {left_out} ({record})"
+                         f"{hint}; other folds' figures would be measured on people it saw")
 
 
 def score(dist: np.ndarray, same: np.ndarray, failed: np.ndarray, folds: np.ndarray, far: float) -> dict:

@@ -153,16 +153,16 @@ def test_eval_lfw_scores_the_fold_and_pairs_csv_recomputes_it(trained, people, t
 def test_a_pairs_file_naming_a_missing_image_is_one_line(trained, people, tmp_path, capsys):
     pairs = tmp_path / "pairs.txt"
     text = (people / "pairs.txt").read_text().splitlines()
-    text[1] = "Nobody_Here\t1\t2"
+    text[25] = "Nobody_Here\t1\t2"  # fold 2's first pair
     pairs.write_text("\n".join(text) + "\n")
     code = lfw_cli(["--images", str(people / "images"), "--pairs", str(pairs), "--out", str(tmp_path / "e"),
                     "--embedder", str(trained), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
-    assert f"{pairs}:2: Nobody_Here/Nobody_Here_0001.jpg is not in" in err[0]
+    assert f"{pairs}:26: Nobody_Here/Nobody_Here_0001.jpg is not in" in err[0]
     assert not (tmp_path / "e" / "results.json").exists()
     cfg = LfwEvalConfig(images=str(people / "images"), pairs=str(pairs), out=str(tmp_path / "e"), embedder=str(trained),
-                        allow_missing=True, aligned=str(people / "build" / "aligned"), progress=False)
+                        fold=2, allow_missing=True, aligned=str(people / "build" / "aligned"), progress=False)
     results = lfw_main(cfg)  # with --allow-missing the pair is an error, and named
     assert results["missing_images"] == ["Nobody_Here/Nobody_Here_0001.jpg", "Nobody_Here/Nobody_Here_0002.jpg"]
     assert results["failed_pairs"] >= 1
@@ -285,12 +285,32 @@ def test_ddp_with_two_gloo_processes_trains_the_embedder_identically_on_both_ran
     assert torch.equal(torch.load(out / "embedder.pt", weights_only=True)["stem.0.weight"], r0["stem.0.weight"])
 
 
-def test_eval_lfw_refuses_folds_whose_people_the_embedder_saw(trained, people, tmp_path):
+def test_eval_lfw_refuses_pairs_of_people_the_embedder_saw(trained, people, tmp_path):
     record = json.loads((trained / "embedder.json").read_text())
     assert record["lfw_fold_left_out"] == 2 and record["identities"] == 6
+    assert record["people"] == [f"Demo_Person_{k:02d}" for k in range(0, 12, 2)]
     cfg = LfwEvalConfig(images=str(people / "images"), pairs=str(people / "pairs.txt"), out=str(tmp_path / "e"),
-                        embedder=str(trained), progress=False)
-    with pytest.raises(ValueError, match="score it with FOLD=2"):
+                        embedder=str(trained), aligned=str(people / "build" / "aligned"), progress=False)
+    with pytest.raises(ValueError, match="trained on 6 of these pairs' people .*score it with FOLD=2"):
         lfw_main(cfg)  # all folds: fold 1's people were in its training build
-    with pytest.raises(ValueError, match="score it with FOLD=2"):
+    with pytest.raises(ValueError, match="trained on 6 of these pairs' people"):
         lfw_main(replace(cfg, fold=1))
+    # the same weights trained on other people (the shipped embedder on the demo's) score any fold
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "embedder.pt").write_bytes((trained / "embedder.pt").read_bytes())
+    (other / "embedder.json").write_text(json.dumps({**record, "people": ["Someone_Else"], "lfw_fold_left_out": 10}))
+    assert lfw_main(replace(cfg, embedder=str(other), fold=1))["pairs"] == 24
+    # a record from before records named the people: only the fold it left out
+    (other / "embedder.json").write_text(json.dumps({"lfw_fold_left_out": 2}))
+    with pytest.raises(ValueError, match="every LFW fold but fold 2 .*score it with FOLD=2"):
+        lfw_main(replace(cfg, embedder=str(other), fold=1))
+
+
+def test_resuming_a_finished_run_writes_its_reports_again(fold2, tmp_path):
+    cfg = EmbedConfig.tiny(fold2[0].out, tmp_path / "run", epochs=1)
+    first = train_main(cfg, embed_parts).state_dict
+    (tmp_path / "run" / "embedder.json").unlink()
+    again = train_main(replace(cfg, resume=True), embed_parts).state_dict
+    assert json.loads((tmp_path / "run" / "embedder.json").read_text())["lfw_fold_left_out"] == 2
+    assert all(torch.equal(first[k], again[k]) for k in first)

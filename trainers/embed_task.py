@@ -166,12 +166,12 @@ def summary(row: dict) -> str:
 
 def training_record(manifest: dict, cfg: EmbedConfig) -> dict:
     """What ``embedder.json`` says beside the weights: the build and the LFW people it held, so that
-    ``make eval-lfw`` can refuse to score a fold the embedder saw."""
+    ``make eval-lfw`` can refuse to score pairs of people the embedder saw."""
     config = manifest.get("config") or {}
     return {"data": str(Path(manifest["_path"]).parent), "data_fingerprint": manifest.get("fingerprint"),
             "lfw_fold_left_out": config.get("fold"), "only_people": config.get("only_people"),
             "identities": len(manifest["identities"]), "faces": int(manifest["num_images"]), "loss": cfg.loss,
-            "seed": cfg.seed}
+            "seed": cfg.seed, "people": sorted(name for name, _ in manifest["identities"])}
 
 
 def report(history: list[dict], out, record: dict) -> None:

@@ -187,6 +187,8 @@ def _run(cfg, device: torch.device, dist_info: DistInfo, build_parts) -> TrainRe
     final = out / f"{cfg.net}.pt"
     weights = cpu_state(parts.result(model))
     if dist_info.main:
+        if start_epoch == cfg.epochs and history:  # resumed after its last epoch: reports added since get written
+            parts.report(history, out)
         save_torch(weights, final)
         if cfg.export:
             save_torch(weights, cfg.export)
