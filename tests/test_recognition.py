@@ -22,7 +22,7 @@ from annotations.lfw import parse_pairs
 from child_env import REPO, child_env
 from core.embedder import embed, load_embedder
 from demo.identities import DemoIdentitiesConfig, build
-from evaluation.lfw import LfwEvalConfig, score, subfolds
+from evaluation.lfw import LfwEvalConfig, check_unseen, score, subfolds
 from evaluation.lfw import cli as lfw_cli
 from evaluation.lfw import main as lfw_main
 from evaluation.lfw_cv import combine
@@ -314,3 +314,15 @@ def test_resuming_a_finished_run_writes_its_reports_again(fold2, tmp_path):
     again = train_main(replace(cfg, resume=True), embed_parts).state_dict
     assert json.loads((tmp_path / "run" / "embedder.json").read_text())["lfw_fold_left_out"] == 2
     assert all(torch.equal(first[k], again[k]) for k in first)
+
+@pytest.mark.slow
+def test_the_shipped_embedder_refuses_every_lfw_fold_but_the_one_it_never_saw(shared_data):
+    shipped = REPO / "weights" / "embedder.pt"
+    record = json.loads(shipped.with_suffix(".json").read_text())
+    assert record["lfw_fold_left_out"] == 10 and len(record["people"]) == record["identities"]
+    pairs = parse_pairs(shared_data / "lfw" / "pairs.txt")
+    cfg = LfwEvalConfig(images="unused", pairs="unused", out="unused", fold=10)
+    check_unseen(shipped, [p for p in pairs if p.fold == 9], cfg)  # fold 10 (0-based 9) passes
+    for fold in range(9):
+        with pytest.raises(ValueError, match="score it with FOLD=10"):
+            check_unseen(shipped, [p for p in pairs if p.fold == fold], replace(cfg, fold=fold + 1))
