@@ -315,6 +315,7 @@ def test_resuming_a_finished_run_writes_its_reports_again(fold2, tmp_path):
     assert json.loads((tmp_path / "run" / "embedder.json").read_text())["lfw_fold_left_out"] == 2
     assert all(torch.equal(first[k], again[k]) for k in first)
 
+
 @pytest.mark.slow
 def test_the_shipped_embedder_refuses_every_lfw_fold_but_the_one_it_never_saw(shared_data):
     shipped = REPO / "weights" / "embedder.pt"
