@@ -6,12 +6,13 @@ lists them all.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 from core.cli import config_from_namespace, config_parser
-from core.nets import NET_NAMES
+from core.nets import EXTRA_HEAD_PREFIX, NET_NAMES
 from detector.cascade import DetectorConfig
-from lmdb_builders.reader import PAPER_RATIO
+from lmdb_builders.reader import PAPER_RATIO, kind_quotas
 from lmdb_builders.schema import Kind
 from trainers.losses import DEFAULT_LOSS_WEIGHTS, DEFAULT_OHEM_KEEP, LossWeights, Wing
 
@@ -22,6 +23,7 @@ OPTIMIZERS = ("sgd", "adamw")
 PAPER_KIND_RATIO = tuple(float(PAPER_RATIO[kind]) for kind in sorted(Kind))
 SCHEDULES = ("cosine", "step", "constant")
 LANDMARK_LOSSES = ("mse", "wing")
+RATIO_NAMES = {Kind.NEGATIVE: "negative", Kind.POSITIVE: "positive", Kind.PART: "part", Kind.LANDMARK: "landmark"}
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ class TrainConfig:
             raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
         for flag, value, ok, rule in (
                 ("--epochs", self.epochs, self.epochs >= 1, ">= 1"),
-                ("--batch-size", self.batch_size, self.batch_size >= 1, ">= 1"),
+                ("--batch-size", self.batch_size, self.batch_size >= 2, ">= 2 (a batch needs a negative and a positive)"),
                 ("--lr", self.lr, self.lr > 0, "> 0"),
                 ("--val-fraction", self.val_fraction, 0 < self.val_fraction < 1, "between 0 and 1 (exclusive)"),
                 ("--seed", self.seed, self.seed >= 0, ">= 0"),
@@ -155,10 +157,46 @@ class TrainConfig:
             object.__setattr__(self, "loss_weights", tuple(float(w) for w in self.loss_weights))
             if len(self.loss_weights) != 3:
                 raise ValueError("loss_weights needs three values: det, box, landmark")
+            given = " ".join(f"{w:g}" for w in self.loss_weights)
+            if not all(math.isfinite(w) and w >= 0 for w in self.loss_weights):
+                raise ValueError(f"--loss-weights needs three finite weights >= 0 (det, box, landmark), got {given}")
+            if not any(self.loss_weights):
+                raise ValueError(f"--loss-weights {given} weighs every term 0, so nothing would be trained: "
+                                 "give at least the det term a weight > 0")
+        self._check_batches()
         # One spelling per meaning, so that a resume compares like with like.
         object.__setattr__(self, "data", self.data or f"data/{self.net}")
         object.__setattr__(self, "out", self.out or f"runs/{self.net}")
         object.__setattr__(self, "grad_clip", self.grad_clip or None)
+
+    def _check_batches(self) -> None:
+        """Refuse a kind ratio or batch size that gives a weighted loss term no sample in a batch:
+        classification needs negatives and positives, box regression positives or part faces (the
+        landmark term's kind depends on the build, ``trainers.preflight.check_kind_ratio``)."""
+        weights, ratio = self.weights, dict(zip(sorted(Kind), self.kind_ratio))
+        needs = []  # (term, its weight's name, the kinds it needs: all of them, or any one)
+        if weights.det > 0:
+            needs.append(("the classification loss", "det", (Kind.NEGATIVE, Kind.POSITIVE), all))
+        if weights.box > 0:
+            needs.append(("the box loss", "box", (Kind.POSITIVE, Kind.PART), any))
+        shares = " ".join(f"{r:g}" for r in self.kind_ratio)
+        for term, weight, kinds, rule in needs:
+            if not rule(ratio[k] > 0 for k in kinds):
+                missing = " or ".join(RATIO_NAMES[k] for k in kinds if not ratio[k])
+                names = (" and " if rule is all else " or ").join(RATIO_NAMES[k] for k in kinds)
+                raise ValueError(f"--kind-ratio {shares} gives no {missing} samples, and {term} ({weight} weight "
+                                 f"{getattr(weights, weight):g}, --loss-weights) needs {names} samples: give them a "
+                                 "share, or weigh the term 0")
+        needed = {k for _, _, kinds, rule in needs if rule is all for k in kinds}
+        if weights.box > 0 and not ratio[Kind.POSITIVE]:
+            needed.add(Kind.PART)
+        if weights.landmark > 0 and ratio[Kind.LANDMARK] and (EXTRA_HEAD_PREFIX[self.net] is None or self.landmark_head):
+            needed.add(Kind.LANDMARK)
+        if _starved(self.batch_size, ratio, needed):
+            least = next(n for n in range(self.batch_size + 1, 1 << 20) if not _starved(n, ratio, needed))
+            raise ValueError(f"--batch-size {self.batch_size} is too small for --kind-ratio {shares}: a batch would hold "
+                             f"no {' or '.join(RATIO_NAMES[k] for k in sorted(_starved(self.batch_size, ratio, needed)))} "
+                             f"sample; use at least {least}")
 
     @property
     def batch_ratio(self) -> dict:
@@ -184,6 +222,14 @@ class TrainConfig:
         base = dict(net=net, data=str(data), out=str(out), epochs=2, batch_size=64, batches_per_epoch=6,
                     num_workers=0, val_fraction=0.2, val_batch_size=256, warmup_epochs=0.5, progress=False)
         return cls(**{**base, **changes})
+
+
+def _starved(batch_size: int, ratio: dict, needed: set) -> set:
+    """The ``needed`` kinds that ``batch_size`` samples split by ``ratio`` give no sample."""
+    if not any(r > 0 for r in ratio.values()):
+        return set(needed)
+    quotas = kind_quotas(batch_size, ratio, {k: (0,) for k in ratio})
+    return {k for k in needed if quotas.get(k, 0) < 1}
 
 
 def _none_or_at_least(value, least) -> bool:

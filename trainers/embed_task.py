@@ -27,6 +27,7 @@ from lmdb_builders.schema import SchemaError
 from trainers.distributed import DistInfo, RankSlice
 from trainers.embed_config import EmbedConfig, embed_config_from_dict
 from trainers.metric_losses import MarginSoftmax, triplet_loss
+from trainers.preflight import PreflightError
 from trainers.reporting import plot_curves, write_log
 from trainers.train import Parts
 
@@ -188,6 +189,30 @@ def build_size(manifest: dict) -> int:
     return sizes[0]
 
 
+def check_identity_split(cfg: EmbedConfig, manifest: dict, labels: np.ndarray, train_idx, val_idx) -> None:
+    """Refuse, before any training, a split that cannot train or validate: fewer than 2 training
+    identities (a batch needs two people), ``--people`` above the training identities (the sampler
+    would quietly cut the batch), or a validation part without a matched and a mismatched pair
+    (its figures would be NaN)."""
+    build = Path(manifest["_path"]).parent
+    total = len(manifest["identities"])
+    train_people = len(np.unique(labels[train_idx]))
+    val_counts = np.unique(labels[val_idx], return_counts=True)[1]
+    held = f"--val-fraction {cfg.val_fraction:g} holds out {len(val_counts)} of its {total} identities"
+    if train_people < 2:
+        raise PreflightError(f"{build}: {train_people} identities to train on ({held}); a batch needs at least 2 "
+                             "people, and validation 2 more: rebuild it with at least 4 identities"
+                             + (" or lower --val-fraction" if len(val_counts) else ""))
+    if cfg.people > train_people:
+        raise PreflightError(f"--people {cfg.people} is more than the {train_people} identities of {build}'s training "
+                             f"part ({held}): use --people {train_people} or fewer")
+    if len(val_counts) < 2 or not (val_counts >= 2).any():
+        why = ("no held-out identity has 2 faces" if len(val_counts) >= 2 else
+               "validation needs at least 2, one of them with 2 faces")
+        raise PreflightError(f"{build}: {held}, so its validation pairs would be empty and its figures NaN ({why}): "
+                             + ("raise --val-fraction" if total >= 4 else "rebuild it with at least 4 identities"))
+
+
 def embed_parts(cfg: EmbedConfig, device: torch.device, dist_info: DistInfo) -> Parts:
     from lmdb_builders.manifest import load_manifest
 
@@ -195,6 +220,7 @@ def embed_parts(cfg: EmbedConfig, device: torch.device, dist_info: DistInfo) -> 
     dataset = ShardDataset(cfg.data, build_size(manifest), spec=FACES)
     labels = record_labels(dataset.manifest)
     train_idx, val_idx = split_identities(labels, cfg.val_fraction, cfg.seed)
+    check_identity_split(cfg, manifest, labels, train_idx, val_idx)
     sampler = IdentityBatchSampler(labels, train_idx, cfg.people, cfg.per_person, cfg.seed, cfg.batches_per_epoch)
     torch.manual_seed(cfg.seed)
     net = EmbedNet(cfg.spec(dataset.size))

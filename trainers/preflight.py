@@ -5,7 +5,8 @@ never saw a face.
 * ``check_writable``: the output folder and the export's folder can be written (a probe file);
 * ``check_earlier_run``: an output folder holding checkpoints is continued (``--resume``) or
   started over (``--restart``) only when asked, never overwritten by a plain rerun;
-* ``check_kinds``: the training split holds every sample kind the loss needs;
+* ``check_kinds``: the training split holds every sample kind the loss needs, and the kind ratio
+  gives the landmark term its samples (``check_kind_ratio``);
 
 Each refusal is a ``PreflightError`` whose ``str()`` is one line saying what to do.
 """
@@ -63,9 +64,21 @@ def needed_kinds(cfg: TrainConfig, manifest: dict) -> list[Kind]:
     return kinds
 
 
+def check_kind_ratio(cfg: TrainConfig, manifest: dict) -> None:
+    """Refuse a ``--kind-ratio`` without landmark samples when the landmark term would train on this
+    build (the other terms' kinds are ``TrainConfig``'s own check)."""
+    if Kind.LANDMARK in needed_kinds(cfg, manifest) and not cfg.batch_ratio[Kind.LANDMARK]:
+        shares = " ".join(f"{r:g}" for r in cfg.kind_ratio)
+        raise PreflightError(f"--kind-ratio {shares} gives no landmark samples, and the {cfg.net} landmark loss "
+                             f"(landmark weight {cfg.weights.landmark:g}, --loss-weights) needs them on this build: "
+                             "give them a share, or weigh the term 0" +
+                             (" or use --no-landmark-head" if EXTRA_HEAD_PREFIX[cfg.net] else ""))
+
+
 def check_kinds(cfg: TrainConfig, manifest: dict, size: int, train_idx: dict, val_idx: dict) -> None:
     """Refuse a training split without samples of a kind the loss needs, naming the kind and the build."""
     build = Path(manifest["_path"]).parent
+    check_kind_ratio(cfg, manifest)
     empty = [k for k in needed_kinds(cfg, manifest) if len(train_idx.get(k, ())) == 0]
     if not empty:
         return
