@@ -18,12 +18,18 @@ distance of its centre from the image centre), is written as ``OUT/<folder>/<ste
 
 ``OUT/index.csv`` has one row per face (source image relative to ``--images``, rank, box
 ``x1 y1 x2 y2`` (0-based, inclusive), score, the 10 landmark coordinates, crop path relative to
-``OUT``) and one row with empty fields for an image without a face. Unreadable images are
-counted by reason and not listed. The index is rewritten atomically every few seconds and at the
-end, and it is the record of what is done: a rerun skips every image whose rows are in it and
-whose crops exist, and redoes the rest (deleting first the crops the index lists for them).
-``OUT/settings.json`` records the settings; a rerun with other settings is refused unless
-``--overwrite``, which redoes every image. Bad input prints one line and exits with code 2.
+``OUT``, and the source file's SHA-256 and ``device:inode:size:mtime_ns``) and one row with empty
+face fields for an image without a face. Unreadable images are counted by reason and not listed.
+The index is rewritten atomically every few seconds and at the end, and it is the record of what
+is done: a rerun skips every image whose rows are in it, whose crops exist and whose file is the
+one the rows were made from (the same stat, or else the same SHA-256: another folder's image of
+the same relative name is done again), and redoes the rest (deleting first the crops the index
+lists for them). ``OUT/settings.json`` records the settings and the SHA-256 of the detector's
+files; a rerun with other settings or other weights files is refused unless ``--overwrite``,
+which redoes every image. ``OUT`` must be apart from ``--images`` and the weights (neither
+inside the other), and a folder with an index or crops but no ``settings.json`` was not written
+here and is refused; so is an index or settings file this stage did not write. Bad input prints
+one line and exits with code 2.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sys
 import time
 from collections import Counter
@@ -45,6 +52,8 @@ from tqdm import tqdm
 from core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from core.cli import parse_config
 from core.imageio import ImageReadError, encode_image, read_image_rgb
+from core.outputs import OutputError, check_output_apart, file_sha256, weights_folder
+from core.weights import weights_digests
 from detector.cascade import Detections, DetectorConfig, load_detector
 
 EXIT_BAD_INPUT = 2
@@ -60,8 +69,12 @@ ARCFACE_TEMPLATE = np.array([
     [38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041],
 ])
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
-INDEX_COLUMNS = ("source", "face", "x1", "y1", "x2", "y2", "score",
-                 *(f"{name}_{axis}" for name in LANDMARK_NAMES for axis in "xy"), "crop")
+# The columns every index has had; the source file's identity came later (an index without it is
+# redone, since its crops cannot be told to come from the files there now).
+FACE_COLUMNS = ("source", "face", "x1", "y1", "x2", "y2", "score",
+                *(f"{name}_{axis}" for name in LANDMARK_NAMES for axis in "xy"), "crop")
+SOURCE_COLUMNS = ("source_sha256", "source_stat")
+INDEX_COLUMNS = (*FACE_COLUMNS, *SOURCE_COLUMNS)
 # Seconds between rewrites of the index while running (what an interrupted run keeps).
 FLUSH_SECONDS = 10.0
 
@@ -99,6 +112,8 @@ class AlignConfig:
     """Show a progress bar."""
 
     def __post_init__(self):
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be >= 1 or none, got {self.threads}")
         if self.align not in ALIGN_MODES:
             raise ValueError(f"align must be one of {ALIGN_MODES}, got {self.align!r}")
         if self.margin < 0 or (self.image_size is not None and self.image_size < 1) or self.batch_images < 1:
@@ -196,15 +211,123 @@ def check_crop_names(sources: list[str]) -> None:
         seen[key] = source
 
 
+class AlignFolderError(OutputError):
+    """A file in the output folder that this stage did not write (a foreign or damaged index or
+    settings file, crops without an index); ``str()`` is one line naming it."""
+
+
+def _foreign(path: Path, why: str) -> AlignFolderError:
+    return AlignFolderError(f"{path}: not written by detector.align ({why}); delete it or use another folder")
+
+
+def _check_row(path: Path, line: int, row: dict) -> None:
+    """A row's source must be a relative path inside the images folder and its crop the name this
+    stage gives that face (so that redoing an image deletes nothing but its own crops)."""
+    source, face, crop = row.get("source") or "", row.get("face") or "", row.get("crop") or ""
+    parts = Path(source).parts
+    if not source or Path(source).is_absolute() or ".." in parts:
+        raise _foreign(path, f"line {line}: source {source!r} is not a path inside the images folder")
+    if (face or crop) and not (face.isdigit() and crop == crop_name(source, int(face))):
+        raise _foreign(path, f"line {line}: crop {crop!r} is not the crop name of face {face!r} of {source}")
+
+
 def read_index(path: Path) -> dict[str, list[dict]]:
-    """The rows of an index, per source image (empty when there is none)."""
+    """The rows of an index, per source image (empty when there is none). ``AlignFolderError`` for
+    a file that is not such an index (another header, bytes that are not text, a crop path that is
+    not the stage's own)."""
     if not path.is_file():
         return {}
     rows: dict[str, list[dict]] = {}
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            rows.setdefault(row["source"], []).append(row)
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in FACE_COLUMNS if c not in (reader.fieldnames or ())]
+            if missing:
+                raise _foreign(path, f"its header lacks {', '.join(missing[:3])}"
+                                     f"{f' (+{len(missing) - 3} more)' if len(missing) > 3 else ''}")
+            for row in reader:
+                _check_row(path, reader.line_num, row)
+                rows.setdefault(row["source"], []).append(row)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise _foreign(path, f"not a CSV text file: {err}") from None
     return rows
+
+
+def read_settings(path: Path) -> dict | None:
+    """The settings an earlier run recorded (None when there are none); ``AlignFolderError`` for a
+    file that is not such a record."""
+    if not path.is_file():
+        return None
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise _foreign(path, f"not JSON: {err}") from None
+    if not isinstance(recorded, dict) or "align" not in recorded:
+        what = type(recorded).__name__ if not isinstance(recorded, dict) else "an object without 'align'"
+        raise _foreign(path, f"it holds {what}, not this stage's settings")
+    return recorded
+
+
+def source_identity(path: Path) -> tuple[str, str]:
+    """``(sha256, "device:inode:size:mtime_ns")`` of an image file: what its rows record."""
+    st = path.stat()
+    return file_sha256(path), f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def same_source(rows: list[dict], path: Path) -> bool:
+    """Whether ``path`` is the file ``rows`` were made from: the same stat (device, inode, size,
+    mtime), or else the same SHA-256 (then the rows take the new stat). Rows that record no
+    identity (an older index) are not."""
+    digest = rows[0].get("source_sha256")
+    if not digest:
+        return False
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    stat = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    if rows[0].get("source_stat") == stat:
+        return True
+    recorded_size = (rows[0].get("source_stat") or "").split(":")[2:3]
+    if recorded_size and recorded_size[0] != str(st.st_size):
+        return False
+    if file_sha256(path) != digest:
+        return False
+    for row in rows:
+        row["source_stat"] = stat
+    return True
+
+
+def detector_digests(cfg: AlignConfig) -> dict[str, str]:
+    """sha256 of the files the detector is loaded from: the nets' ``.pt`` files or, for the onnx
+    backend, the export's ``mtcnn.json`` (which records each ``.onnx`` file's, checked on loading)."""
+    if cfg.backend == "onnx":
+        from detector.onnx_backend import MANIFEST_NAME  # imports onnxruntime: only when asked for
+
+        return {MANIFEST_NAME: file_sha256(Path(cfg.weights).expanduser() / MANIFEST_NAME)}
+    return weights_digests(cfg.weights)
+
+
+def check_own_folder(out: Path, sources: list[str]) -> None:
+    """A folder without this stage's ``settings.json`` was not written by it: refuse one that holds
+    an index, a summary or a file under a crop name that the images would get, rather than take it
+    over (replace a user's files, or count another program's index as work done)."""
+    if (out / SETTINGS_NAME).is_file() or not out.is_dir():
+        return
+    for name in (INDEX_NAME, SUMMARY_NAME):
+        if (out / name).exists():
+            raise AlignFolderError(f"{out / name} exists but {out} has no {SETTINGS_NAME}: it was not written by "
+                                   f"detector.align; use another folder")
+    for source in sources:
+        path = Path(source)
+        folder = out / path.parent
+        if not folder.is_dir():
+            continue
+        pattern = re.compile(re.escape(path.stem) + r"_\d+\.png")
+        taken = sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name))
+        if taken:
+            raise AlignFolderError(f"{taken[0]} exists and was not written by detector.align ({out} has no "
+                                   f"{SETTINGS_NAME}): the crop of {source} would replace it; use another folder")
 
 
 def write_index(path: Path, rows: dict[str, list[dict]]) -> None:
@@ -216,22 +339,26 @@ def write_index(path: Path, rows: dict[str, list[dict]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def face_rows(source: str, dets: Detections, faces: list[int]) -> list[dict]:
-    """Index rows of the chosen faces of one image (one empty row when there is none)."""
+def face_rows(source: str, dets: Detections, faces: list[int], identity: tuple[str, str] = ("", "")) -> list[dict]:
+    """Index rows of the chosen faces of one image (one empty row when there is none), each with the
+    source file's ``identity`` (``source_identity``)."""
+    ident = dict(zip(SOURCE_COLUMNS, identity))
     if not faces:
-        return [{"source": source, **{c: "" for c in INDEX_COLUMNS[1:]}}]
+        return [{"source": source, **{c: "" for c in FACE_COLUMNS[1:]}, **ident}]
     rows = []
     for k in faces:
         marks = dets.landmarks[k].reshape(-1)
         values = ["" if np.isnan(v) else f"{v:.2f}" for v in marks]
         rows.append({"source": source, "face": k, **dict(zip(INDEX_COLUMNS[2:6], (f"{v:.2f}" for v in dets.boxes[k]))),
                      "score": f"{dets.scores[k]:.6f}", **dict(zip(INDEX_COLUMNS[7:17], values)),
-                     "crop": crop_name(source, k)})
+                     "crop": crop_name(source, k), **ident})
     return rows
 
 
-def is_done(rows: list[dict] | None, out: Path) -> bool:
-    return bool(rows) and all(not r["crop"] or (out / r["crop"]).is_file() for r in rows)
+def is_done(rows: list[dict] | None, out: Path, source: Path | None = None) -> bool:
+    """Whether an image's rows are complete: crops on disk and, given the ``source`` file, made from it."""
+    return (bool(rows) and all(not r["crop"] or (out / r["crop"]).is_file() for r in rows)
+            and (source is None or same_source(rows, source)))
 
 
 def align_image(image: np.ndarray, dets: Detections, cfg: AlignConfig) -> dict[int, np.ndarray]:
@@ -252,18 +379,28 @@ def main(cfg: AlignConfig, sources: list[str] | None = None) -> dict:
     images, out = Path(cfg.images), Path(cfg.out)
     if not images.is_dir():
         raise FileNotFoundError(f"images folder {images} does not exist")
+    check_output_apart(out, {"--images": images, "--weights": weights_folder(cfg.weights)})
     settings_path, index_path = out / SETTINGS_NAME, out / INDEX_NAME
-    if settings_path.is_file() and not cfg.overwrite:
+    earlier = read_settings(settings_path)
+    earlier_digests = (earlier or {}).pop("weights_sha256", None)
+    if earlier is not None and not cfg.overwrite:
         # Runs from before every detector setting was recorded used the defaults of those not recorded.
-        earlier = {**DetectorConfig().result_settings(), **json.loads(settings_path.read_text())}
+        earlier = {**DetectorConfig().result_settings(), **earlier}
         if earlier != cfg.settings():
-            raise ValueError(f"{out} holds crops made with other settings ({earlier}); pass --overwrite or "
-                             f"another folder")
+            differ = ", ".join(f"{k} {earlier.get(k)!r} there, {v!r} here" for k, v in cfg.settings().items()
+                               if earlier.get(k) != v) or f"it records {sorted(set(earlier) - set(cfg.settings()))}"
+            raise ValueError(f"{out} holds crops made with other settings ({differ}); pass --overwrite "
+                             f"(make align) or use another folder")
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     detector = load_detector(cfg.weights, cfg.detector, cfg.backend, cfg.threads)
     if cfg.align == "similarity" and "onet" not in detector.stages:
         raise ValueError(f"similarity alignment needs O-Net's landmarks; {cfg.weights} has no onet")
+    digests = detector_digests(cfg)
+    if earlier_digests is not None and earlier_digests != digests and not cfg.overwrite:
+        changed = sorted(n for n in set(digests) | set(earlier_digests) if digests.get(n) != earlier_digests.get(n))
+        raise ValueError(f"{out} holds crops made with other weights files than {cfg.weights}'s now "
+                         f"({', '.join(changed)} differ); pass --overwrite (make align) or use another folder")
     everything = sources is None
     sources = list_images(images, exclude=out) if everything else sorted(set(sources))
     missing = [s for s in sources if not (images / s).is_file()]
@@ -271,12 +408,14 @@ def main(cfg: AlignConfig, sources: list[str] | None = None) -> dict:
         raise FileNotFoundError(f"{images / missing[0]} does not exist ({len(missing)} of the {len(sources)} "
                                 f"images asked for are missing)")
     check_crop_names(sources)
+    check_own_folder(out, sources)
     earlier_rows = read_index(index_path)
     asked = set(sources)
     kept = {} if cfg.overwrite or everything else {s: r for s, r in earlier_rows.items() if s not in asked}
-    rows = {**kept, **({} if cfg.overwrite else {s: earlier_rows[s] for s in sources if is_done(earlier_rows.get(s), out)})}
+    rows = {**kept, **({} if cfg.overwrite else {s: earlier_rows[s] for s in sources
+                                                   if is_done(earlier_rows.get(s), out, images / s)})}
     todo = [s for s in sources if s not in rows]
-    atomic_write_json(settings_path, cfg.settings())
+    atomic_write_json(settings_path, {**cfg.settings(), "weights_sha256": digests})
     unreadable: Counter = Counter()
     last_flush = time.monotonic()
     bar = tqdm(total=len(todo), unit="img", disable=not cfg.progress, file=sys.stderr)
@@ -287,16 +426,17 @@ def main(cfg: AlignConfig, sources: list[str] | None = None) -> dict:
                 if row["crop"]:
                     (out / row["crop"]).unlink(missing_ok=True)
             try:
-                pictures.append(read_image_rgb(images / source))
-                batch.append(source)
+                picture = read_image_rgb(images / source)
+                batch.append((source, source_identity(images / source)))
+                pictures.append(picture)
             except ImageReadError as err:
                 unreadable[err.reason] += 1
                 tqdm.write(f"unreadable: {err}", file=sys.stderr)
-        for source, image, dets in zip(batch, pictures, detector.detect_batch(pictures)):
+        for (source, identity), image, dets in zip(batch, pictures, detector.detect_batch(pictures)):
             crops = align_image(image, dets, cfg)
             for k, crop in crops.items():
                 atomic_write_bytes(out / crop_name(source, k), encode_image(crop, ".png"))
-            rows[source] = face_rows(source, dets, sorted(crops))
+            rows[source] = face_rows(source, dets, sorted(crops), identity)
         bar.update(len(todo[start : start + cfg.batch_images]))
         if time.monotonic() - last_flush > FLUSH_SECONDS:
             write_index(index_path, rows)
@@ -313,7 +453,7 @@ def main(cfg: AlignConfig, sources: list[str] | None = None) -> dict:
         "crops": sum(1 for r in rows_asked.values() for row in r if row["crop"]),
         "unreadable": dict(unreadable),
     }
-    atomic_write_json(out / SUMMARY_NAME, {**summary, "settings": cfg.settings()})
+    atomic_write_json(out / SUMMARY_NAME, {**summary, "settings": cfg.settings(), "weights_sha256": digests})
     print(f"{summary['images']} images ({summary['done_before']} done before): {with_face} with a face, "
           f"{summary['without_face']} without, {sum(unreadable.values())} unreadable"
           f"{' (' + ', '.join(f'{n} {r}' for r, n in unreadable.items()) + ')' if unreadable else ''}; "

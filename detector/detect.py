@@ -10,8 +10,12 @@ onnxruntime.
 Writes ``OUT/<stem>.json`` = ``{"faces": [{"box": [x1, y1, x2, y2], "score": s,
 "landmarks": [[x, y] x 5]}]}`` (0-based inclusive pixel coordinates; landmarks are null when the
 cascade ended before a net with a landmark head) and ``OUT/<stem>.jpg``, the image with boxes,
-scores and landmark dots; both atomically (temporary file + ``os.replace``). A missing or
-unreadable image, missing weights or an unknown backend prints one line and exits with code 2.
+scores and landmark dots; both atomically (temporary file + ``os.replace``). An output folder that
+is, holds or lies inside the image or the weights is refused, and so is an output name taken by a
+file this stage did not write (its JSON has only ``faces``, its JPEG a comment naming the stage;
+a rerun replaces them).
+A missing or unreadable image, missing weights or an unknown backend prints one line and exits
+with code 2.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch
 from core.atomic import atomic_write_bytes
 from core.cli import parse_config
 from core.imageio import ImageReadError, encode_image, read_image_rgb
+from core.outputs import check_names_free, check_output_apart, weights_folder
 from detector.cascade import Detections, DetectorConfig, load_detector
 
 EXIT_BAD_INPUT = 2
@@ -53,6 +58,45 @@ class DetectConfig:
     threads: int | None = None
     """CPU threads: torch's (the cascade's own tensor work, and the torch nets) and onnxruntime's
     intra-op threads per net. None: the libraries' defaults (one per core)."""
+
+    def __post_init__(self):
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be >= 1 or none, got {self.threads}")
+
+
+STAGE = "detector.detect"
+# The annotated JPEG's comment segment (after the start-of-image marker): how a rerun knows the
+# <stem>.jpg it would replace is this stage's own, not a photo of the same name.
+JPEG_MARK = b"written by detector.detect"
+_COM = b"\xff\xd8\xff\xfe" + (len(JPEG_MARK) + 2).to_bytes(2, "big") + JPEG_MARK
+
+
+def mark_jpeg(jpg: bytes) -> bytes:
+    """``jpg`` with ``JPEG_MARK`` as a comment segment right after its start-of-image marker."""
+    return _COM + jpg[2:]
+
+
+def is_own_output(path: Path) -> bool:
+    """Whether ``path`` is an output of this stage: a JPEG carrying ``JPEG_MARK``, or a JSON file
+    holding exactly ``{"faces": [{"box", "score", "landmarks"}, ...]}``."""
+    try:
+        if path.suffix == ".jpg":
+            with open(path, "rb") as f:
+                return f.read(len(_COM)) == _COM
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(doc, dict) and list(doc) == ["faces"] and isinstance(doc["faces"], list)
+            and all(isinstance(f, dict) and set(f) == {"box", "score", "landmarks"} for f in doc["faces"]))
+
+
+def check_outputs(cfg: DetectConfig) -> None:
+    """Refuse an output folder that is, holds or lies inside the image or the weights, and outputs
+    that would take the name of a file this stage did not write (``holiday.png`` beside a
+    ``holiday.jpg`` that is not an annotated image)."""
+    check_output_apart(cfg.out, {"--image": cfg.image, "--weights": weights_folder(cfg.weights)})
+    stem = Path(cfg.image).stem
+    check_names_free(cfg.out, [f"{stem}.json", f"{stem}.jpg"], STAGE, is_own_output, avoid=[cfg.image])
 
 
 def detections_to_json(dets: Detections) -> dict:
@@ -92,17 +136,19 @@ def main(cfg: DetectConfig) -> int:
     try:
         detector = load_detector(cfg.weights, DetectorConfig(min_face=cfg.min_face, thresholds=tuple(cfg.thresholds),
                                                               device=cfg.device), cfg.backend, cfg.threads)
+        check_outputs(cfg)  # (OutputError is a ValueError)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     dets = detector.detect(image)
     out = Path(cfg.out)
     stem = Path(cfg.image).stem
-    atomic_write_bytes(out / f"{stem}.json", (json.dumps(detections_to_json(dets), indent=1) + "\n").encode())
+    text = (json.dumps(detections_to_json(dets), indent=1) + "\n").encode()
+    atomic_write_bytes(out / f"{stem}.json", text)
     ok, jpg = cv2.imencode(".jpg", draw_detections(image, dets))
     if not ok:
         raise RuntimeError("JPEG encoding failed")
-    atomic_write_bytes(out / f"{stem}.jpg", jpg.tobytes())
+    atomic_write_bytes(out / f"{stem}.jpg", mark_jpeg(jpg.tobytes()))
     print(f"{len(dets)} face(s) -> {out / (stem + '.json')}, {out / (stem + '.jpg')}")
     return 0
 

@@ -30,6 +30,7 @@ from torch import nn
 
 from core.atomic import atomic_write_bytes, atomic_write_json
 from core.cli import parse_config
+from core.outputs import check_names_free, check_output_apart, weights_folder
 from core.nets import INPUT_SIZES, PIXEL_MEAN, PIXEL_SCALE, normalize_images
 from core.weights import is_original, load_nets, resolve_weights
 from detector.cascade import PNET_CELL, PNET_STRIDE, DetectorConfig
@@ -180,9 +181,30 @@ def describe(weights: str, nets: dict[str, nn.Module], files: dict[str, bytes], 
     }
 
 
+def is_export_folder(out: Path) -> bool:
+    """Whether ``out`` holds an earlier export's ``mtcnn.json`` (then its nets' files are this
+    stage's too, also those of an export interrupted before its new ``mtcnn.json``)."""
+    import json
+
+    try:
+        return json.loads((out / MANIFEST_NAME).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_outputs(cfg: ExportConfig, names) -> None:
+    """Refuse an output folder that is, holds or lies inside the weights, and file names taken by
+    files this stage did not write (a folder without an export's ``mtcnn.json``)."""
+    out = Path(cfg.out)
+    check_output_apart(out, {"--weights": weights_folder(cfg.weights)})
+    own = is_export_folder(out)
+    check_names_free(out, [*names, MANIFEST_NAME], "detector.export", lambda path: own)
+
+
 def main(cfg: ExportConfig) -> int:
     try:
         nets = load_nets(resolve_weights(cfg.weights))
+        check_outputs(cfg, [onnx_file(name) for name in nets])
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

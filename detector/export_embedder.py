@@ -13,10 +13,12 @@ largest difference printed; above ``TOLERANCE`` the export fails. Bad input is o
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +27,7 @@ from core.atomic import atomic_write_bytes, atomic_write_json
 from core.cli import parse_config
 from core.embedder import load_embedder
 from core.nets import PIXEL_MEAN, PIXEL_SCALE, normalize_images
+from core.outputs import check_names_free, check_output_apart
 from core.weights import WeightsError
 
 TOLERANCE = 1e-4
@@ -72,8 +75,22 @@ def max_difference(net: torch.nn.Module, model: bytes, batch: int = 3, seed: int
     return float(np.abs(want - got).max())
 
 
+def is_export_folder(out: Path) -> bool:
+    """Whether ``out`` holds an earlier export's ``embedder.json`` (then ``embedder.onnx`` is this
+    stage's too)."""
+    try:
+        described = json.loads((out / "embedder.json").read_text())
+        return isinstance(described, dict) and described.get("file") == "embedder.onnx" and "max_difference_to_torch" in described
+    except (OSError, ValueError):
+        return False
+
+
 def main(cfg: EmbedExportConfig) -> dict:
     embedder = load_embedder(cfg.embedder)
+    out = Path(cfg.out)
+    check_output_apart(out, {"--embedder": embedder.path})
+    own = is_export_folder(out)
+    check_names_free(out, ["embedder.onnx", "embedder.json"], "detector.export_embedder", lambda path: own)
     model = export_embedder(embedder.net, cfg.opset)
     worst = max_difference(embedder.net, model)
     if worst > TOLERANCE:

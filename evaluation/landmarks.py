@@ -33,6 +33,7 @@ from core.device import resolve_device
 from core.geometry import iou_matrix
 from core.imageio import ImageReadError, read_image_rgb
 from core.lock import FolderLockedError, folder_lock
+from core.outputs import check_output_apart, weights_folder
 from core.weights import weights_digests
 from detector import DetectorConfig, load_detector
 
@@ -189,6 +190,7 @@ def plot_ced(curves: dict[str, tuple[np.ndarray, np.ndarray]], failure_nme: floa
 def main(cfg: LandmarkEvalConfig) -> dict:
     resolve_device(cfg.detector.device)  # a device this machine lacks, an output folder that cannot be written
     digests = weights_digests(cfg.weights)  # or missing weights: one line before any work
+    check_output_apart(cfg.out, {"--landmarks": cfg.landmarks, "--weights": weights_folder(cfg.weights)})
     out = ensure_writable_folder(cfg.out)
     with folder_lock(out, "evaluation.landmarks"):
         return _run(cfg, out, digests)

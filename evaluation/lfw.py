@@ -18,6 +18,12 @@ threshold: in the accuracy, VAL and FAR, the ROC and AUC (``core.verification.wo
 many is reported. A pairs file naming an image that is not in ``--images`` is one line, or with
 ``--allow-missing`` such pairs count as errors too.
 
+The people the embedder trained on are read from its weights file (the training record stored in
+it, ``core.embedder.FaceEmbedder.record``), and pairs of any of them are refused. A file without a
+record (a plain state dict, from outside or from before records were stored inside) is refused too,
+unless ``--unknown-embedder``, which scores it and labels the results "embedder of unknown training
+data" (``results.json``'s ``embedder_training`` and the printed line).
+
 Writes ``results.json`` (last: the make target), ``pairs.csv`` (fold, the two image paths, same or
 not, distance; empty where a face is missing) and ``roc.png``.
 """
@@ -27,7 +33,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,17 +44,19 @@ from annotations.lfw import Pair, parse_pairs
 from core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from core.cli import parse_config
 from core.device import DeviceError
-from core.embedder import embed, load_embedder
+from core.embedder import FaceEmbedder, embed, load_embedder
 from core.imageio import read_image_rgb
 from core.lock import FolderLockedError, folder_lock
+from core.outputs import check_output_apart, weights_folder
 from core.verification import (auc, eer, kfold_accuracy, kfold_val_far, roc, squared_distances, worst_case)
-from core.weights import WeightsError
+from core.weights import SHIPPED_WEIGHTS_DIR, WeightsError
 from detector.align import ALIGN_MODES, INDEX_NAME, AlignConfig, read_index
 from detector.align import main as align_main
 from detector.cascade import DetectorConfig
 
 PROG = "python -m evaluation.lfw"
 SUBFOLDS = 10
+UNKNOWN_TRAINING = "embedder of unknown training data"
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,9 @@ class LfwEvalConfig:
     the pairs file (the 150 px snapshot lacks Betsy_Coffin_0001, which View 1's pairsDevTest names)."""
     embed_device: str = "cpu"
     """Device of the embedder (cpu, cuda, cuda:N)."""
+    unknown_embedder: bool = False
+    """Score an embedder whose file carries no training record (so nothing says whose faces it learnt),
+    labelling its results "embedder of unknown training data"; without it such a file is refused."""
     progress: bool = True
     """Show progress bars."""
 
@@ -128,28 +138,44 @@ def check_images(pairs: list[Pair], images: Path, path) -> None:
                                                     f"pairs are missing); is --images LFW's images folder?")
 
 
-def check_unseen(weights: Path, pairs: list[Pair], cfg: LfwEvalConfig) -> None:
-    """Refuse to score pairs of people the embedder was trained on, as the ``embedder.json`` beside
-    its weights names them (``people``); a record from before it named them says only which View 2
-    fold its build left out, and then only that fold may be scored."""
-    record = weights.with_suffix(".json")
-    if not record.is_file():
-        return
-    trained = json.loads(record.read_text())
+def check_unseen(embedder, pairs: list[Pair], cfg: LfwEvalConfig) -> None:
+    """Refuse to score pairs of people the embedder was trained on, as the training record stored in
+    its weights file names them (``people``; ``embedder`` is a ``FaceEmbedder`` or a weights spec); a
+    record from before it named them says only which View 2 fold its build left out, and then only
+    that fold may be scored. A file without a record is refused unless ``cfg.unknown_embedder``."""
+    if not isinstance(embedder, FaceEmbedder):
+        embedder = load_embedder(str(embedder))
+    weights, trained = embedder.path, embedder.record
+    if trained is None:
+        if cfg.unknown_embedder:
+            return
+        raise ValueError(f"{weights} carries no training record, so nothing says whether it learnt these pairs' "
+                         f"people (a plain state dict; an embedder.json beside it is not read); score it anyway with "
+                         f"--unknown-embedder (make: LFW_FLAGS=--unknown-embedder), the results labelled "
+                         f"'{UNKNOWN_TRAINING}'")
     left_out = trained.get("lfw_fold_left_out")
     hint = f": score it with FOLD={left_out} (--fold {left_out})" if left_out is not None else ""
     if trained.get("people") is not None:
         seen = sorted({Path(i).parent.name for p in pairs for i in (p.first, p.second)} & set(trained["people"]))
         if seen:
             raise ValueError(f"{weights} was trained on {len(seen)} of these pairs' people ({', '.join(seen[:3])}"
-                             f"{', ...' if len(seen) > 3 else ''}; {record}){hint}; their figures would be "
+                             f"{', ...' if len(seen) > 3 else ''}; its training record){hint}; their figures would be "
                              f"measured on faces it learnt")
         return
     if len({p.fold for p in pairs}) == 1 and cfg.fold is None:
         return
     if left_out is not None and cfg.fold != left_out:
-        raise ValueError(f"{weights} was trained on the people of every LFW fold but fold {left_out} ({record})"
-                         f"{hint}; other folds' figures would be measured on people it saw")
+        raise ValueError(f"{weights} was trained on the people of every LFW fold but fold {left_out} (its training "
+                         f"record){hint}; other folds' figures would be measured on people it saw")
+
+
+def training_summary(record: dict | None):
+    """What results.json says of the embedder's training: its record less the people's names (their
+    count instead), or ``UNKNOWN_TRAINING``."""
+    if record is None:
+        return UNKNOWN_TRAINING
+    people = record.get("people")
+    return {**{k: v for k, v in record.items() if k != "people"}, "people": None if people is None else len(people)}
 
 
 def score(dist: np.ndarray, same: np.ndarray, failed: np.ndarray, folds: np.ndarray, far: float) -> dict:
@@ -194,13 +220,18 @@ def main(cfg: LfwEvalConfig) -> dict:
     images, out = Path(cfg.images), Path(cfg.out)
     if not images.is_dir():
         raise FileNotFoundError(f"images folder {images} does not exist")
+    inputs = {"--images": images, "--pairs": cfg.pairs, "--weights": weights_folder(cfg.weights),
+              "--embedder": SHIPPED_WEIGHTS_DIR / "embedder.pt" if cfg.embedder == "shipped" else cfg.embedder}
+    check_output_apart(out, inputs)
+    check_output_apart(cfg.align_config().out, inputs, "--aligned")
     pairs = select_pairs(parse_pairs(cfg.pairs), cfg.fold, cfg.pairs)
     named = sorted({i for p in pairs for i in (p.first, p.second)})
     missing = [i for i in named if not (images / i).is_file()]
     if not cfg.allow_missing:
         check_images(pairs, images, cfg.pairs)
     embedder = load_embedder(cfg.embedder, cfg.embed_device)
-    check_unseen(embedder.path, pairs, cfg)
+    check_unseen(embedder, pairs, cfg)
+    unknown = f" ({UNKNOWN_TRAINING})" if embedder.record is None else ""
     align_cfg = cfg.align_config()
     with folder_lock(out, PROG):
         with folder_lock(align_cfg.out, f"{PROG} (aligning)"):
@@ -222,16 +253,17 @@ def main(cfg: LfwEvalConfig) -> dict:
         no_face = sorted(set(named) - crops.keys() - set(missing))
         write_pairs_csv(out / "pairs.csv", pairs, dist)
         plot_roc(figures["roc"]["far"], figures["roc"]["tar"], out / "roc.png",
-                 f"LFW{f' fold {cfg.fold}' if cfg.fold else ''}: accuracy {figures['accuracy_mean']:.3f}")
+                 f"LFW{f' fold {cfg.fold}' if cfg.fold else ''}{unknown}: accuracy {figures['accuracy_mean']:.3f}")
         results = {"pairs": len(pairs), "failed_pairs": int(failed.sum()), "no_face_images": no_face,
                    "missing_images": missing,
                    "fold": cfg.fold, "protocol": f"{SUBFOLDS} sub-folds of the one fold scored" if one_fold else
                    "the pairs file's folds", **figures,
                    "embedder": str(embedder.path), "embedder_sha256": hashlib.sha256(embedder.path.read_bytes()).hexdigest(),
+                   "embedder_training": training_summary(embedder.record),
                    "settings": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "detector")},
                    "align_settings": align_cfg.settings()}
         atomic_write_json(out / "results.json", results)
-    print(f"LFW{f' fold {cfg.fold}' if cfg.fold else ''}: {len(pairs)} pairs ({int(failed.sum())} with a face not "
+    print(f"LFW{f' fold {cfg.fold}' if cfg.fold else ''}{unknown}: {len(pairs)} pairs ({int(failed.sum())} with a face not "
           f"found{f' or an image missing ({len(missing)})' if missing else ''}, counted as errors): "
           f"accuracy {figures['accuracy_mean']:.4f} +- {figures['accuracy_std']:.4f}, "
           f"VAL {figures['val_mean']:.4f} +- {figures['val_std']:.4f} @ FAR {figures['far_mean']:.5f}, "

@@ -42,6 +42,10 @@ def combine(results: list[dict]) -> dict:
 
 
 def main(cfg: CrossValConfig) -> dict:
+    from core.outputs import real_path
+
+    if real_path(cfg.out) in {real_path(p) for p in cfg.folds}:
+        raise ValueError(f"--out {cfg.out} is one of the results to combine: it would be replaced; write elsewhere")
     results = []
     for path in cfg.folds:
         try:

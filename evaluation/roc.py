@@ -35,6 +35,7 @@ from core.atomic import DiskFullError, NotWritableError, atomic_write_bytes, ato
 from core.cli import parse_config
 from core.device import resolve_device
 from core.lock import FolderLockedError, folder_lock
+from core.outputs import check_output_apart, weights_folder
 from core.nets import INPUT_SIZES, NET_NAMES, normalize_images
 from core.weights import load_nets, resolve_weights
 from detector import DetectorConfig
@@ -193,6 +194,7 @@ def main(cfg: RocConfig) -> list[dict]:
     device = resolve_device(cfg.device)
     nets = load_nets(resolve_weights(cfg.weights), device)
     datasets = {name: ShardDataset(cfg.val_data, INPUT_SIZES[name]) for name in NET_NAMES if name in nets}
+    check_output_apart(cfg.out, {"--val-data": cfg.val_data, "--weights": weights_folder(cfg.weights)})
     out = ensure_writable_folder(cfg.out)
     with folder_lock(out, "evaluation.roc"):
         return _run(cfg, nets, datasets, device, out)

@@ -32,6 +32,7 @@ from core.cli import parse_config
 from core.device import resolve_device
 from core.imageio import try_read_image_rgb
 from core.lock import FolderLockedError, folder_lock
+from core.outputs import check_output_apart, weights_folder
 from core.weights import weights_digests
 from detector import DetectorConfig, load_detector
 from evaluation.wider_eval import IOU_THRESHOLD, official_iou, present_images
@@ -111,6 +112,7 @@ def main(cfg: StageRecallConfig) -> dict:
     present, missing = present_images(cfg.images, cfg.gt)
     detector = load_detector(cfg.weights, cfg.detector)
     digests = weights_digests(cfg.weights)
+    check_output_apart(cfg.out, {"--images": cfg.images, "--gt": cfg.gt, "--weights": weights_folder(cfg.weights)})
     out = ensure_writable_folder(cfg.out)
     with folder_lock(out, "evaluation.stage_recall"):
         return _run(cfg, present[: cfg.limit], detector, digests, out, missing=missing)

@@ -58,6 +58,7 @@ from core.device import resolve_device
 from core.geometry import as_boxes, iou_matrix
 from core.imageio import try_read_image_rgb
 from core.lock import FolderLockedError, folder_lock
+from core.outputs import check_output_apart, weights_folder
 from core.weights import weights_digests
 from detector import DetectorConfig, load_detector
 from annotations.wider_mat import SETTINGS, load_ground_truth
@@ -357,6 +358,8 @@ def main(cfg: WiderEvalConfig) -> dict:
     # Loading the nets (a few ms) checks every weights file before the folder is touched.
     detector = load_detector(cfg.weights, cfg.detector, backend=cfg.backend)
     digests = _weights_digests(cfg)
+    check_output_apart(pred, {"--images": cfg.images, "--gt": cfg.gt, "--weights": weights_folder(cfg.weights)},
+                       "--pred")
     ensure_writable_folder(pred)
     with folder_lock(pred, "evaluation.wider_eval"):
         return _run(cfg, present, detector, digests)

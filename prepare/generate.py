@@ -60,6 +60,7 @@ from core.cli import config_from_namespace, config_parser
 from core.geometry import regression_targets, xywh_to_xyxy
 from core.imageio import ImageReadError, read_image_rgb
 from core.lock import FolderLockedError, folder_lock
+from core.outputs import check_output_apart
 from detector import DetectorConfig
 from lmdb_builders.manifest import MANIFEST_NAME, load_manifest
 from lmdb_builders.schema import KIND_NAMES, NET_SIZES, Kind, SchemaError, make_records
@@ -327,6 +328,8 @@ def main(cfg: GenerateConfig) -> dict:
     Holds the output folder's lock throughout: a second run on the same folder is refused."""
     check_inputs(cfg)
     out = Path(cfg.out)
+    check_output_apart(out, {"--wider-txt": cfg.wider_txt, "--wider-images": cfg.wider_images,
+                             "--landmarks": cfg.landmarks, "--mine-with": cfg.mine_with})
     with folder_lock(out, "prepare.generate"):
         return _build(cfg, out)
 
@@ -408,6 +411,10 @@ def print_summary(out: Path, manifest: dict, timing: dict) -> None:
     print(f"  images: {report['wider_images']:,} WIDER + {report['landmark_images']:,} landmark; "
           f"skipped {len(report['skipped_images'])} unusable"
           + "".join(f"\n    {n:,} {reason}" for reason, n in sorted(by_reason.items(), key=lambda kv: -kv[1])))
+    for source, reasons in report.get("dropped_annotations", {}).items():
+        counts = {reason: n for reason, n in reasons.items() if n}
+        print(f"  {source} annotations: dropped {sum(counts.values()):,} unusable"
+              + "".join(f", {n:,} {reason}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1])))
     for name in report["skipped_images"][:10]:
         print(f"    skipped {name}")
     if len(report["skipped_images"]) > 10:

@@ -35,6 +35,7 @@ from annotations.lfw import fold_people, parse_people
 from core.cli import parse_config
 from core.imageio import ImageReadError, read_image_rgb
 from core.lock import FolderLockedError, folder_lock
+from core.outputs import check_output_apart, weights_folder
 from detector.align import ALIGN_MODES, INDEX_NAME, AlignConfig, read_index
 from detector.align import main as align_main
 from detector.cascade import DetectorConfig
@@ -107,6 +108,10 @@ def _excluded(cfg: IdentityDataConfig, names: set[str]) -> set[str]:
 
 def main(cfg: IdentityDataConfig) -> dict:
     """Align (or reuse the aligned crops) and pack; returns the manifest."""
+    inputs = {"--images": cfg.images, "--people": cfg.people, "--only-people": cfg.only_people,
+              "--weights": weights_folder(cfg.weights)}
+    check_output_apart(cfg.out, inputs)
+    check_output_apart(cfg.aligned_dir, inputs, "--aligned")
     everyone = read_identity_folder(cfg.images)
     excluded = _excluded(cfg, set(everyone.identities))
     folder = everyone.without(excluded)
@@ -130,7 +135,9 @@ def main(cfg: IdentityDataConfig) -> dict:
 
     # The rows of this build's images only: aligning other images into the shared folder (another
     # fold's, or make eval-lfw's) leaves the build up to date.
-    index_digest = fingerprint([rows.get(s) for s in sources])
+    # (Less each file's stat, which a copy changes and its content check follows.)
+    index_digest = fingerprint([None if rows.get(s) is None else [{k: v for k, v in r.items() if k != "source_stat"}
+                                                                  for r in rows[s]] for s in sources])
     settings = {**{k: v for k, v in asdict(cfg).items() if k not in ("images", "out", "aligned", "people", "only_people", "progress",
                                                                        "detector", "shard_mb")},
                 "align_settings": align_cfg.settings(), "excluded_people": sorted(excluded)}
