@@ -37,6 +37,9 @@ class TrainConfig:
     """Output folder: checkpoints/, log.csv, loss_curve.png, <net>.pt. None: runs/<net>."""
     export: str | None = None
     """Also write the final weights (the plain state dict) to this file, e.g. the folder the detector reads."""
+    overwrite_shipped: bool = False
+    """Allow --export (or --out) in the committed weights/ folder, replacing the shipped weights;
+    without it such a run is refused before any work."""
     epochs: int = 16
     """Passes over the training split (or ``batches_per_epoch`` steps each)."""
     batch_size: int = 384
@@ -237,7 +240,7 @@ def _none_or_at_least(value, least) -> bool:
 
 
 # Fields that may differ between a run and its resumption (they do not change the arithmetic).
-RESUMABLE_CHANGES = {"data", "out", "export", "device", "num_workers", "val_batch_size", "threads", "resume",
+RESUMABLE_CHANGES = {"data", "out", "export", "overwrite_shipped", "device", "num_workers", "val_batch_size", "threads", "resume",
                      "restart", "stop_after_epochs", "progress"}
 
 

@@ -25,6 +25,9 @@ class EmbedConfig:
     """Output folder: checkpoints/, log.csv, loss_curve.png, embedder.pt."""
     export: str | None = None
     """Also write the final weights to this file."""
+    overwrite_shipped: bool = False
+    """Allow --export (or --out) in the committed weights/ folder, replacing the shipped embedder;
+    without it such a run is refused before any work."""
     loss: str = field(default="triplet", metadata={"choices": LOSSES})
     """triplet (FaceNet: P x K batches, online semi-hard negatives), arcface or cosface (margin softmax).
     The default was chosen on LFW's View 1 (weights/EMBEDDER_CARD.md)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.atomic import ensure_writable_folder
+from core.outputs import OutputError, check_not_shipped, check_output_apart, real_path
 from core.nets import EXTRA_HEAD_PREFIX
 from lmdb_builders.schema import KIND_NAMES, Kind
 from trainers.checkpoint import latest_epoch
@@ -26,9 +27,29 @@ class PreflightError(RuntimeError):
     """A run that must not start; ``str()`` is one line."""
 
 
+def check_outputs(cfg: TrainConfig) -> None:
+    """Refuse outputs in the committed weights folder without ``--overwrite-shipped``, an output
+    folder that is, holds or lies inside the data, and an export file inside the data or the
+    output folder's name taken by a file."""
+    allowed = getattr(cfg, "overwrite_shipped", False)
+    try:
+        check_not_shipped(cfg.out, "--out", allowed)
+        check_not_shipped(cfg.export, "--export", allowed)
+        check_output_apart(cfg.out, {"--data": cfg.data})
+        if cfg.export:
+            if Path(cfg.export).is_dir():
+                raise OutputError(f"--export {cfg.export} is a folder; it names the weights file to write")
+            if real_path(cfg.export).is_relative_to(real_path(cfg.data)):
+                raise OutputError(f"--export {cfg.export} lies inside the input --data {cfg.data}: write it elsewhere")
+    except OutputError as err:
+        raise PreflightError(str(err)) from None
+
+
 def check_writable(cfg: TrainConfig) -> None:
     """Create ``out`` (and the export's folder) and write a probe file in each: a read-only or
-    full disk is ``core.atomic``'s one-line ``NotWritableError`` / ``DiskFullError`` now."""
+    full disk is ``core.atomic``'s one-line ``NotWritableError`` / ``DiskFullError`` now. First
+    ``check_outputs``."""
+    check_outputs(cfg)
     ensure_writable_folder(cfg.out)
     if cfg.export:
         ensure_writable_folder(Path(cfg.export).parent)
