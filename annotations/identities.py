@@ -2,11 +2,13 @@
 
 Every image below an identity's folder belongs to it (sub-folders included); images lying in
 ``root`` itself belong to nobody and are counted, not used. Identities and images are sorted, so
-an identity's number is the same on every machine.
+an identity's number is the same on every machine. One image file (by content) under two
+identities is refused: it would carry two labels.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,30 @@ def identity_of(relative: str) -> str | None:
     return parts[0] if len(parts) > 1 else None
 
 
+def check_one_label_per_image(root: Path, found: list[tuple[str, str]]) -> None:
+    """Refuse (ValueError, one line naming both paths) one image file under two identities, compared by
+    content: it would carry two labels. Files are sized first; only those whose size another
+    identity's file shares are read and digested."""
+    by_size: dict[int, list[tuple[str, str]]] = {}
+    for identity, relative in found:
+        by_size.setdefault(os.stat(root / relative).st_size, []).append((identity, relative))
+    clashes = []
+    for size, group in by_size.items():
+        if not size or len({identity for identity, _ in group}) < 2:  # empty files are no image (unreadable)
+            continue
+        by_digest: dict[str, tuple[str, str]] = {}
+        for identity, relative in sorted(group, key=lambda t: t[1]):
+            with open(root / relative, "rb") as handle:
+                digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            first = by_digest.setdefault(digest, (identity, relative))
+            if first[0] != identity:
+                clashes.append((first[1], relative))
+    if clashes:
+        (a, b), more = min(clashes), len(clashes) - 1
+        raise ValueError(f"{root}: {a} and {b} are the same image under two identities, so it would carry two "
+                         f"labels{f' ({more} more such pairs)' if more else ''}: keep it in one identity's folder")
+
+
 def read_identity_folder(root: str | os.PathLike) -> IdentityFolder:
     """The identities and images under ``root``. FileNotFoundError for a missing root; ValueError
     for one without any identity's image."""
@@ -69,6 +95,7 @@ def read_identity_folder(root: str | os.PathLike) -> IdentityFolder:
     if not found:
         raise ValueError(f"{root}: no images in <identity>/<image> folders"
                          f"{f' ({loose} images lie in the folder itself)' if loose else ''}")
+    check_one_label_per_image(root, found)
     names = tuple(sorted({identity for identity, _ in found}))
     number = {name: k for k, name in enumerate(names)}
     images = tuple(sorted(((number[i], r) for i, r in found), key=lambda t: t[1]))

@@ -22,7 +22,16 @@ cannot be right are dropped and counted, each under one reason, tested in this o
 
 * ``degenerate``: ``x2 <= x1`` or ``y2 <= y1``;
 * ``landmarks_outside_box``: a point lies farther outside the box than half the box's width
-  (for x) or height (for y); real landmarks sit inside or near the box, so such a line is broken.
+  (for x) or height (for y); real landmarks sit inside or near the box, so such a line is broken;
+* ``points_not_distinct``: two of the five points closer than ``MIN_POINT_GAP`` of the box's
+  side (all five the same, say): the face is not annotated;
+* ``eyes_below_mouth``: an eye not above both mouth corners (image y grows downward).
+
+A list where most faces (of those with a proper box) fail these three checks is not a 5-point list
+in this layout but data that parses and means something else: it is refused (``AnnotationError``),
+naming the likely layout (``x1..x5 y1..y5``, ``(y, x) pairs``, the same point five times) when
+reading the values so makes most faces pass. On the shared ``trainImageList.txt`` (7,650 faces)
+the checks drop none.
 
 The parsers read no image. ``faces_inside_images`` adds the check that needs the images' sizes
 (their headers only): a face whose box lies mostly outside its image (``mostly_outside_image``,
@@ -37,6 +46,7 @@ from __future__ import annotations
 
 import math
 import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +60,17 @@ from core.imageio import image_size
 
 LANDMARK_COLUMNS = ("lex", "ley", "rex", "rey", "nx", "ny", "lmx", "lmy", "rmx", "rmy")
 BOX_COLUMNS = ("x1", "y1", "x2", "y2")
-DROP_REASONS = ("degenerate", "landmarks_outside_box")
+DROP_REASONS = ("degenerate", "landmarks_outside_box", "points_not_distinct", "eyes_below_mouth")
+# The reasons that say the points are not a face's five landmarks (``degenerate`` is the box's).
+POINT_REASONS = DROP_REASONS[1:]
+# Two landmarks closer than this fraction of the box's larger side are one point annotated twice
+# (the shared list's closest pair is 5% of its box).
+MIN_POINT_GAP = 0.01
+# Other layouts of the ten numbers, tried when most faces fail: which value goes to which column.
+OTHER_LAYOUTS = {
+    "x1..x5 y1..y5 (all five x, then all five y)": (0, 5, 1, 6, 2, 7, 3, 8, 4, 9),
+    "(y, x) pairs": (1, 0, 3, 2, 5, 4, 7, 6, 9, 8),
+}
 OUTSIDE_IMAGE = "mostly_outside_image"  # the drop reason of faces_inside_images
 
 # How far outside its box a landmark may lie, as a fraction of the box's width / height.
@@ -127,11 +147,13 @@ def parse_facepoint(txt_path: str | os.PathLike) -> LandmarkAnnotations:
         images.append(fields[0].replace("\\", "/"))
         lines.append(line_no)
         values.extend(_parse_floats(txt_path, line_no, fields[1:], FACEPOINT_FIELDS[1:], text))
-    check_unique(txt_path, zip(images, lines), "image")
+    # Compared as normalised paths: lfw_5590\\a.jpg, ./lfw_5590/a.jpg and lfw_5590//a.jpg are one image.
+    check_unique(txt_path, zip(map(posixpath.normpath, images), lines), "image")
     table = np.asarray(values, dtype=np.float64).reshape(-1, len(FACEPOINT_FIELDS) - 1)
     # File order x1 x2 y1 y2 -> x1 y1 x2 y2.
     boxes = table[:, [0, 2, 1, 3]]
-    return _build(images, boxes, table[:, 4:], source=str(txt_path), images_root=txt_path.parent)
+    return _build(images, boxes, table[:, 4:], source=str(txt_path), images_root=txt_path.parent, path=txt_path,
+                  lines=lines)
 
 
 def parse_celeba(bbox_txt: str | os.PathLike, landmarks_txt: str | os.PathLike) -> LandmarkAnnotations:
@@ -169,6 +191,8 @@ def parse_celeba(bbox_txt: str | os.PathLike, landmarks_txt: str | os.PathLike) 
         points,
         source=f"{bbox_txt} + {landmarks_txt}",
         images_root=celeba_images_root(bbox_txt.parent),
+        path=landmarks_txt,
+        lines=[lm_lines[row] for row in order],
     )
 
 
@@ -235,16 +259,49 @@ def landmark_drop_reasons(boxes, points) -> np.ndarray:
         | (ys < b[:, 1:2] - margin_y)
         | (ys > b[:, 3:4] + margin_y)
     ).any(axis=1)
+    pairs = np.triu_indices(5, 1)
+    points5 = p.reshape(-1, 5, 2)
+    gaps = np.linalg.norm(points5[:, pairs[0]] - points5[:, pairs[1]], axis=2).min(axis=1) if len(p) else np.zeros(0)
+    not_distinct = ~(gaps >= MIN_POINT_GAP * np.maximum(width, height))
+    eyes_low = ~(np.maximum(ys[:, 0], ys[:, 1]) < np.minimum(ys[:, 3], ys[:, 4]))
     reasons = np.full(len(b), "", dtype=object)
-    reasons[far_outside & ~degenerate] = "landmarks_outside_box"
+    reasons[eyes_low] = "eyes_below_mouth"
+    reasons[not_distinct] = "points_not_distinct"
+    reasons[far_outside] = "landmarks_outside_box"
     reasons[degenerate] = "degenerate"
     return reasons
 
 
-def _build(images, boxes, points, source: str, images_root: Path) -> LandmarkAnnotations:
+def check_layout(boxes, points, reasons, path, lines=None) -> None:
+    """Refuse a list where most faces with a proper box fail the point checks (``POINT_REASONS``),
+    naming the layout that would make most of them pass, if one does."""
+    proper = reasons != "degenerate"
+    failed = np.isin(reasons, POINT_REASONS)
+    if not proper.any() or 2 * np.count_nonzero(failed) <= np.count_nonzero(proper):
+        return
+    counts = {r: int(np.count_nonzero(reasons == r)) for r in POINT_REASONS if (reasons == r).any()}
+    first = int(np.flatnonzero(failed)[0])
+    summary = f"{int(failed.sum())} of {int(proper.sum())} faces ({', '.join(f'{n} {r}' for r, n in counts.items())})"
+    p = np.asarray(points, dtype=np.float64).reshape(-1, len(LANDMARK_COLUMNS))
+    likely = None
+    for name, order in OTHER_LAYOUTS.items():
+        again = landmark_drop_reasons(boxes, p[:, list(order)])
+        if 2 * np.count_nonzero(np.isin(again, POINT_REASONS)) < np.count_nonzero(proper):
+            likely = f"read as {name} they pass, so that is likely its layout: convert it to x y pairs"
+            break
+    if likely is None and counts.get("points_not_distinct", 0) * 2 > proper.sum():
+        likely = "most faces give one point five times: the list holds no landmarks"
+    raise AnnotationError(path, None if lines is None else lines[first],
+                          f"{summary} fail the 5-point checks, this line's first: the values do not read as five x y "
+                          "points (left eye, right eye, nose, left and right mouth corner); "
+                          + (likely or "check the list's format"))
+
+
+def _build(images, boxes, points, source: str, images_root: Path, path=None, lines=None) -> LandmarkAnnotations:
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     points = np.asarray(points, dtype=np.float64).reshape(-1, len(LANDMARK_COLUMNS))
     reasons = landmark_drop_reasons(boxes, points)
+    check_layout(boxes, points, reasons, path or source, lines)
     kept = reasons == ""
     columns = {
         "image": np.asarray(images, dtype=object)[kept] if len(images) else np.zeros(0, dtype=object),

@@ -33,6 +33,7 @@ not cut a "negative" out of a region that holds a face, annotated-but-dropped or
 from __future__ import annotations
 
 import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,9 @@ DROP_REASONS = ("degenerate", "invalid", "outside_image", "mostly_outside_image"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 EXAMPLE_PATH = "0--Parade/0_Parade_marchingband_1_849.jpg"
 
+# No box coordinate, size or attribute of a real image reaches this (WIDER's largest images are a few
+# thousand pixels); beyond it a value is a broken line, and 1e30 would overflow the int64 table.
+MAX_BOX_VALUE = 1_000_000
 _INVALID_FIELD = 4 + WIDER_ATTRIBUTES.index("invalid")
 # What the official files write after an image with no faces.
 ZERO_FACES_LINE = " ".join(["0"] * BOX_LINE_FIELDS)
@@ -274,12 +278,18 @@ def parse_wider_text(txt_path: Path) -> WiderText:
             flat_values.extend(_parse_box_line(txt_path, box_line, box_text))
             box_image_index.append(image_index)
 
-    check_unique(txt_path, zip(image_paths, path_lines), "image")
+    # Compared as normalised paths: ./0--Parade/x.jpg, 0--Parade//x.jpg and 0--Parade\x.jpg are one image.
+    check_unique(txt_path, zip(map(normalised_image_path, image_paths), path_lines), "image")
     return WiderText(
         image_paths=image_paths,
         box_values=np.asarray(flat_values, dtype=np.int64).reshape(-1, BOX_LINE_FIELDS),
         box_image_index=np.asarray(box_image_index, dtype=np.int64),
     )
+
+
+def normalised_image_path(text: str) -> str:
+    """One spelling per image: forward slashes, no ``.`` or empty components (``./a//b.jpg`` -> ``a/b.jpg``)."""
+    return posixpath.normpath(text.replace("\\", "/"))
 
 
 def _check_image_path(txt_path: Path, line_no: int, text: str) -> None:
@@ -313,9 +323,11 @@ def _parse_box_line(txt_path: Path, line_no: int, text: str) -> list[int]:
             f"(x1 y1 w h {' '.join(WIDER_ATTRIBUTES)}): {text!r}",
         )
     try:
-        return [int(field) for field in fields]
+        values = [int(field) for field in fields]
     except ValueError:
         pass
+    else:
+        return _check_magnitudes(txt_path, line_no, values, fields, text)
     # Slow path, taken only for lines that are not plain integers: accept "12.0" as written by
     # some converters, and name the first field that is not a whole number.
     values = []
@@ -328,6 +340,17 @@ def _parse_box_line(txt_path: Path, line_no: int, text: str) -> list[int]:
         if not np.isfinite(number) or number != int(number):
             raise AnnotationError(txt_path, line_no, f"field {name} is not an integer: {field!r} in {text!r}")
         values.append(int(number))
+    return _check_magnitudes(txt_path, line_no, values, fields, text)
+
+
+def _check_magnitudes(txt_path: Path, line_no: int, values: list[int], fields, text: str) -> list[int]:
+    """Refuse a value no image can hold (``1e30`` would overflow the int64 box table)."""
+    if -MAX_BOX_VALUE <= min(values) and max(values) <= MAX_BOX_VALUE:
+        return values
+    for name, field, value in zip(BOX_COLUMNS + WIDER_ATTRIBUTES, fields, values):
+        if abs(value) > MAX_BOX_VALUE:
+            raise AnnotationError(txt_path, line_no, f"field {name} is {field}, beyond any image "
+                                                     f"(|value| <= {MAX_BOX_VALUE:,}): {text!r}")
     return values
 
 

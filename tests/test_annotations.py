@@ -272,7 +272,7 @@ def test_parse_facepoint_exact_values(tmp_path):
         34.32, 34.80, 47.28, 36.24, 40.40, 46.00, 34.00, 50.80, 45.04, 52.08
     ]  # fmt: skip
     assert faces.loc[1, ["x1", "y1", "x2", "y2"]].tolist() == [19.20, 19.20, 57.80, 57.80]
-    assert lm.dropped == {"degenerate": 0, "landmarks_outside_box": 0}
+    assert lm.dropped == {"degenerate": 0, "landmarks_outside_box": 0, "points_not_distinct": 0, "eyes_below_mouth": 0}
     assert lm.images_root == tmp_path
     assert lm.source == str(path)
     for column in ["x1", "y1", "x2", "y2", *LANDMARK_COLUMNS]:
@@ -290,7 +290,7 @@ def test_facepoint_drops_degenerate_and_far_landmarks(tmp_path):
     lm = parse_facepoint(write(tmp_path / "list.txt", text))
     assert lm.faces["image"].tolist() == ["a.jpg", "d.jpg"]
     assert lm.faces["image_index"].tolist() == [0, 3]
-    assert lm.dropped == {"degenerate": 1, "landmarks_outside_box": 1}
+    assert lm.dropped == {"degenerate": 1, "landmarks_outside_box": 1, "points_not_distinct": 0, "eyes_below_mouth": 0}
 
 
 def test_facepoint_writer_round_trips(tmp_path):
@@ -349,7 +349,7 @@ def test_parse_celeba_joins_on_image_id(tmp_path):
     assert faces.loc[0, list(LANDMARK_COLUMNS)].tolist() == [69, 109, 106, 113, 77, 142, 73, 152, 108, 154]
     assert faces.loc[2, ["lex", "rmy"]].tolist() == [244, 140]
     # 000001's left eye (69) is 26 px left of a 226 px box: within half the box, kept.
-    assert lm.dropped == {"degenerate": 0, "landmarks_outside_box": 0}
+    assert lm.dropped == {"degenerate": 0, "landmarks_outside_box": 0, "points_not_distinct": 0, "eyes_below_mouth": 0}
 
     (tmp_path / "img_celeba").mkdir()
     assert parse_celeba(bbox, landmarks).images_root == tmp_path / "img_celeba"
@@ -399,7 +399,7 @@ def test_load_landmarks_dispatch(tmp_path):
 def test_demo_landmark_list_parses(tiny_wider):
     lm = load_landmarks(tiny_wider.landmarks_txt)
     assert len(lm.faces) == 8
-    assert lm.dropped == {"degenerate": 0, "landmarks_outside_box": 0}
+    assert lm.dropped == {"degenerate": 0, "landmarks_outside_box": 0, "points_not_distinct": 0, "eyes_below_mouth": 0}
     assert "\\" in tiny_wider.landmarks_txt.read_text().splitlines()[0].split()[0]
     assert lm.faces["image"].tolist() == [f"demo_faces/{i:05d}.jpg" for i in range(1, 9)]
     for image in lm.faces["image"]:
@@ -516,7 +516,7 @@ def test_real_shared_data_totals(shared_data):
 
     lm = load_landmarks(landmark_list)
     assert len(lm.faces) == 7650
-    assert lm.dropped == {"degenerate": 0, "landmarks_outside_box": 0}
+    assert lm.dropped == {"degenerate": 0, "landmarks_outside_box": 0, "points_not_distinct": 0, "eyes_below_mouth": 0}
     assert lm.faces["image"].str.split("/").str[0].value_counts().to_dict() == {"lfw_5590": 4151, "net_7876": 3499}
     first = lm.faces.iloc[0]
     assert first["image"] == "lfw_5590/Aaron_Eckhart_0001.jpg"
