@@ -7,7 +7,10 @@
 
 Crops of another size than the net's input are resized (area averaging when shrinking). With
 ``flip`` each crop's embedding is that of the crop plus that of its mirror image, normalised again.
-A weights file is the net's plain state dict (or a training checkpoint); its shapes give the net.
+A weights file is the net's state dict packed with its training record (``core.weights.pack_weights``:
+the build, the people it learnt, the LFW fold it left out; ``embedder.record``), a training
+checkpoint (which holds the same record), or a plain state dict (no record: an embedder of unknown
+training data); its shapes give the net.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 from core.device import resolve_device
 from core.embednet import EmbedNet, spec_from_state
 from core.nets import normalize_images
-from core.weights import WeightsError, load_state_dict
+from core.weights import WeightsError, load_weights, state_problems
 
 EMBEDDER_FILE = "embedder.pt"
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "weights"
@@ -44,6 +47,9 @@ class FaceEmbedder:
     net: EmbedNet
     device: torch.device
     path: Path
+    record: dict | None = None
+    """The training record stored in the weights file (``trainers.embed_task.training_record``: the
+    build, ``people``, ``lfw_fold_left_out``); None when the file carries none."""
 
     @property
     def input_size(self) -> int:
@@ -55,19 +61,27 @@ class FaceEmbedder:
 
 
 def load_embedder(spec: str = "shipped", device: str = "cpu") -> FaceEmbedder:
-    """The embedder a weights spec names, in eval mode on ``device``; WeightsError for a file that
-    is not an embedder's (one line naming it)."""
+    """The embedder a weights spec names, in eval mode on ``device``, with the training record its
+    file carries; WeightsError for a file that is not an embedder's or does not fit the net its
+    shapes describe (one line naming it and what does not fit)."""
     location = resolve_device(device)
     path = resolve_embedder(spec)
-    state = load_state_dict(path)
+    weights = load_weights(path)
+    state = weights.state
     if any(k.startswith("net.") for k in state):  # a training checkpoint's model: the net and its class centres
         state = {k[4:]: v for k, v in state.items() if k.startswith("net.")}
     try:
         net = EmbedNet(spec_from_state(state))
-        net.load_state_dict(state)
-    except (ValueError, RuntimeError) as e:
+    except ValueError as e:
         raise WeightsError(f"{path}: {(str(e).splitlines() or [''])[0]}") from None
-    return FaceEmbedder(net.to(location).eval(), torch.device(location), path)
+    problems = state_problems(net.state_dict(), state, "the embedder")
+    if problems:
+        described = net.spec
+        raise WeightsError(f"{path}: weights do not fit the embedder their shapes describe ({described.input_size} px, "
+                           f"widths {list(described.widths)}, blocks {list(described.blocks)}, dim {described.dim}): "
+                           f"{'; '.join(problems)}")
+    net.load_state_dict(state)
+    return FaceEmbedder(net.to(location).eval(), torch.device(location), path, weights.record)
 
 
 def fit_crops(crops, size: int) -> np.ndarray:

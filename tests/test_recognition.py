@@ -21,6 +21,7 @@ import torch
 from annotations.lfw import parse_pairs
 from child_env import REPO, child_env
 from core.embedder import embed, load_embedder
+from core.weights import pack_weights
 from demo.identities import DemoIdentitiesConfig, build
 from evaluation.lfw import LfwEvalConfig, check_unseen, score, subfolds
 from evaluation.lfw import cli as lfw_cli
@@ -282,11 +283,12 @@ def test_ddp_with_two_gloo_processes_trains_the_embedder_identically_on_both_ran
     # at every forward, and the last forward updates them locally), so only the parameters must agree
     params = [k for k in r0 if "running_" not in k and "num_batches" not in k]
     assert all(torch.equal(r0[k], r1[k]) for k in params)
-    assert torch.equal(torch.load(out / "embedder.pt", weights_only=True)["stem.0.weight"], r0["stem.0.weight"])
+    assert torch.equal(torch.load(out / "embedder.pt", weights_only=True)["model"]["stem.0.weight"], r0["stem.0.weight"])
 
 
 def test_eval_lfw_refuses_pairs_of_people_the_embedder_saw(trained, people, tmp_path):
-    record = json.loads((trained / "embedder.json").read_text())
+    record = load_embedder(str(trained)).record  # stored in embedder.pt; embedder.json is a copy
+    assert record == json.loads((trained / "embedder.json").read_text())
     assert record["lfw_fold_left_out"] == 2 and record["identities"] == 6
     assert record["people"] == [f"Demo_Person_{k:02d}" for k in range(0, 12, 2)]
     cfg = LfwEvalConfig(images=str(people / "images"), pairs=str(people / "pairs.txt"), out=str(tmp_path / "e"),
@@ -298,11 +300,12 @@ def test_eval_lfw_refuses_pairs_of_people_the_embedder_saw(trained, people, tmp_
     # the same weights trained on other people (the shipped embedder on the demo's) score any fold
     other = tmp_path / "other"
     other.mkdir()
-    (other / "embedder.pt").write_bytes((trained / "embedder.pt").read_bytes())
-    (other / "embedder.json").write_text(json.dumps({**record, "people": ["Someone_Else"], "lfw_fold_left_out": 10}))
+    state = load_embedder(str(trained)).net.state_dict()
+    torch.save(pack_weights(state, {**record, "people": ["Someone_Else"], "lfw_fold_left_out": 10}),
+               other / "embedder.pt")
     assert lfw_main(replace(cfg, embedder=str(other), fold=1))["pairs"] == 24
     # a record from before records named the people: only the fold it left out
-    (other / "embedder.json").write_text(json.dumps({"lfw_fold_left_out": 2}))
+    torch.save(pack_weights(state, {"lfw_fold_left_out": 2}), other / "embedder.pt")
     with pytest.raises(ValueError, match="every LFW fold but fold 2 .*score it with FOLD=2"):
         lfw_main(replace(cfg, embedder=str(other), fold=1))
 
@@ -319,7 +322,8 @@ def test_resuming_a_finished_run_writes_its_reports_again(fold2, tmp_path):
 @pytest.mark.slow
 def test_the_shipped_embedder_refuses_every_lfw_fold_but_the_one_it_never_saw(shared_data):
     shipped = REPO / "weights" / "embedder.pt"
-    record = json.loads(shipped.with_suffix(".json").read_text())
+    record = load_embedder("shipped").record
+    assert record == json.loads(shipped.with_suffix(".json").read_text())
     assert record["lfw_fold_left_out"] == 10 and len(record["people"]) == record["identities"]
     pairs = parse_pairs(shared_data / "lfw" / "pairs.txt")
     cfg = LfwEvalConfig(images="unused", pairs="unused", out="unused", fold=10)

@@ -8,6 +8,7 @@ written atomically: an interrupted save leaves the previous checkpoint as the la
 
 from __future__ import annotations
 
+import hashlib
 import io
 import random
 import re
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from core.atomic import atomic_write_bytes
-from core.weights import CHECKPOINT_FORMAT
+from core.weights import CHECKPOINT_FORMAT, DIGEST_SUFFIX, content_sha256, write_digest
 from trainers.config import RESUMABLE_CHANGES, TrainConfig
 
 
@@ -77,6 +78,16 @@ def save_torch(obj, path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def save_weights(obj, path) -> None:
+    """A run's weights file, then its SHA-256 in ``<path>.sha256`` (``core.weights.write_digest``),
+    which every later load of the file checks."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+    atomic_write_bytes(path, data)
+    write_digest(path, hashlib.sha256(data).hexdigest())
+
+
 def load_checkpoint(path) -> dict:
     """A checkpoint's contents; a file that cannot be read as one is ``ResumeError`` (one line)."""
     try:
@@ -89,6 +100,9 @@ def load_checkpoint(path) -> dict:
                           f"before, or start over with RESTART=1 (--restart)") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ResumeError(f"{path}: not a training checkpoint ({CHECKPOINT_FORMAT})")
+    if ckpt.get("sha256") is not None and content_sha256(ckpt["model"], ckpt.get("record")) != ckpt["sha256"]:
+        raise ResumeError(f"{path}: its model is not the one whose SHA-256 is stored with it (a flipped bit?): delete "
+                          f"it to resume from the one before, or start over with RESTART=1 (--restart)")
     return ckpt
 
 
@@ -100,21 +114,27 @@ def cpu_state(model: nn.Module) -> dict:
 def clean_out(out: Path, net: str) -> None:
     """A fresh run (``--restart``, or no checkpoint to protect): remove what an earlier run left in
     its own file names."""
-    for old in [*(out / "checkpoints").glob("epoch-*.pt"), out / "log.csv", out / "loss_curve.png", out / f"{net}.pt"]:
+    for old in [*(out / "checkpoints").glob("epoch-*.pt"), out / "log.csv", out / "loss_curve.png", out / f"{net}.pt",
+                out / f"{net}.pt{DIGEST_SUFFIX}"]:
         if old.is_file():
             old.unlink()
 
 
 # -- save and restore ----------------------------------------------------------------------------
 def save_checkpoint(cfg: TrainConfig, epoch: int, model: nn.Module, optimizer, scheduler, scaler, *,
-                    data_fingerprint: str, world_size: int, history: list[dict]) -> Path:
-    """Write ``<out>/checkpoints/epoch-<epoch>.pt`` after ``epoch`` epochs are done."""
+                    data_fingerprint: str, world_size: int, history: list[dict], record: dict | None = None) -> Path:
+    """Write ``<out>/checkpoints/epoch-<epoch>.pt`` after ``epoch`` epochs are done, with the run's
+    training ``record`` (the embedder's people) and the SHA-256 of the model and record
+    (``core.weights.content_sha256``), checked wherever the checkpoint is loaded as weights."""
     path = checkpoint_path(cfg.out, epoch)
+    state = cpu_state(model)
     save_torch({
         "format": CHECKPOINT_FORMAT,
         "net": cfg.net,
         "epoch": epoch,
-        "model": cpu_state(model),
+        "model": state,
+        "record": record,
+        "sha256": content_sha256(state, record),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler.is_enabled() else {},

@@ -166,8 +166,9 @@ def summary(row: dict) -> str:
 
 
 def training_record(manifest: dict, cfg: EmbedConfig) -> dict:
-    """What ``embedder.json`` says beside the weights: the build and the LFW people it held, so that
-    ``make eval-lfw`` can refuse to score pairs of people the embedder saw."""
+    """The embedder's training record: the build and the LFW people it held, so that ``make eval-lfw``
+    can refuse to score pairs of people the embedder saw. It is stored inside ``embedder.pt`` and the
+    checkpoints (what eval-lfw reads); ``embedder.json`` beside them is a copy to read."""
     config = manifest.get("config") or {}
     return {"data": str(Path(manifest["_path"]).parent), "data_fingerprint": manifest.get("fingerprint"),
             "lfw_fold_left_out": config.get("fold"), "only_people": config.get("only_people"),
@@ -227,10 +228,12 @@ def embed_parts(cfg: EmbedConfig, device: torch.device, dist_info: DistInfo) -> 
     head = None if cfg.loss == "triplet" else MarginSoftmax(cfg.dim, len(manifest["identities"]), cfg.loss,
                                                              cfg.loss_margin, cfg.scale)
     model = Embedder(net, head).to(device, memory_format=torch.channels_last)
+    record = training_record(manifest, cfg)  # inside embedder.pt and every checkpoint; embedder.json: a copy
     loader = ShardLoader(dataset, RankSlice(sampler, dist_info.rank, dist_info.world), num_workers=cfg.num_workers,
                          pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0, seed=cfg.seed,
                          to_batch=faces_to_batch)
     return Parts(model=model, loss_model=EmbedWithLoss(model, cfg), recipe=EmbedRecipe(cfg), sampler=sampler,
                  loader=loader, data_fingerprint=str(manifest.get("fingerprint", "")),
                  evaluate=lambda: evaluate_embedder(net, dataset, val_idx, labels, cfg, device),
-                 report=lambda history, out: report(history, out, training_record(manifest, cfg)), summary=summary, result=lambda m: m.net, config_from_dict=embed_config_from_dict)
+                 report=lambda history, out: report(history, out, record), summary=summary, result=lambda m: m.net,
+                 config_from_dict=embed_config_from_dict, record=record)

@@ -9,7 +9,8 @@ The loss is the masked multi-task loss with OHEM (``trainers.losses``).
 
 The output folder holds ``checkpoints/epoch-XXX.pt`` (``trainers.checkpoint``), ``log.csv`` and
 ``loss_curve.png`` (``trainers.reporting``, rewritten atomically after every epoch) and, once the
-last epoch is done, ``<net>.pt``: the plain state dict the detector loads. ``--resume`` continues
+last epoch is done, ``<net>.pt``: the plain state dict the detector loads, with its SHA-256 in
+``<net>.pt.sha256`` (and so for ``--export``), checked whenever the file is loaded. ``--resume`` continues
 from the latest checkpoint and ends with exactly the weights an uninterrupted run would have
 produced; ``--restart`` deletes an earlier run's outputs and starts over, and without either an
 output folder holding checkpoints is refused. The settings are ``trainers.config.TrainConfig``;
@@ -39,11 +40,11 @@ from core.cpus import cap_workers
 from core.device import DeviceError
 from core.lock import FolderLockedError, folder_lock
 from core.nets import INPUT_SIZES
-from core.weights import WeightsError
+from core.weights import WeightsError, pack_weights
 from lmdb_builders.reader import MixedKindBatchSampler, ShardDataset, ShardLoader, split_by_kind, worker_error_message
 from lmdb_builders.schema import SchemaError
 from trainers.checkpoint import (ResumeError, check_resumable, clean_out, cpu_state, latest_checkpoint,
-                                 load_checkpoint, restore, save_checkpoint, save_torch)
+                                 load_checkpoint, restore, save_checkpoint, save_weights)
 from trainers.config import PROG, TrainConfig, config_from_dict, parse_args
 from trainers.distributed import (DistInfo, RankSlice, barrier, destroy_process_group, init_process_group,
                                   training_device, wrap_ddp)
@@ -90,6 +91,10 @@ class Parts:
     """One line per epoch for the terminal."""
     result: Callable[[nn.Module], nn.Module] = lambda model: model
     """The part of ``model`` whose state dict is the run's weights."""
+    record: dict | None = None
+    """The training record stored in every checkpoint and in the weights file itself
+    (``core.weights.pack_weights``; the embedder's people); None: the weights file is the plain
+    state dict (the detector nets)."""
     config_from_dict: Callable[[dict], object] = config_from_dict
 
 
@@ -175,7 +180,8 @@ def _run(cfg, device: torch.device, dist_info: DistInfo, build_parts) -> TrainRe
             history.append(row)
             if dist_info.main:
                 save_checkpoint(cfg, epoch + 1, model, optimizer, scheduler, scaler,
-                                data_fingerprint=parts.data_fingerprint, world_size=dist_info.world, history=history)
+                                data_fingerprint=parts.data_fingerprint, world_size=dist_info.world, history=history,
+                                record=parts.record)
                 parts.report(history, out)
                 print(parts.summary(row), file=sys.stderr)
             barrier(dist_info)
@@ -189,9 +195,10 @@ def _run(cfg, device: torch.device, dist_info: DistInfo, build_parts) -> TrainRe
     if dist_info.main:
         if start_epoch == cfg.epochs and history:  # resumed after its last epoch: reports added since get written
             parts.report(history, out)
-        save_torch(weights, final)
+        contents = weights if parts.record is None else pack_weights(weights, parts.record)
+        save_weights(contents, final)  # and its SHA-256 beside it, in <file>.sha256
         if cfg.export:
-            save_torch(weights, cfg.export)
+            save_weights(contents, cfg.export)
     return TrainResult(final, history, weights)
 
 
