@@ -6,22 +6,63 @@ SHELL := bash
 .DEFAULT_GOAL := help
 MAKEFLAGS += --no-builtin-rules
 
+# -- values are text, never code -------------------------------------------------------------
+# The variables a user sets (every `?=` below). A value given on the command line or in the
+# environment is taken as the text it is: make would otherwise expand a `$(shell ...)` inside it.
+USER_VARS := PYTHON VENV DATA WIDER WIDER_TXT WIDER_IMAGES LANDMARKS OUT WORKERS SEED DEVICE GEN_FLAGS GEN_FLAGS_pnet \
+	GEN_FLAGS_rnet GEN_FLAGS_onet GEN_FLAGS_val TRAIN_FLAGS TRAIN_FLAGS_pnet TRAIN_FLAGS_rnet TRAIN_FLAGS_onet \
+	ONET_MINE_THRESHOLDS RESUME RESTART VAL_TXT VAL_IMAGES WEIGHTS_DIR WEIGHTS IMAGES GT PRED MIN_FACE IMG DETECT_OUT \
+	BACKEND EXPORT_OUT ALIGN_OUT ALIGN LARGEST LANDMARK_LIST LM_PART LM_OUT STAGE_OUT LFW LFW_IMAGES PEOPLE PAIRS \
+	IDENTITIES FOLD ONLY_PEOPLE RECOG_OUT RECOG_ALIGN RECOG_SIZE RECOG_ALIGNED RECOG_BUILD EMBED_FLAGS EMBED_OUT EMBEDDER \
+	LFW_FLAGS LFW_OUT CV_OUT CV_FOLDS DEMO DEMO_DATA_FLAGS DEMO_TRAIN_FLAGS DEMO_DETECT_WEIGHTS DEMO_GEN_FLAGS \
+	DEMO_EMBED_FLAGS WIDER_FRACTION PY VENV_STAMP
+GIVEN_VARS := $(sort $(USER_VARS) $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
+define newline
+
+
+endef
+# No value may hold a line break: make would read the rest as another line of the Makefile.
+$(foreach v,$(GIVEN_VARS),$(if $(findstring $(newline),$(value $(v))),$(error $(v)="$(subst $(newline),\n,$(value $(v)))" \
+	has a line break; give it on one line)))
+$(foreach v,$(GIVEN_VARS),$(if $(filter command line environment environment override,$(origin $(v))), \
+	$(eval override $(v) := $$(value $(v)))))
+# $(call q,TEXT): TEXT as one shell word, whatever it holds ('it'\''s', quoted only when it must be,
+# so that `make -n` prints plain commands); $(call qw,LIST): each word of LIST so; $(call esc,TEXT):
+# TEXT for $(eval ...), where a `$` would be read as make syntax.
+SHELL_SPECIAL := ' " ` $$ \ ; & | < > ( ) * ? [ ] { } ! \# ~ ^
+q = $(if $(1),$(if $(or $(word 2,$(1)),$(strip $(foreach c,$(SHELL_SPECIAL),$(findstring $(c),$(1))))),'$(subst ','\'',$(1))',$(1)),'')
+qw = $(foreach w,$(1),$(call q,$(w)))
+esc = $(subst $$,$$$$,$(1))
+
+# make cannot name a file whose path holds a space (it splits prerequisites at spaces), nor one with
+# a character of its own syntax (`:` `;` `|` `=` `%` `#`, `\`, the wildcards `*` `?` `[`), so a
+# path variable with one stops here in one line rather than in a "Circular ... dependency" puzzle
+# or a rule that means something else. Quotes, `&`, `$`, backquotes and brackets are fine: every
+# value reaches its command as one argument (q above).
+PATH_VARS := DATA WIDER WIDER_TXT WIDER_IMAGES LANDMARKS OUT VENV VAL_TXT VAL_IMAGES WEIGHTS_DIR GT PRED IMG DETECT_OUT \
+	EXPORT_OUT ALIGN_OUT LM_OUT LANDMARK_LIST STAGE_OUT DEMO LFW LFW_IMAGES PEOPLE PAIRS IDENTITIES ONLY_PEOPLE RECOG_OUT \
+	RECOG_ALIGNED RECOG_BUILD EMBED_OUT EMBEDDER LFW_OUT CV_OUT WEIGHTS_PATH
+BACKSLASH := \$(strip)
+MAKE_SYNTAX := ; : | = % * ? [ ] \# $(BACKSLASH)
+check_path = $(if $(word 2,$($(1))),$(error $(call shown,$(1))" has a space, and make cannot name such files: use a \
+	path without spaces (a symbolic link to it works)))$(foreach c,$(MAKE_SYNTAX),$(if $(findstring $(c),$($(1))),$(error \
+	$(call shown,$(1))" holds '$(c)', which make cannot have in a file name: use a path without it (a symbolic link to it \
+	works))))
+shown = $(if $(filter WEIGHTS_PATH,$(1)),WEIGHTS="$(WEIGHTS),$(1)="$($(1)))
+# The paths given are checked before any rule names them; the defaults made from them, at the end.
+WEIGHTS_PATH = $(patsubst original:%,%,$(filter-out shipped,$(WEIGHTS)))
+$(foreach v,$(PATH_VARS),$(if $(filter command line environment environment override,$(origin $(if $(filter \
+	WEIGHTS_PATH,$(v)),WEIGHTS,$(v)))),$(call check_path,$(v))))
+
 # -- environment ----------------------------------------------------------------------------
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Every stage runs through core.launch: Ctrl-C, during its imports too, ends it with one line.
-RUN := $(PY) -m core.launch
+RUN := $(call q,$(PY)) -m core.launch
 VENV_STAMP := $(VENV)/.installed
 
 # -- inputs and outputs -----------------------------------------------------------------------
-# make cannot name a file whose path holds a space (it splits prerequisites at spaces), so a path
-# variable with one stops here in one line rather than in a "Circular ... dependency" puzzle.
-PATH_VARS := DATA WIDER WIDER_TXT WIDER_IMAGES LANDMARKS OUT VENV VAL_TXT VAL_IMAGES WEIGHTS_DIR GT PRED IMG DETECT_OUT \
-	EXPORT_OUT ALIGN_OUT LM_OUT LANDMARK_LIST STAGE_OUT DEMO LFW LFW_IMAGES PEOPLE PAIRS IDENTITIES ONLY_PEOPLE RECOG_OUT \
-	RECOG_ALIGNED RECOG_BUILD EMBED_OUT EMBEDDER LFW_OUT CV_OUT
-check_spaces = $(foreach v,$(PATH_VARS),$(if $(word 2,$($(v))),$(error $(v)="$($(v))" has a space, and make cannot \
-	name such files: use a path without spaces (a symbolic link to it works))))
 DATA ?= ../shared/data
 WIDER ?= $(DATA)/wider
 WIDER_TXT ?= $(WIDER)/wider_face_split/wider_face_train_bbx_gt.txt
@@ -81,6 +122,23 @@ ALIGN_OUT ?= $(OUT)/align
 ALIGN ?= margin
 LARGEST ?=
 
+# The committed weights are written only by an explicit command (python -m trainers.train ...
+# --overwrite-shipped, docs/pipeline.md), never by a make target that trains a net into WEIGHTS_DIR.
+ifeq ($(abspath $(WEIGHTS_DIR)),$(abspath weights))
+$(error WEIGHTS_DIR=$(WEIGHTS_DIR) is the committed weights' folder, which make never trains into: give another \
+	folder (copy the shipped .pt files there to mine with them))
+endif
+
+# -- content stamps ---------------------------------------------------------------------------
+# make trusts modification times; these make it trust contents (core/make_inputs.py). Each rule
+# that runs a stage ends with $(stamp), recording its prerequisites' digests (a folder's: its
+# listing) beside the target, and is named in STAMPED. When the Makefile is read, a target whose
+# inputs changed in content depends on FORCE, whatever the mtimes, and one whose inputs are as
+# recorded is touched if older than them: an unchanged copy of a build folder is up to date.
+MAKE_INPUTS = $(call q,$(if $(wildcard $(PY)),$(PY),$(PYTHON))) core/make_inputs.py
+stamp = $(MAKE_INPUTS) write $(call q,$@) $(call qw,$^)
+STAMPED :=
+
 # The code that makes the samples: exactly prepare.fingerprint.SAMPLING_CODE, which the build's
 # fingerprint digests (a test keeps the two equal), so that an edit rebuilds instead of rerunning a no-op.
 SAMPLING_SRC := prepare/generate.py prepare/sampling.py prepare/landmark_aug.py prepare/crops.py prepare/pool.py \
@@ -91,7 +149,7 @@ TRAIN_SRC := trainers/train.py trainers/config.py trainers/engine.py trainers/mo
 	trainers/distributed.py trainers/reporting.py trainers/augment.py trainers/losses.py trainers/preflight.py \
 	core/nets.py core/weights.py core/device.py core/atomic.py core/lock.py lmdb_builders/reader.py lmdb_builders/schema.py \
 	lmdb_builders/verify.py lmdb_builders/manifest.py
-DETECTOR_SRC := detector/__init__.py detector/cascade.py core/nets.py core/geometry.py core/imageio.py core/weights.py \
+DETECTOR_SRC := detector/__init__.py detector/cascade.py core/nets.py core/weights.py core/geometry.py core/imageio.py \
 	core/device.py
 
 .PHONY: recog-data train-embed eval-lfw cv-lfw compare export-embedder help setup pnet-data rnet-data onet-data val-data train-pnet train-rnet train-onet roc eval-wider eval-landmarks stage-recall detect \
@@ -101,42 +159,51 @@ DETECTOR_SRC := detector/__init__.py detector/cascade.py core/nets.py core/geome
 ##@ Set-up
 help: ## list the targets, by stage
 	@awk '/^##@ / { printf "\n%s\n", substr($$0, 5) } /^[a-z][a-zA-Z_-]*:.*## / { split($$0, a, ":.*## "); \
-		printf "  %-18s%s\n", a[1], a[2] }' $(MAKEFILE_LIST)
+		printf "  %-18s%s\n", a[1], a[2] }' $(call qw,$(MAKEFILE_LIST))
 
 setup: $(VENV_STAMP) ## create .venv and install the pinned dependencies
 
 $(VENV_STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install -q --upgrade pip && $(VENV)/bin/pip install -q -e '.[test]' && touch $@
+	$(call q,$(PYTHON)) -m venv $(call q,$(VENV)) && $(call q,$(VENV))/bin/pip install -q --upgrade pip \
+		&& $(call q,$(VENV))/bin/pip install -q -e '.[test]' && touch $(call q,$@)
 
 ##@ Detector: sample builds (data stages)
 # -- data stages ------------------------------------------------------------------------------
+# The arguments every build reads its data with
+DATA_ARGS = --wider-txt $(call q,$(TRAIN_TXT)) --wider-images $(call q,$(WIDER_IMAGES)) --landmarks $(call q,$(LANDMARKS))
 pnet-data: $(OUT)/pnet/manifest.json ## WIDER + landmark list -> 12 px LMDB shards in $(OUT)/pnet
 
-$(OUT)/pnet/manifest.json: $(OUT)/settings/pnet.txt $(TRAIN_TXT) $(LANDMARKS) $(SAMPLING_SRC) | $(VENV_STAMP)
-	$(RUN) prepare.generate --wider-txt $(TRAIN_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
-		--out $(OUT)/pnet --net-size 12 --seed $(SEED) --workers $(WORKERS) $(GEN_FLAGS_pnet) $(GEN_FLAGS)
+$(OUT)/pnet/manifest.json: $(OUT)/settings/pnet.txt $(TRAIN_TXT) $(wildcard $(WIDER_IMAGES)) $(LANDMARKS) $(SAMPLING_SRC) | $(VENV_STAMP)
+	$(RUN) prepare.generate $(DATA_ARGS) --out $(call q,$(OUT)/pnet) --net-size 12 --seed $(call q,$(SEED)) \
+		--workers $(call q,$(WORKERS)) $(call qw,$(GEN_FLAGS_pnet) $(GEN_FLAGS))
+	$(stamp)
 
 rnet-data: $(OUT)/rnet/manifest.json ## mine 24 px samples with the trained P-Net -> $(OUT)/rnet
 
-$(OUT)/rnet/manifest.json: $(OUT)/settings/rnet.txt $(WEIGHTS_DIR)/pnet.pt $(TRAIN_TXT) $(LANDMARKS) $(SAMPLING_SRC) \
-		prepare/mining.py $(DETECTOR_SRC) | $(VENV_STAMP)
-	$(RUN) prepare.generate --wider-txt $(TRAIN_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
-		--out $(OUT)/rnet --net-size 24 --mine-with $(WEIGHTS_DIR) --device $(DEVICE) --seed $(SEED) --workers $(WORKERS) \
-		$(GEN_FLAGS_rnet) $(GEN_FLAGS)
+$(OUT)/rnet/manifest.json: $(OUT)/settings/rnet.txt $(WEIGHTS_DIR)/pnet.pt $(TRAIN_TXT) $(wildcard $(WIDER_IMAGES)) $(LANDMARKS) \
+		$(SAMPLING_SRC) prepare/mining.py $(DETECTOR_SRC) | $(VENV_STAMP)
+	$(RUN) prepare.generate $(DATA_ARGS) --out $(call q,$(OUT)/rnet) --net-size 24 --mine-with $(call q,$(WEIGHTS_DIR)) \
+		--device $(call q,$(DEVICE)) --seed $(call q,$(SEED)) --workers $(call q,$(WORKERS)) \
+		$(call qw,$(GEN_FLAGS_rnet) $(GEN_FLAGS))
+	$(stamp)
 
 onet-data: $(OUT)/onet/manifest.json ## mine 48 px samples with P-Net then R-Net -> $(OUT)/onet
 
-$(OUT)/onet/manifest.json: $(OUT)/settings/onet.txt $(WEIGHTS_DIR)/pnet.pt $(WEIGHTS_DIR)/rnet.pt $(TRAIN_TXT) $(LANDMARKS) $(SAMPLING_SRC) \
-		prepare/mining.py $(DETECTOR_SRC) | $(VENV_STAMP)
-	$(RUN) prepare.generate --wider-txt $(TRAIN_TXT) --wider-images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
-		--out $(OUT)/onet --net-size 48 --mine-with $(WEIGHTS_DIR) --mine-thresholds $(ONET_MINE_THRESHOLDS) \
-		--device $(DEVICE) --seed $(SEED) --workers $(WORKERS) $(GEN_FLAGS_onet) $(GEN_FLAGS)
+$(OUT)/onet/manifest.json: $(OUT)/settings/onet.txt $(WEIGHTS_DIR)/pnet.pt $(WEIGHTS_DIR)/rnet.pt $(TRAIN_TXT) \
+		$(wildcard $(WIDER_IMAGES)) $(LANDMARKS) $(SAMPLING_SRC) prepare/mining.py $(DETECTOR_SRC) | $(VENV_STAMP)
+	$(RUN) prepare.generate $(DATA_ARGS) --out $(call q,$(OUT)/onet) --net-size 48 --mine-with $(call q,$(WEIGHTS_DIR)) \
+		--mine-thresholds $(call qw,$(ONET_MINE_THRESHOLDS)) --device $(call q,$(DEVICE)) --seed $(call q,$(SEED)) \
+		--workers $(call q,$(WORKERS)) $(call qw,$(GEN_FLAGS_onet) $(GEN_FLAGS))
+	$(stamp)
 
 val-data: $(OUT)/val/manifest.json ## held-out 12/24/48 px samples from WIDER val + held-out landmark faces
 
-$(OUT)/val/manifest.json: $(OUT)/settings/val.txt $(VAL_TXT) $(LANDMARKS) $(SAMPLING_SRC) | $(VENV_STAMP)
-	$(RUN) prepare.generate --wider-txt $(VAL_TXT) --wider-images $(VAL_IMAGES) --landmarks $(LANDMARKS) \
-		--out $(OUT)/val --net-size 12 24 48 --landmark-part holdout --seed $(SEED) --workers $(WORKERS) $(GEN_FLAGS_val) $(GEN_FLAGS)
+$(OUT)/val/manifest.json: $(OUT)/settings/val.txt $(VAL_TXT) $(wildcard $(VAL_IMAGES)) $(LANDMARKS) $(SAMPLING_SRC) | $(VENV_STAMP)
+	$(RUN) prepare.generate --wider-txt $(call q,$(VAL_TXT)) --wider-images $(call q,$(VAL_IMAGES)) \
+		--landmarks $(call q,$(LANDMARKS)) --out $(call q,$(OUT)/val) --net-size 12 24 48 --landmark-part holdout \
+		--seed $(call q,$(SEED)) --workers $(call q,$(WORKERS)) $(call qw,$(GEN_FLAGS_val) $(GEN_FLAGS))
+	$(stamp)
+STAMPED += $(foreach build,pnet rnet onet val,$(OUT)/$(build)/manifest.json)
 
 ##@ Detector: training
 # -- training: each net's final weights land in $(WEIGHTS_DIR), the folder mining and evaluation read
@@ -145,15 +212,19 @@ train-rnet: $(WEIGHTS_DIR)/rnet.pt ## train R-Net on $(OUT)/rnet
 train-onet: $(WEIGHTS_DIR)/onet.pt ## train O-Net on $(OUT)/onet
 
 $(WEIGHTS_DIR)/%.pt: $(OUT)/%/manifest.json $(OUT)/train/%/flags.txt $(TRAIN_SRC) | $(VENV_STAMP)
-	$(RUN) trainers.train --net $* --data $(OUT)/$* --out $(OUT)/train/$* --export $@ --device $(DEVICE) --seed $(SEED) \
-		$(if $(RESUME),--resume) $(if $(RESTART),--restart) $(TRAIN_FLAGS_$*) $(TRAIN_FLAGS)
+	$(RUN) trainers.train --net $* --data $(call q,$(OUT)/$*) --out $(call q,$(OUT)/train/$*) --export $(call q,$@) \
+		--device $(call q,$(DEVICE)) --seed $(call q,$(SEED)) $(if $(RESUME),--resume) $(if $(RESTART),--restart) \
+		$(call qw,$(TRAIN_FLAGS_$*) $(TRAIN_FLAGS))
+	$(stamp)
+STAMPED += $(foreach net,pnet rnet onet,$(WEIGHTS_DIR)/$(net).pt)
 
 # $(call settings_file,FILE,SETTINGS): the rule writing FILE, which holds a rule's settings and is a
 # prerequisite of its result. It depends on FORCE only when it holds other settings than these, so new
-# settings redo the result while an unchanged rerun (and make -q) finds it up to date, as with any input file.
+# settings redo the result while an unchanged rerun (and make -q) finds it up to date, as with any input
+# file. SETTINGS reaches the rule as text ($$(2) inside the eval: never parsed as make syntax).
 same_text = $(and $(findstring x$(1)x,x$(2)x),$(findstring x$(2)x,x$(1)x))
-settings_file = $(eval $(1): SETTINGS = $(2))$(eval $(1): $(if $(call same_text,$(2),$(if $(wildcard $(1)),$(file <$(1)))),,FORCE) \
-	; @mkdir -p $$(@D) && printf '%s\n' '$$(SETTINGS)' > $$@)
+settings_file = $(eval $(call esc,$(1)): SETTINGS := $$(2))$(eval $(call esc,$(1)): $(if $(call same_text,$(2),$(if \
+	$(wildcard $(1)),$(file <$(1)))),,FORCE) ; @mkdir -p $$(call q,$$(@D)) && printf '%s\n' $$(call q,$$(SETTINGS)) > $$(call q,$$@))
 
 # Each net's training settings live in $(OUT)/train/<net>/flags.txt, a prerequisite of its weights.
 train_settings = device=$(DEVICE) seed=$(SEED) flags=$(strip $(TRAIN_FLAGS_$(1)) $(TRAIN_FLAGS))
@@ -167,7 +238,9 @@ $(foreach build,pnet rnet onet val,$(call settings_file,$(OUT)/settings/$(build)
 
 $(call settings_file,$(OUT)/settings/subset.txt,fraction=$(WIDER_FRACTION))
 $(OUT)/wider_train_subset.txt: $(OUT)/settings/subset.txt $(WIDER_TXT) annotations/subset.py | $(VENV_STAMP)
-	$(RUN) annotations.subset --wider-txt $(WIDER_TXT) --fraction $(WIDER_FRACTION) --out $@
+	$(RUN) annotations.subset --wider-txt $(call q,$(WIDER_TXT)) --fraction $(call q,$(WIDER_FRACTION)) --out $(call q,$@)
+	$(stamp)
+STAMPED += $(OUT)/wider_train_subset.txt
 
 ##@ Detector: the original weights, evaluation and use
 # -- the original MTCNN weights (facenet-pytorch's wheel, fetched, never installed) -------------
@@ -188,10 +261,15 @@ ROC_SRC := evaluation/roc.py detector/cascade.py core/nets.py core/weights.py lm
 
 $(OUT)/roc/summary.json: $(OUT)/val/manifest.json $(WEIGHTS_DIR)/pnet.pt $(WEIGHTS_DIR)/rnet.pt $(WEIGHTS_DIR)/onet.pt \
 		$(ROC_SRC) | $(VENV_STAMP)
-	$(RUN) evaluation.roc --val-data $(OUT)/val --weights $(WEIGHTS_DIR) --out $(OUT)/roc --device $(DEVICE)
+	$(RUN) evaluation.roc --val-data $(call q,$(OUT)/val) --weights $(call q,$(WEIGHTS_DIR)) --out $(call q,$(OUT)/roc) \
+		--device $(call q,$(DEVICE))
+	$(stamp)
+STAMPED += $(OUT)/roc/summary.json
 
 # The weights files a WEIGHTS spec (shipped | original:PATH | folder) names: results depend on them.
 weights_files = $(wildcard $(addprefix $(if $(filter shipped,$(1)),weights,$(patsubst original:%,%,$(1)))/,pnet.pt rnet.pt onet.pt mtcnn.json))
+# The detector's options every stage that runs it takes from make
+MIN_FACE_ARG = $(if $(MIN_FACE),--min-face $(call q,$(MIN_FACE)))
 
 # eval-wider: redone when the weights files, the ground truth, the code or the settings change; the
 # evaluator records the weights files' sha256 and detects every image again when they differ
@@ -200,8 +278,10 @@ eval-wider: $(PRED)/results.json ## WIDER AP easy/medium/hard: IMAGES= GT= PRED=
 $(call settings_file,$(PRED)/.make-settings,weights=$(WEIGHTS) backend=$(BACKEND) images=$(IMAGES) min_face=$(MIN_FACE))
 $(PRED)/results.json: $(PRED)/.make-settings $(call weights_files,$(WEIGHTS)) $(wildcard $(GT)/*.mat) \
 		evaluation/wider_eval.py annotations/wider_mat.py $(DETECTOR_SRC) | $(VENV_STAMP)
-	$(RUN) evaluation.wider_eval --images $(IMAGES) --gt $(GT) --pred $(PRED) --weights $(WEIGHTS) $(if $(MIN_FACE),--min-face $(MIN_FACE)) --device $(DEVICE) \
-		--backend $(BACKEND)
+	$(RUN) evaluation.wider_eval --images $(call q,$(IMAGES)) --gt $(call q,$(GT)) --pred $(call q,$(PRED)) \
+		--weights $(call q,$(WEIGHTS)) $(MIN_FACE_ARG) --device $(call q,$(DEVICE)) --backend $(call q,$(BACKEND))
+	$(stamp)
+STAMPED += $(PRED)/results.json
 
 WEIGHTS_TAG = $(subst /,_,$(subst :,_,$(WEIGHTS)))
 # eval-landmarks: the landmark list and which of its faces (holdout: those no training build saw)
@@ -213,8 +293,10 @@ eval-landmarks: $(LM_OUT)/results.json ## landmark NME, failure rate and CED of 
 $(call settings_file,$(LM_OUT)/.make-settings,weights=$(WEIGHTS) list=$(LANDMARK_LIST) part=$(LM_PART) min_face=$(MIN_FACE))
 $(LM_OUT)/results.json: $(LM_OUT)/.make-settings $(LANDMARK_LIST) $(call weights_files,$(WEIGHTS)) evaluation/landmarks.py \
 		annotations/landmarks.py $(DETECTOR_SRC) | $(VENV_STAMP)
-	$(RUN) evaluation.landmarks --landmarks $(LANDMARK_LIST) --weights $(WEIGHTS) --out $(LM_OUT) --part $(LM_PART) \
-		$(if $(MIN_FACE),--min-face $(MIN_FACE)) --device $(DEVICE)
+	$(RUN) evaluation.landmarks --landmarks $(call q,$(LANDMARK_LIST)) --weights $(call q,$(WEIGHTS)) --out $(call q,$(LM_OUT)) \
+		--part $(call q,$(LM_PART)) $(MIN_FACE_ARG) --device $(call q,$(DEVICE))
+	$(stamp)
+STAMPED += $(LM_OUT)/results.json
 
 # stage-recall: which net loses the faces; redone when the weights, ground truth, code or settings change
 STAGE_OUT ?= $(OUT)/stage-recall/$(WEIGHTS_TAG)
@@ -223,30 +305,35 @@ stage-recall: $(STAGE_OUT)/results.json ## recall of each stage's boxes on WIDER
 $(call settings_file,$(STAGE_OUT)/.make-settings,weights=$(WEIGHTS) images=$(IMAGES) min_face=$(MIN_FACE))
 $(STAGE_OUT)/results.json: $(STAGE_OUT)/.make-settings $(call weights_files,$(WEIGHTS)) $(wildcard $(GT)/*.mat) \
 		evaluation/stage_recall.py evaluation/wider_eval.py annotations/wider_mat.py $(DETECTOR_SRC) | $(VENV_STAMP)
-	$(RUN) evaluation.stage_recall --images $(IMAGES) --gt $(GT) --weights $(WEIGHTS) --out $(STAGE_OUT) \
-		$(if $(MIN_FACE),--min-face $(MIN_FACE)) --device $(DEVICE)
+	$(RUN) evaluation.stage_recall --images $(call q,$(IMAGES)) --gt $(call q,$(GT)) --weights $(call q,$(WEIGHTS)) \
+		--out $(call q,$(STAGE_OUT)) $(MIN_FACE_ARG) --device $(call q,$(DEVICE))
+	$(stamp)
+STAMPED += $(STAGE_OUT)/results.json
 
 detect: | $(VENV_STAMP) ## detect faces in IMG= with WEIGHTS= (default shipped) -> DETECT_OUT=
-	@test -n "$(IMG)" || { echo "usage: make detect IMG=photo.jpg [WEIGHTS=shipped|original:PATH|folder] [BACKEND=torch|onnx] [DETECT_OUT=folder]" >&2; exit 2; }
-	$(RUN) detector.detect --image $(IMG) --weights $(WEIGHTS) --out $(DETECT_OUT) $(if $(MIN_FACE),--min-face $(MIN_FACE)) \
-		--device $(DEVICE) --backend $(BACKEND)
+	@test -n $(call q,$(IMG)) || { echo "usage: make detect IMG=photo.jpg [WEIGHTS=shipped|original:PATH|folder] [BACKEND=torch|onnx] [DETECT_OUT=folder]" >&2; exit 2; }
+	$(RUN) detector.detect --image $(call q,$(IMG)) --weights $(call q,$(WEIGHTS)) --out $(call q,$(DETECT_OUT)) \
+		$(MIN_FACE_ARG) --device $(call q,$(DEVICE)) --backend $(call q,$(BACKEND))
 
 export: $(EXPORT_OUT)/mtcnn.json ## WEIGHTS= as ONNX files + mtcnn.json (how to run the cascade) -> EXPORT_OUT=
 
 $(call settings_file,$(EXPORT_OUT)/.make-settings,weights=$(WEIGHTS))
 $(EXPORT_OUT)/mtcnn.json: $(EXPORT_OUT)/.make-settings $(call weights_files,$(WEIGHTS)) detector/export.py \
 		detector/onnx_backend.py $(DETECTOR_SRC) | $(VENV_STAMP)
-	$(RUN) detector.export --weights $(WEIGHTS) --out $(EXPORT_OUT)
+	$(RUN) detector.export --weights $(call q,$(WEIGHTS)) --out $(call q,$(EXPORT_OUT))
+	$(stamp)
+STAMPED += $(EXPORT_OUT)/mtcnn.json
 
 align: | $(VENV_STAMP) ## crop the faces of every image under IMAGES= -> ALIGN_OUT= (LARGEST=1, ALIGN=similarity)
-	$(RUN) detector.align --images $(IMAGES) --out $(ALIGN_OUT) --weights $(WEIGHTS) --backend $(BACKEND) \
-		$(if $(MIN_FACE),--min-face $(MIN_FACE)) --align $(ALIGN) $(if $(filter-out 0,$(LARGEST)),--largest) --device $(DEVICE)
+	$(RUN) detector.align --images $(call q,$(IMAGES)) --out $(call q,$(ALIGN_OUT)) --weights $(call q,$(WEIGHTS)) \
+		--backend $(call q,$(BACKEND)) $(MIN_FACE_ARG) --align $(call q,$(ALIGN)) $(if $(filter-out 0,$(LARGEST)),--largest) \
+		--device $(call q,$(DEVICE))
 
 FORCE:
 
 stats: | $(VENV_STAMP) ## annotation statistics table and face-size histogram ($(OUT)/stats/face_sizes.png)
-	$(RUN) annotations.stats --wider $(WIDER_TXT) --images $(WIDER_IMAGES) --landmarks $(LANDMARKS) \
-		--out-png $(OUT)/stats/face_sizes.png
+	$(RUN) annotations.stats --wider $(call q,$(WIDER_TXT)) --images $(call q,$(WIDER_IMAGES)) --landmarks $(call q,$(LANDMARKS)) \
+		--out-png $(call q,$(OUT)/stats/face_sizes.png)
 
 ##@ Recognition: aligned identity faces -> embedder -> LFW verification
 # -- recognition ------------------------------------------------------------------------------
@@ -277,8 +364,9 @@ LFW_FLAGS ?=
 LFW_OUT ?= $(OUT)/eval-lfw/$(subst /,_,$(EMBEDDER))$(if $(FOLD),-fold-$(FOLD))
 # The weights file an EMBEDDER spec names (a prerequisite: a retrained embedder is scored again)
 embedder_files = $(if $(filter shipped,$(1)),weights/embedder.pt,$(wildcard $(1)/embedder.pt $(filter %.pt,$(1))))
-RECOG_FLAGS = --weights $(WEIGHTS) --align $(RECOG_ALIGN) --image-size $(RECOG_SIZE) $(if $(MIN_FACE),--min-face $(MIN_FACE)) \
-	--device $(DEVICE)
+RECOG_SETTINGS = weights=$(WEIGHTS) align=$(RECOG_ALIGN) size=$(RECOG_SIZE) min_face=$(MIN_FACE) device=$(DEVICE)
+RECOG_ARGS = --weights $(call q,$(WEIGHTS)) --align $(call q,$(RECOG_ALIGN)) --image-size $(call q,$(RECOG_SIZE)) \
+	$(MIN_FACE_ARG) --device $(call q,$(DEVICE))
 RECOG_SRC := prepare/identities.py annotations/identities.py annotations/lfw.py annotations/errors.py lmdb_builders/faces.py \
 	lmdb_builders/writer.py lmdb_builders/manifest.py lmdb_builders/schema.py detector/align.py $(DETECTOR_SRC)
 EMBED_SRC := trainers/embed.py trainers/embed_config.py trainers/embed_task.py trainers/metric_losses.py \
@@ -286,58 +374,97 @@ EMBED_SRC := trainers/embed.py trainers/embed_config.py trainers/embed_task.py t
 LFW_SRC := evaluation/lfw.py annotations/lfw.py core/verification.py core/embedder.py core/embednet.py detector/align.py \
 	$(DETECTOR_SRC)
 
+# Every identity build, training and scoring, the one of these variables (recog-data, train-embed,
+# eval-lfw) and cv-lfw's ten, keeps its settings in a file beside it (settings_file), so that a new
+# EMBED_FLAGS, WEIGHTS, MIN_FACE or RECOG_SIZE redoes each fold that it changes, and a train-embed
+# FOLD=k with other flags makes cv-lfw retrain that fold rather than mix two recipes.
+recog_build_settings = identities=$(IDENTITIES) fold=$(1) only=$(2) $(RECOG_SETTINGS)
+embed_settings = device=$(DEVICE) seed=$(SEED) flags=$(EMBED_FLAGS)
+# settings_file once per file: recog-data FOLD=k names the same build as cv-lfw's fold k
+settings_once = $(if $(filter $(1),$(SETTINGS_DONE)),,$(eval SETTINGS_DONE += $$(1))$(call settings_file,$(1),$(2)))
+SETTINGS_DONE :=
+
 recog-data: $(RECOG_BUILD)/manifest.json ## detect + align one face per image of IDENTITIES= -> LMDB shards (FOLD=k leaves out fold k)
 
-$(call settings_file,$(RECOG_BUILD)/.make-settings,identities=$(IDENTITIES) fold=$(FOLD) only=$(ONLY_PEOPLE) $(RECOG_FLAGS))
-$(RECOG_BUILD)/manifest.json: $(RECOG_BUILD)/.make-settings $(if $(FOLD),$(PEOPLE)) $(ONLY_PEOPLE) $(RECOG_SRC) | $(VENV_STAMP)
-	$(RUN) prepare.identities --images $(IDENTITIES) --out $(RECOG_BUILD) --aligned $(RECOG_ALIGNED) \
-		$(if $(FOLD),--people $(PEOPLE) --fold $(FOLD)) $(if $(ONLY_PEOPLE),--only-people $(ONLY_PEOPLE)) $(RECOG_FLAGS)
+$(call settings_once,$(RECOG_BUILD)/.make-settings,$(call recog_build_settings,$(FOLD),$(ONLY_PEOPLE)))
+$(RECOG_BUILD)/manifest.json: $(RECOG_BUILD)/.make-settings $(wildcard $(IDENTITIES)) $(if $(FOLD),$(PEOPLE)) $(ONLY_PEOPLE) \
+		$(RECOG_SRC) | $(VENV_STAMP)
+	$(RUN) prepare.identities --images $(call q,$(IDENTITIES)) --out $(call q,$(RECOG_BUILD)) \
+		--aligned $(call q,$(RECOG_ALIGNED)) $(if $(FOLD),--people $(call q,$(PEOPLE)) --fold $(call q,$(FOLD))) \
+		$(if $(ONLY_PEOPLE),--only-people $(call q,$(ONLY_PEOPLE))) $(RECOG_ARGS)
+	$(stamp)
+STAMPED += $(RECOG_BUILD)/manifest.json
 
 train-embed: $(EMBED_OUT)/embedder.pt ## train the embedder on the recog-data build (EMBED_FLAGS=, FOLD=, RESUME=1, RESTART=1)
 
-$(call settings_file,$(EMBED_OUT)/flags.txt,device=$(DEVICE) seed=$(SEED) flags=$(EMBED_FLAGS))
+$(call settings_once,$(EMBED_OUT)/flags.txt,$(embed_settings))
 $(EMBED_OUT)/embedder.pt: $(RECOG_BUILD)/manifest.json $(EMBED_OUT)/flags.txt $(EMBED_SRC) | $(VENV_STAMP)
-	$(RUN) trainers.embed --data $(RECOG_BUILD) --out $(EMBED_OUT) --device $(DEVICE) --seed $(SEED) \
-		$(if $(RESUME),--resume) $(if $(RESTART),--restart) $(EMBED_FLAGS)
+	$(RUN) trainers.embed --data $(call q,$(RECOG_BUILD)) --out $(call q,$(EMBED_OUT)) --device $(call q,$(DEVICE)) \
+		--seed $(call q,$(SEED)) $(if $(RESUME),--resume) $(if $(RESTART),--restart) $(call qw,$(EMBED_FLAGS))
+	$(stamp)
+STAMPED += $(EMBED_OUT)/embedder.pt
 
 eval-lfw: $(LFW_OUT)/results.json ## LFW 10-fold verification of EMBEDDER= on PAIRS= (FOLD=k: fold k only) -> LFW_OUT=
 
-$(call settings_file,$(LFW_OUT)/.make-settings,embedder=$(EMBEDDER) pairs=$(PAIRS) images=$(LFW_IMAGES) fold=$(FOLD) \
-	$(RECOG_FLAGS) $(LFW_FLAGS))
-$(LFW_OUT)/results.json: $(LFW_OUT)/.make-settings $(PAIRS) $(call embedder_files,$(EMBEDDER)) $(LFW_SRC) | $(VENV_STAMP)
-	$(RUN) evaluation.lfw --images $(LFW_IMAGES) --pairs $(PAIRS) --out $(LFW_OUT) --embedder $(EMBEDDER) \
-		--aligned $(RECOG_ALIGNED) $(if $(FOLD),--fold $(FOLD)) $(RECOG_FLAGS) $(LFW_FLAGS)
+lfw_settings = pairs=$(PAIRS) images=$(LFW_IMAGES) fold=$(1) $(RECOG_SETTINGS)
+$(call settings_once,$(LFW_OUT)/.make-settings,embedder=$(EMBEDDER) $(call lfw_settings,$(FOLD)) $(LFW_FLAGS))
+$(LFW_OUT)/results.json: $(LFW_OUT)/.make-settings $(PAIRS) $(wildcard $(LFW_IMAGES)) $(call embedder_files,$(EMBEDDER)) \
+		$(LFW_SRC) | $(VENV_STAMP)
+	$(RUN) evaluation.lfw --images $(call q,$(LFW_IMAGES)) --pairs $(call q,$(PAIRS)) --out $(call q,$(LFW_OUT)) \
+		--embedder $(call q,$(EMBEDDER)) --aligned $(call q,$(RECOG_ALIGNED)) $(if $(FOLD),--fold $(call q,$(FOLD))) \
+		$(RECOG_ARGS) $(call qw,$(LFW_FLAGS))
+	$(stamp)
+STAMPED += $(LFW_OUT)/results.json
 
 # cv-lfw: ten builds, ten trainings, ten scorings (each a real file, so it resumes fold by fold)
 CV_OUT ?= $(OUT)/cv-lfw
 CV_FOLDS ?= 1 2 3 4 5 6 7 8 9 10
 cv-lfw: $(CV_OUT)/results.json ## train on nine folds' people and score the tenth, for each of LFW's ten folds
 
-$(RECOG_OUT)/fold-%/manifest.json: $(PEOPLE) $(RECOG_SRC) | $(VENV_STAMP)
-	$(RUN) prepare.identities --images $(IDENTITIES) --out $(@D) --aligned $(RECOG_ALIGNED) --people $(PEOPLE) --fold $* \
-		$(RECOG_FLAGS)
+$(foreach k,$(CV_FOLDS),$(call settings_once,$(RECOG_OUT)/fold-$(k)/.make-settings,$(call recog_build_settings,$(k),)) \
+	$(call settings_once,$(OUT)/train/embed-fold-$(k)/flags.txt,$(embed_settings)) \
+	$(call settings_once,$(CV_OUT)/fold-$(k)/.make-settings,$(call lfw_settings,$(k))))
 
-$(OUT)/train/embed-fold-%/embedder.pt: $(RECOG_OUT)/fold-%/manifest.json $(EMBED_SRC) | $(VENV_STAMP)
-	$(RUN) trainers.embed --data $(RECOG_OUT)/fold-$* --out $(@D) --device $(DEVICE) --seed $(SEED) \
-		$(if $(RESUME),--resume) $(if $(RESTART),--restart) $(EMBED_FLAGS)
+# Named here as targets: files made only by pattern rules for another pattern rule's sake would be
+# "intermediate", and make would delete each fold's build manifest and trained embedder once scored.
+$(foreach k,$(CV_FOLDS),$(eval $(call esc,$(RECOG_OUT)/fold-$(k)/manifest.json $(OUT)/train/embed-fold-$(k)/embedder.pt):))
 
-$(CV_OUT)/fold-%/results.json: $(OUT)/train/embed-fold-%/embedder.pt $(PAIRS) $(LFW_SRC) | $(VENV_STAMP)
-	$(RUN) evaluation.lfw --images $(LFW_IMAGES) --pairs $(PAIRS) --out $(@D) --embedder $< --aligned $(RECOG_ALIGNED) \
-		--fold $* $(RECOG_FLAGS)
+$(RECOG_OUT)/fold-%/manifest.json: $(RECOG_OUT)/fold-%/.make-settings $(wildcard $(IDENTITIES)) $(PEOPLE) $(RECOG_SRC) \
+		| $(VENV_STAMP)
+	$(RUN) prepare.identities --images $(call q,$(IDENTITIES)) --out $(call q,$(@D)) --aligned $(call q,$(RECOG_ALIGNED)) \
+		--people $(call q,$(PEOPLE)) --fold $* $(RECOG_ARGS)
+	$(stamp)
+
+$(OUT)/train/embed-fold-%/embedder.pt: $(RECOG_OUT)/fold-%/manifest.json $(OUT)/train/embed-fold-%/flags.txt $(EMBED_SRC) \
+		| $(VENV_STAMP)
+	$(RUN) trainers.embed --data $(call q,$(RECOG_OUT)/fold-$*) --out $(call q,$(@D)) --device $(call q,$(DEVICE)) \
+		--seed $(call q,$(SEED)) $(if $(RESUME),--resume) $(if $(RESTART),--restart) $(call qw,$(EMBED_FLAGS))
+	$(stamp)
+
+$(CV_OUT)/fold-%/results.json: $(OUT)/train/embed-fold-%/embedder.pt $(CV_OUT)/fold-%/.make-settings $(PAIRS) \
+		$(wildcard $(LFW_IMAGES)) $(LFW_SRC) | $(VENV_STAMP)
+	$(RUN) evaluation.lfw --images $(call q,$(LFW_IMAGES)) --pairs $(call q,$(PAIRS)) \
+		--out $(call q,$(@D)) --embedder $(call q,$<) --aligned $(call q,$(RECOG_ALIGNED)) --fold $* $(RECOG_ARGS)
+	$(stamp)
 
 $(CV_OUT)/results.json: $(foreach k,$(CV_FOLDS),$(CV_OUT)/fold-$(k)/results.json) evaluation/lfw_cv.py | $(VENV_STAMP)
-	$(RUN) evaluation.lfw_cv --out $@ --folds $(filter %/results.json,$^)
+	$(RUN) evaluation.lfw_cv --out $(call q,$@) --folds $(call qw,$(filter %/results.json,$^))
+	$(stamp)
+STAMPED += $(foreach k,$(CV_FOLDS),$(RECOG_OUT)/fold-$(k)/manifest.json $(OUT)/train/embed-fold-$(k)/embedder.pt \
+	$(CV_OUT)/fold-$(k)/results.json) $(CV_OUT)/results.json
 
 compare: | $(VENV_STAMP) ## squared distances between the faces of IMAGES="a.jpg b.jpg ..." (EMBEDDER=, WEIGHTS=)
-	$(RUN) detector.compare --images $(IMAGES) --embedder $(EMBEDDER) --weights $(WEIGHTS) --align $(RECOG_ALIGN) \
-		--image-size $(RECOG_SIZE)
+	$(RUN) detector.compare --images $(call qw,$(IMAGES)) --embedder $(call q,$(EMBEDDER)) --weights $(call q,$(WEIGHTS)) \
+		--align $(call q,$(RECOG_ALIGN)) --image-size $(call q,$(RECOG_SIZE))
 
 export-embedder: $(EXPORT_OUT)/embedder.json ## EMBEDDER= as ONNX (embedder.onnx, checked against torch) + embedder.json
 
 $(call settings_file,$(EXPORT_OUT)/.make-settings-embedder,embedder=$(EMBEDDER))
 $(EXPORT_OUT)/embedder.json: $(EXPORT_OUT)/.make-settings-embedder detector/export_embedder.py core/embedder.py core/embednet.py \
 		$(call embedder_files,$(EMBEDDER)) | $(VENV_STAMP)
-	$(RUN) detector.export_embedder --embedder $(EMBEDDER) --out $(EXPORT_OUT)
+	$(RUN) detector.export_embedder --embedder $(call q,$(EMBEDDER)) --out $(call q,$(EXPORT_OUT))
+	$(stamp)
+STAMPED += $(EXPORT_OUT)/embedder.json
 
 ##@ Demo
 # -- demo: the whole job on a tiny data set built from images shipped with scikit-image ------
@@ -351,54 +478,64 @@ DEMO_TRAIN_FLAGS ?= --epochs 3 --batches-per-epoch 40 --batch-size 128 --no-prog
 DEMO_DETECT_WEIGHTS ?= shipped
 # The demo's nets are trained for seconds: a changed trainer or setting retrains them from scratch.
 DEMO_GEN_FLAGS ?= --tiny
-DEMO_VARS = WIDER=$(DEMO_WIDER) LANDMARKS=$(DEMO_WIDER)/landmarks/trainImageList.txt OUT=$(DEMO) \
-	GEN_FLAGS="$(DEMO_GEN_FLAGS)" TRAIN_FLAGS="$(DEMO_TRAIN_FLAGS)" RESTART=1
+# $(call var_arg,NAME,VALUE): NAME=VALUE as one shell word, for a make that a recipe runs
+var_arg = $(call q,$(1)=$(2))
+DEMO_VARS = $(call var_arg,WIDER,$(DEMO_WIDER)) $(call var_arg,LANDMARKS,$(DEMO_WIDER)/landmarks/trainImageList.txt) \
+	$(call var_arg,OUT,$(DEMO)) $(call var_arg,GEN_FLAGS,$(DEMO_GEN_FLAGS)) $(call var_arg,TRAIN_FLAGS,$(DEMO_TRAIN_FLAGS)) \
+	RESTART=1
 
 $(DEMO_TXT): demo/data.py annotations/wider.py annotations/landmarks.py annotations/wider_mat.py | $(VENV_STAMP)
-	$(RUN) demo.data --out $(DEMO_WIDER) --seed $(SEED) $(DEMO_DATA_FLAGS)
+	$(RUN) demo.data --out $(call q,$(DEMO_WIDER)) --seed $(call q,$(SEED)) $(call qw,$(DEMO_DATA_FLAGS))
+	$(stamp)
+STAMPED += $(DEMO_TXT)
 
 # The recognition half of the demo: 12 people, each one of skimage's LFW faces photographed 5 times
 # (demo/identities.py), in 2 folds; built without fold 2's people, trained for seconds, scored on fold 2.
 DEMO_PEOPLE = $(DEMO)/people
 DEMO_EMBED_FLAGS ?= --epochs 3 --people 4 --per-person 2 --batches-per-epoch 10 --widths 8 8 16 16 --dim 16 --workers 0 \
 	--val-fraction 0.34 --no-progress
-DEMO_RECOG_VARS = LFW=$(DEMO_PEOPLE) LFW_IMAGES=$(DEMO_PEOPLE)/images OUT=$(DEMO) FOLD=2 EMBED_FLAGS="$(DEMO_EMBED_FLAGS)" \
-	RESTART=1
+DEMO_RECOG_VARS = $(call var_arg,LFW,$(DEMO_PEOPLE)) $(call var_arg,LFW_IMAGES,$(DEMO_PEOPLE)/images) \
+	$(call var_arg,OUT,$(DEMO)) FOLD=2 $(call var_arg,EMBED_FLAGS,$(DEMO_EMBED_FLAGS)) RESTART=1
 DEMO_SHOTS = $(DEMO_PEOPLE)/images/Demo_Person_01/Demo_Person_01_0001.jpg $(DEMO_PEOPLE)/images/Demo_Person_01/Demo_Person_01_0002.jpg \
 	$(DEMO_PEOPLE)/images/Demo_Person_03/Demo_Person_03_0001.jpg
 
 $(DEMO_PEOPLE)/pairs.txt: demo/identities.py demo/data.py annotations/lfw.py | $(VENV_STAMP)
-	$(RUN) demo.identities --out $(DEMO_PEOPLE) --seed $(SEED)
+	$(RUN) demo.identities --out $(call q,$(DEMO_PEOPLE)) --seed $(call q,$(SEED))
+	$(stamp)
+STAMPED += $(DEMO_PEOPLE)/pairs.txt
 
 demo: $(DEMO_TXT) $(DEMO_PEOPLE)/pairs.txt ## every stage of both halves on tiny built-in data sets (build/demo), then the shipped weights
 	$(MAKE) --no-print-directory $(DEMO_VARS) stats pnet-data train-pnet rnet-data train-rnet onet-data train-onet \
 		val-data roc
-	$(MAKE) --no-print-directory $(DEMO_VARS) eval-wider WEIGHTS=$(DEMO)/weights
+	$(MAKE) --no-print-directory $(DEMO_VARS) eval-wider $(call var_arg,WEIGHTS,$(DEMO)/weights)
 	@echo "the same images through the shipped weights (trained on real faces; the demo's nets saw only the toy set):"
-	$(MAKE) --no-print-directory $(DEMO_VARS) eval-wider WEIGHTS=$(DEMO_DETECT_WEIGHTS) PRED=$(DEMO)/eval-shipped
-	$(MAKE) --no-print-directory $(DEMO_VARS) detect WEIGHTS=$(DEMO_DETECT_WEIGHTS) IMG=$(DEMO_WIDER)/sample/astronaut.png \
-		DETECT_OUT=$(DEMO)/detect
+	$(MAKE) --no-print-directory $(DEMO_VARS) eval-wider $(call var_arg,WEIGHTS,$(DEMO_DETECT_WEIGHTS)) \
+		$(call var_arg,PRED,$(DEMO)/eval-shipped)
+	$(MAKE) --no-print-directory $(DEMO_VARS) detect $(call var_arg,WEIGHTS,$(DEMO_DETECT_WEIGHTS)) \
+		$(call var_arg,IMG,$(DEMO_WIDER)/sample/astronaut.png) $(call var_arg,DETECT_OUT,$(DEMO)/detect)
 	@echo "recognition: align the toy people, train an embedder without fold 2's people, score fold 2's pairs:"
 	$(MAKE) --no-print-directory $(DEMO_RECOG_VARS) recog-data train-embed
-	$(MAKE) --no-print-directory $(DEMO_RECOG_VARS) eval-lfw EMBEDDER=$(DEMO)/train/embed-fold-2 LFW_OUT=$(DEMO)/eval-lfw
-	$(MAKE) --no-print-directory $(DEMO_RECOG_VARS) export-embedder EMBEDDER=$(DEMO)/train/embed-fold-2 EXPORT_OUT=$(DEMO)/export
+	$(MAKE) --no-print-directory $(DEMO_RECOG_VARS) eval-lfw $(call var_arg,EMBEDDER,$(DEMO)/train/embed-fold-2) \
+		$(call var_arg,LFW_OUT,$(DEMO)/eval-lfw)
+	$(MAKE) --no-print-directory $(DEMO_RECOG_VARS) export-embedder $(call var_arg,EMBEDDER,$(DEMO)/train/embed-fold-2) \
+		$(call var_arg,EXPORT_OUT,$(DEMO)/export)
 	@echo "the same pairs through the shipped embedder (trained on LFW's people of folds 1-9, none of them these):"
-	$(MAKE) --no-print-directory $(DEMO_RECOG_VARS) eval-lfw EMBEDDER=shipped LFW_OUT=$(DEMO)/eval-lfw-shipped
-	$(MAKE) --no-print-directory $(DEMO_RECOG_VARS) compare EMBEDDER=shipped IMAGES="$(DEMO_SHOTS)"
+	$(MAKE) --no-print-directory $(DEMO_RECOG_VARS) eval-lfw EMBEDDER=shipped $(call var_arg,LFW_OUT,$(DEMO)/eval-lfw-shipped)
+	$(MAKE) --no-print-directory $(DEMO_RECOG_VARS) compare EMBEDDER=shipped $(call var_arg,IMAGES,$(DEMO_SHOTS))
 	@echo
-	@echo "demo done (everything under $(DEMO)):"
-	@echo "  per-stage ROC plot       $(DEMO)/roc/roc.png  (curves roc.csv, figures summary.json)"
-	@echo "  training logs            $(DEMO)/train/{pnet,rnet,onet}/log.csv and loss_curve.png"
-	@echo "  WIDER-style evaluation   $(DEMO)/eval/results.json and pr_curve.png (the demo's nets)"
-	@echo "                           $(DEMO)/eval-shipped/results.json and pr_curve.png (the shipped weights)"
-	@echo "  shipped weights, photo   $(DEMO)/detect/ (annotated image and JSON)"
-	@echo "  identity build           $(DEMO)/recog/fold-2/manifest.json (aligned crops in $(DEMO)/recog/aligned)"
-	@echo "  embedder training        $(DEMO)/train/embed-fold-2/log.csv and loss_curve.png"
-	@echo "  LFW-style verification   $(DEMO)/eval-lfw/results.json, pairs.csv, roc.png (the demo's embedder)"
-	@echo "                           $(DEMO)/eval-lfw-shipped/ (the shipped embedder); ONNX in $(DEMO)/export"
+	@echo "demo done (everything under "$(call q,$(DEMO))"):"
+	@echo "  per-stage ROC plot       "$(call q,$(DEMO))"/roc/roc.png  (curves roc.csv, figures summary.json)"
+	@echo "  training logs            "$(call q,$(DEMO))"/train/{pnet,rnet,onet}/log.csv and loss_curve.png"
+	@echo "  WIDER-style evaluation   "$(call q,$(DEMO))"/eval/results.json and pr_curve.png (the demo's nets)"
+	@echo "                           "$(call q,$(DEMO))"/eval-shipped/results.json and pr_curve.png (the shipped weights)"
+	@echo "  shipped weights, photo   "$(call q,$(DEMO))"/detect/ (annotated image and JSON)"
+	@echo "  identity build           "$(call q,$(DEMO))"/recog/fold-2/manifest.json (aligned crops in "$(call q,$(DEMO))"/recog/aligned)"
+	@echo "  embedder training        "$(call q,$(DEMO))"/train/embed-fold-2/log.csv and loss_curve.png"
+	@echo "  LFW-style verification   "$(call q,$(DEMO))"/eval-lfw/results.json, pairs.csv, roc.png (the demo's embedder)"
+	@echo "                           "$(call q,$(DEMO))"/eval-lfw-shipped/ (the shipped embedder); ONNX in "$(call q,$(DEMO))"/export"
 
 clean-demo: ## delete the demo's folder ($(DEMO))
-	rm -rf $(DEMO)
+	rm -rf -- $(call q,$(DEMO))
 
 ##@ Checks
 # -- checks -----------------------------------------------------------------------------------
@@ -409,13 +546,16 @@ test-fast: $(VENV_STAMP) ## the tests without those marked slow
 	$(PY) -m pytest -q -m "not slow"
 
 bench: $(VENV_STAMP) ## benchmarks: data stage time/RSS, LMDB read, training samples/s (nets, embedder), detector images/s
-	$(RUN) benchmarks.bench_data --wider $(WIDER) --landmarks $(LANDMARKS) --workers $(WORKERS) \
-		$(if $(wildcard $(OUT)/pnet/manifest.json),--verify-builds $(OUT)/pnet)
+	$(RUN) benchmarks.bench_data --wider $(call q,$(WIDER)) --landmarks $(call q,$(LANDMARKS)) --workers $(call q,$(WORKERS)) \
+		$(if $(wildcard $(OUT)/pnet/manifest.json),--verify-builds $(call q,$(OUT)/pnet))
 	$(RUN) benchmarks.bench_train
 	$(RUN) benchmarks.bench_embed
-	$(RUN) benchmarks.bench_detector --images $(VAL_IMAGES) $(if $(MIN_FACE),--min-face $(MIN_FACE)) \
+	$(RUN) benchmarks.bench_detector --images $(call q,$(VAL_IMAGES)) $(MIN_FACE_ARG) \
 		$(if $(wildcard $(ORIGINAL)/onet.pt),--weights original:$(ORIGINAL),--weights shipped) \
 		$(if $(wildcard $(FACENET_PKG)/facenet_pytorch),--facenet $(FACENET_PKG))
-	$(RUN) benchmarks.bench_backends --images $(VAL_IMAGES) $(if $(MIN_FACE),--min-face $(MIN_FACE))
+	$(RUN) benchmarks.bench_backends --images $(call q,$(VAL_IMAGES)) $(MIN_FACE_ARG)
 
-$(check_spaces)
+$(foreach v,$(PATH_VARS),$(call check_path,$(v)))
+
+# Last, once every rule is read: the stamped targets whose inputs changed in content are redone.
+$(foreach t,$(shell $(MAKE_INPUTS) check $(call qw,$(STAMPED))),$(eval $(call esc,$(t)): FORCE))

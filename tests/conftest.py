@@ -30,14 +30,17 @@ def make_dry_run():
     """``make -n ARGS`` in the repo: the commands it would run, continuation lines joined. The data
     inputs (WIDER list, landmark list) are named t.txt and l.txt and taken as present (``-o``), so
     that a dry run needs no ../shared. An ``OUT`` in the environment (make reads it as the output
-    folder) is left out, so that the Makefile's default shows."""
+    folder) is left out, so that the Makefile's default shows. The recipes' last lines, which record
+    each target's input digests (``core/make_inputs.py write``), are left out too: the stage's own
+    command stays the last line."""
     env = {k: v for k, v in os.environ.items() if k != "OUT"}
 
     def run(*args: str) -> str:
         done = subprocess.run(["make", "-C", str(REPO), "-n", "--no-print-directory", "VENV_STAMP=", "PY=python",
                                "WIDER_TXT=t.txt", "LANDMARKS=l.txt", "-o", "t.txt", "-o", "l.txt", *args],
                               capture_output=True, text=True, check=True, env=env)
-        return done.stdout.replace("\\\n", " ")
+        lines = done.stdout.replace("\\\n", " ").splitlines()
+        return "".join(line + "\n" for line in lines if "core/make_inputs.py write" not in line)
 
     return run
 
