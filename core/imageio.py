@@ -111,6 +111,47 @@ def to_rgb_uint8(image) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+IMAGE_TYPES = ("uint8 (0-255), uint16 (0-65535, scaled by 1/257), other integers within 0-255, or floats "
+               "within [0, 1] (scaled by 255) or [0, 255] (a maximum above 1)")
+
+
+def convert_rgb_uint8(image) -> np.ndarray:
+    """An image given as an array, as contiguous (H, W, 3) uint8 RGB, refusing what has no one meaning.
+
+    Shapes: (H, W) and (H, W, 1) grey (repeated), (H, W, 3) RGB, (H, W, 4) RGBA (alpha dropped).
+    Values: uint8 as they are; uint16 scaled by 1/257 (65535 -> 255) and rounded; any other integer
+    type whose values lie within 0-255 as they are; floats with a maximum of at most 1 scaled by 255
+    (the [0, 1] convention), else taken as 0-255, rounded. Everything else is a ``ValueError`` saying
+    what is expected: bool (a mask), complex or object arrays, integers outside 0-255, negative,
+    NaN or infinite floats, floats above 255, other shapes. (A float image on the 0-255 scale that
+    is nearly black, every value <= 1, is read as a [0, 1] image.)
+    """
+    arr = np.asarray(image)
+    what = f"{arr.dtype} {arr.shape}"
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got shape {arr.shape}")
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, :3]  # the alpha channel says nothing about the scale
+    if arr.dtype == np.uint8:
+        return to_rgb_uint8(arr)
+    if arr.dtype == np.uint16:
+        return to_rgb_uint8(np.rint(arr / 257.0))
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ValueError(f"expected an image of {IMAGE_TYPES}; got {what}")
+    if arr.size == 0:
+        return to_rgb_uint8(arr.astype(np.uint8))
+    low, high = arr.min(), arr.max()
+    if np.issubdtype(arr.dtype, np.integer):
+        if low < 0 or high > 255:
+            raise ValueError(f"expected an image of {IMAGE_TYPES}; got {what} with values {low} to {high}")
+        return to_rgb_uint8(arr.astype(np.uint8))
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise ValueError(f"expected an image of {IMAGE_TYPES}; got {what} with NaN or infinite values")
+    if low < 0 or high > 255:
+        raise ValueError(f"expected an image of {IMAGE_TYPES}; got {what} with values {low:g} to {high:g}")
+    return to_rgb_uint8(arr.astype(np.float64) * 255.0 if high <= 1 else arr)
+
+
 def encode_image(image_rgb: np.ndarray, ext: str = ".jpg") -> bytes:
     """RGB uint8 image -> encoded bytes (``.jpg`` or ``.png``), for ``core.atomic.atomic_write_bytes``."""
     ok, buf = cv2.imencode(ext, cv2.cvtColor(to_rgb_uint8(image_rgb), cv2.COLOR_RGB2BGR))

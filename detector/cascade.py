@@ -42,6 +42,7 @@ few numbers per box) come back to numpy for the box maths.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 
 import cv2
@@ -51,7 +52,7 @@ from torch import nn
 
 from core.device import resolve_device
 from core.geometry import NUM_LANDMARKS, calibrate, denormalize_landmarks, nms_fast, square
-from core.imageio import to_rgb_uint8
+from core.imageio import convert_rgb_uint8
 from core.nets import INPUT_SIZES, NET_NAMES, normalize_images
 from core.weights import is_original, load_nets, resolve_weights
 
@@ -63,6 +64,12 @@ BACKENDS = ("torch", "onnx")
 # Default crops per forward pass (DetectorConfig.batch_size None).
 _CPU_BATCH = {"rnet": 128, "onet": 64}
 _DEVICE_BATCH = 2048
+# The smallest min_face: P-Net's 12 px window on an image upsampled at most 2x.
+MIN_FACE_FLOOR = PNET_CELL / 2
+# The most pixels the pyramid's first level may hold: P-Net needs about 100 bytes per level pixel
+# (9 Mpx took 0.9 GB on the CPU), so 40 Mpx is about 4 GB. Default settings reach it only for
+# images above 110 Mpx; a small min_face reaches it sooner (0.5 on a 512x512 image: 151 Mpx).
+MAX_PYRAMID_PIXELS = 40_000_000
 
 
 
@@ -76,7 +83,9 @@ class DetectorConfig:
 
     min_face: float = 20.0
     """Smallest face looked for, in pixels: the first pyramid level scales the image by
-    12 / min_face. 20 is the original's; smaller finds smaller faces at a steeply rising cost."""
+    12 / min_face. 20 is the original's; smaller finds smaller faces at a steeply rising cost.
+    At least 6 (P-Net's window upsampled 2x), and the first level may hold at most 40 Mpx
+    (``MAX_PYRAMID_PIXELS``): an image needing more is refused, naming the smallest value it takes."""
     scale_factor: float = 0.709
     """Ratio between pyramid levels, in (0, 1). 0.709 (about 1 / sqrt(2), halving the area per
     level) is the original's."""
@@ -101,8 +110,10 @@ class DetectorConfig:
     batches that stay in cache (128 / 64, about 2x faster per crop than 512), elsewhere 2048."""
 
     def __post_init__(self):
-        if not self.min_face > 0:
-            raise ValueError(f"min_face must be > 0, got {self.min_face}")
+        if not self.min_face >= MIN_FACE_FLOOR:
+            raise ValueError(f"min_face (--min-face, MIN_FACE=) must be >= {MIN_FACE_FLOOR:g} pixels, got "
+                             f"{self.min_face:g}: below it P-Net's {PNET_CELL} px window would look at an image "
+                             f"upsampled more than {PNET_CELL / MIN_FACE_FLOOR:g}x, with no detail to find")
         if not 0 < self.scale_factor < 1:
             raise ValueError(f"scale_factor must be in (0, 1), got {self.scale_factor}")
         for name, values in (("thresholds", self.thresholds), ("nms_thresholds", self.nms_thresholds)):
@@ -154,6 +165,23 @@ class _StageSpec:
     calibrate_before_nms: bool
     original_offsets: bool = False
     batch_size: int = 1
+
+
+def check_pyramid(height: int, width: int, min_face: float) -> None:
+    """Refuse (ValueError) an image whose first pyramid level would exceed ``MAX_PYRAMID_PIXELS``,
+    naming the smallest ``min_face`` this image allows."""
+    def first_level(face: float) -> int:
+        return int(height * PNET_CELL / face + 1) * int(width * PNET_CELL / face + 1)
+
+    scale, level = PNET_CELL / min_face, first_level(min_face)
+    if level > MAX_PYRAMID_PIXELS:
+        least = math.ceil(PNET_CELL * math.sqrt(height * width / MAX_PYRAMID_PIXELS) * 10) / 10
+        while first_level(least) > MAX_PYRAMID_PIXELS:
+            least = round(least + 0.1, 1)
+        raise ValueError(f"--min-face (MIN_FACE=) {min_face:g} would scale this {width}x{height} image's first pyramid "
+                         f"level to {int(width * scale + 1)}x{int(height * scale + 1)} ({level / 1e6:.0f} Mpx, more "
+                         f"than the {MAX_PYRAMID_PIXELS / 1e6:.0f} Mpx the detector allows): use --min-face "
+                         f"{max(least, MIN_FACE_FLOOR):g} or more for this image")
 
 
 def pyramid_scales(height: int, width: int, min_face: float, factor: float) -> list[float]:
@@ -317,7 +345,12 @@ class Detector:
         }
 
     def detect(self, image) -> Detections:
-        """Faces in one RGB image (H, W, 3) uint8; grey and RGBA are converted. Runs every loaded stage."""
+        """Faces in one RGB image (H, W, 3), runs every loaded stage. uint8 is taken as it is; grey
+        and RGBA are converted, and so are uint16 (scaled by 1/257), other integers within 0-255 and
+        floats in [0, 1] (scaled by 255) or [0, 255] (``core.imageio.convert_rgb_uint8``). Any other
+        array (bool, negative, NaN, out of range, another shape) is a ``ValueError`` saying what is
+        expected, and so is an image whose first pyramid level would exceed ``MAX_PYRAMID_PIXELS``
+        at this ``min_face`` (``check_pyramid``)."""
         return self.detect_stages(image, self.stages)[self.stages[-1]]
 
     def detect_stages(self, image, stages=NET_NAMES) -> dict[str, Detections]:
@@ -333,8 +366,9 @@ class Detector:
         missing = [s for s in stages if s not in self.nets]
         if missing:
             raise ValueError(f"stages {missing} requested but their nets are not loaded (have {self.stages})")
-        rgb = to_rgb_uint8(image)
+        rgb = convert_rgb_uint8(image)
         height, width = rgb.shape[:2]
+        check_pyramid(height, width, self.cfg.min_face)
         out: dict[str, Detections] = {}
         with torch.inference_mode():
             integral = _integral_image(rgb, self.device)
@@ -357,7 +391,9 @@ class Detector:
         ones too), so a crop may differ in the last float32 bits (about 1e-6 of a box side).
         Memory: one integral image (12 bytes per pixel) per image.
         """
-        rgbs = [to_rgb_uint8(image) for image in images]
+        rgbs = [convert_rgb_uint8(image) for image in images]
+        for rgb in rgbs:
+            check_pyramid(*rgb.shape[:2], self.cfg.min_face)
         with torch.inference_mode():
             integrals = [_integral_image(rgb, self.device) for rgb in rgbs]
             found = [self._propose(integral, *rgb.shape[:2]) for integral, rgb in zip(integrals, rgbs)]

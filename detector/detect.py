@@ -33,7 +33,7 @@ from core.atomic import atomic_write_bytes
 from core.cli import parse_config
 from core.imageio import ImageReadError, encode_image, read_image_rgb
 from core.outputs import check_names_free, check_output_apart, weights_folder
-from detector.cascade import Detections, DetectorConfig, load_detector
+from detector.cascade import Detections, DetectorConfig, check_pyramid, load_detector
 
 EXIT_BAD_INPUT = 2
 
@@ -137,6 +137,7 @@ def main(cfg: DetectConfig) -> int:
         detector = load_detector(cfg.weights, DetectorConfig(min_face=cfg.min_face, thresholds=tuple(cfg.thresholds),
                                                               device=cfg.device), cfg.backend, cfg.threads)
         check_outputs(cfg)  # (OutputError is a ValueError)
+        check_pyramid(*image.shape[:2], cfg.min_face)  # a --min-face too small for this image's size
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
