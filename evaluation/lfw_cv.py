@@ -28,10 +28,48 @@ class CrossValConfig:
     """Each fold's results.json (make eval-lfw FOLD=k)."""
 
 
+# What may differ between the folds of one figure: each fold's own people and its build's name.
+PER_FOLD = ("data", "data_fingerprint", "lfw_fold_left_out", "identities", "faces", "people")
+
+
+def recipe_of(result: dict) -> dict:
+    """What made a fold's figure, less what is the fold's own: the embedder's training recipe and
+    identity build (its training record) and the detector and alignment that scored the pairs."""
+    training = result.get("embedder_training") or {}
+    return {"training": {k: v for k, v in training.items() if k not in PER_FOLD},
+            "scoring": result.get("align_settings")}
+
+
+def _differences(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [f"{prefix.rstrip('.')} {json.dumps(a)} against {json.dumps(b)}"]
+
+
+def check_one_recipe(results: list[dict]) -> None:
+    """Refuse folds made by different recipes or detectors (a 10-fold figure mixing them measures
+    neither), naming the folds to redo: those outside the largest group."""
+    groups: dict[str, list[int]] = {}
+    for r in results:
+        groups.setdefault(json.dumps(recipe_of(r), sort_keys=True), []).append(r["fold"])
+    if len(groups) == 1:
+        return
+    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1]))
+    main_recipe = json.loads(ordered[0][0])
+    redo = sorted(k for _, fold_list in ordered[1:] for k in fold_list)
+    first_other = next(r for r in results if r["fold"] == redo[0])
+    diff = _differences(main_recipe, recipe_of(first_other))
+    raise ValueError(f"the folds were made by different recipes or detectors: folds {', '.join(map(str, redo))} differ "
+                     f"from folds {', '.join(map(str, ordered[0][1]))} ({'; '.join(diff[:3])}"
+                     f"{'; ...' if len(diff) > 3 else ''}); redo folds {' '.join(map(str, redo))} with the others' "
+                     f"settings (make cv-lfw redoes a fold whose settings changed)")
+
+
 def combine(results: list[dict]) -> dict:
     folds = [r["fold"] for r in results]
     if None in folds or len(set(folds)) != len(folds):
         raise ValueError(f"each input must score one fold, each a different one; got folds {folds}")
+    check_one_recipe(results)
     acc = np.array([r["accuracy_mean"] for r in results])
     val = np.array([r["val_mean"] for r in results])
     return {"folds": folds, "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),

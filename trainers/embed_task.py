@@ -9,6 +9,7 @@ scored (best-threshold accuracy, AUC, mean distances) after every epoch.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -173,7 +174,21 @@ def training_record(manifest: dict, cfg: EmbedConfig) -> dict:
     return {"data": str(Path(manifest["_path"]).parent), "data_fingerprint": manifest.get("fingerprint"),
             "lfw_fold_left_out": config.get("fold"), "only_people": config.get("only_people"),
             "identities": len(manifest["identities"]), "faces": int(manifest["num_images"]), "loss": cfg.loss,
-            "seed": cfg.seed, "people": sorted(name for name, _ in manifest["identities"])}
+            "seed": cfg.seed, "people": sorted(name for name, _ in manifest["identities"]),
+            "recipe": training_recipe(cfg),
+            "build": {k: v for k, v in config.items() if k not in BUILD_NOT_RECIPE}}
+
+
+# What is not the recipe: where the data and outputs are, how the run is driven and how fast it goes.
+# Two embedders whose records hold the same recipe and build differ only in the people they saw
+# (evaluation.lfw_cv refuses to average folds that differ in more).
+RUN_NOT_RECIPE = ("data", "out", "export", "overwrite_shipped", "device", "num_workers", "val_batch_size", "threads",
+                  "resume", "restart", "stop_after_epochs", "progress")
+BUILD_NOT_RECIPE = ("fold", "excluded_people")
+
+
+def training_recipe(cfg: EmbedConfig) -> dict:
+    return {k: v for k, v in asdict(cfg).items() if k not in RUN_NOT_RECIPE}
 
 
 def report(history: list[dict], out, record: dict) -> None:
