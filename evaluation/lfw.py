@@ -150,8 +150,8 @@ def check_unseen(embedder, pairs: list[Pair], cfg: LfwEvalConfig) -> None:
         if cfg.unknown_embedder:
             return
         raise ValueError(f"{weights} carries no training record, so nothing says whether it learnt these pairs' "
-                         f"people (a plain state dict; an embedder.json beside it is not read); score it anyway with "
-                         f"--unknown-embedder (make: LFW_FLAGS=--unknown-embedder), the results labelled "
+                         f"people (none is stored in the file; an embedder.json beside it is not read); score it "
+                         f"anyway with --unknown-embedder (make: LFW_FLAGS=--unknown-embedder), the results labelled "
                          f"'{UNKNOWN_TRAINING}'")
     left_out = trained.get("lfw_fold_left_out")
     hint = f": score it with FOLD={left_out} (--fold {left_out})" if left_out is not None else ""

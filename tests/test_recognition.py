@@ -283,7 +283,8 @@ def test_ddp_with_two_gloo_processes_trains_the_embedder_identically_on_both_ran
     # at every forward, and the last forward updates them locally), so only the parameters must agree
     params = [k for k in r0 if "running_" not in k and "num_batches" not in k]
     assert all(torch.equal(r0[k], r1[k]) for k in params)
-    assert torch.equal(torch.load(out / "embedder.pt", weights_only=True)["model"]["stem.0.weight"], r0["stem.0.weight"])
+    packed = torch.load(out / "embedder.pt", weights_only=True)  # the state dict with its training record
+    assert torch.equal(packed["model"]["stem.0.weight"], r0["stem.0.weight"])
 
 
 def test_eval_lfw_refuses_pairs_of_people_the_embedder_saw(trained, people, tmp_path):
