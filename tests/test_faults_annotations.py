@@ -159,3 +159,18 @@ def test_a_wider_box_of_1e30_stops_the_build_in_one_line(tiny_wider, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     err = [line for line in proc.stderr.splitlines() if line.strip() and "px samples:" not in line]  # progress bar
     assert len(err) == 1 and f"{txt}:3: field x1 is 1e30, beyond any image" in err[0], proc.stderr
+
+
+def test_a_landmark_list_of_y_x_pairs_stops_the_build_in_one_line(tiny_wider, tmp_path):
+    txt, images, marks = small_fixture(tiny_wider, tmp_path / "data")
+    swapped = []
+    for line in marks.read_text().splitlines():
+        name, *values = line.split()
+        swapped.append(" ".join([name, *values[:4], *(values[4:][i ^ 1] for i in range(10))]))
+    marks.write_text("\n".join(swapped) + "\n")
+    proc = run_generate("--wider-txt", txt, "--wider-images", images, "--landmarks", marks, "--out", tmp_path / "out",
+                        "--net-size", "12", "--workers", "1", "--tiny")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    err = [line for line in proc.stderr.splitlines() if line.strip() and "px samples:" not in line]
+    assert len(err) == 1 and f"{marks}:1: " in err[0] and "read as (y, x) pairs they pass" in err[0], proc.stderr
+    assert not (tmp_path / "out" / "manifest.json").exists()
