@@ -191,6 +191,16 @@ def test_threads_below_one_is_a_usage_error_naming_the_option(tmp_path, capsys, 
         assert stop.value.code == 2
         last = capsys.readouterr().err.strip().splitlines()[-1]
         assert "error: --threads must be >= 1" in last and threads in last, last
+    if threads == "-1":  # the trainers take 0 for torch's default
+        from trainers.config import parse_args
+        from trainers.embed_config import parse_embed_args
+
+        for parse, args in ((parse_args, ["--net", "pnet"]), (parse_embed_args, ["--data", "d", "--out", "o"])):
+            with pytest.raises(SystemExit) as stop:
+                parse([*args, "--threads", threads])
+            assert stop.value.code == 2
+            last = capsys.readouterr().err.strip().splitlines()[-1]
+            assert "error: --threads must be >= 0" in last and threads in last, last
 
 
 # -- align's folder --------------------------------------------------------------------------------

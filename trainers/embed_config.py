@@ -105,7 +105,9 @@ class EmbedConfig:
                          ("--shift must be >= 0", self.shift >= 0), ("--scale must be > 0", self.scale > 0),
                          ("--warmup-epochs must be >= 0", self.warmup_epochs >= 0),
                          ("--batches-per-epoch must be >= 1", (self.batches_per_epoch or 1) >= 1),
-                         ("--margin must be >= 0", (self.margin or 0) >= 0)):
+                         ("--margin must be >= 0", (self.margin or 0) >= 0),
+                         (f"--threads must be >= 0 or none (0: torch's default), got {self.threads}",
+                          self.threads is None or self.threads >= 0)):
             if not ok:
                 raise ValueError(flag)
         if self.resume and self.restart:
