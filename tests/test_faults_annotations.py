@@ -105,7 +105,8 @@ def test_dropped_landmark_faces_are_counted_in_the_console_summary(tiny_wider, t
 
 
 def test_a_wider_image_listed_under_two_spellings_is_one_line(tmp_path):
-    for first, second in (("./0--a/1.jpg", "0--a/1.jpg"), ("0--a//1.jpg", "0--a/./1.jpg"), ("0--a\\1.jpg", "0--a/1.jpg")):
+    for first, second in (("./0--a/1.jpg", "0--a/1.jpg"), ("0--a//1.jpg", "0--a/./1.jpg"),
+                          ("0--a\\1.jpg", "0--a/1.jpg")):
         path = tmp_path / "gt.txt"
         path.write_text(f"{first}\n1\n1 2 3 4 0 0 0 0 0 0\n0--a/2.jpg\n0\n0 0 0 0 0 0 0 0 0 0\n"
                         f"{second}\n1\n5 6 7 8 0 0 0 0 0 0\n")

@@ -47,7 +47,8 @@ def last_error(capsys) -> list[str]:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--kind-ratio", "1", "0", "0", "0"], "--kind-ratio 1 0 0 0 gives no positive samples, and the classification loss"),
+    (["--kind-ratio", "1", "0", "0", "0"],
+     "--kind-ratio 1 0 0 0 gives no positive samples, and the classification loss"),
     (["--kind-ratio", "0", "1", "1", "1"], "--kind-ratio 0 1 1 1 gives no negative samples"),
     (["--loss-weights", "0", "1", "0", "--kind-ratio", "1", "0", "0", "1"],
      "--kind-ratio 1 0 0 1 gives no positive or part samples, and the box loss"),

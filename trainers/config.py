@@ -128,7 +128,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
         for flag, value, ok, rule in (
                 ("--epochs", self.epochs, self.epochs >= 1, ">= 1"),
-                ("--batch-size", self.batch_size, self.batch_size >= 2, ">= 2 (a batch needs a negative and a positive)"),
+                ("--batch-size", self.batch_size, self.batch_size >= 2,
+                 ">= 2 (a batch needs a negative and a positive)"),
                 ("--lr", self.lr, self.lr > 0, "> 0"),
                 ("--val-fraction", self.val_fraction, 0 < self.val_fraction < 1, "between 0 and 1 (exclusive)"),
                 ("--seed", self.seed, self.seed >= 0, ">= 0"),
@@ -193,13 +194,15 @@ class TrainConfig:
         needed = {k for _, _, kinds, rule in needs if rule is all for k in kinds}
         if weights.box > 0 and not ratio[Kind.POSITIVE]:
             needed.add(Kind.PART)
-        if weights.landmark > 0 and ratio[Kind.LANDMARK] and (EXTRA_HEAD_PREFIX[self.net] is None or self.landmark_head):
+        head = EXTRA_HEAD_PREFIX[self.net] is None or self.landmark_head
+        if weights.landmark > 0 and ratio[Kind.LANDMARK] and head:
             needed.add(Kind.LANDMARK)
-        if _starved(self.batch_size, ratio, needed):
+        starved = _starved(self.batch_size, ratio, needed)
+        if starved:
             least = next(n for n in range(self.batch_size + 1, 1 << 20) if not _starved(n, ratio, needed))
-            raise ValueError(f"--batch-size {self.batch_size} is too small for --kind-ratio {shares}: a batch would hold "
-                             f"no {' or '.join(RATIO_NAMES[k] for k in sorted(_starved(self.batch_size, ratio, needed)))} "
-                             f"sample; use at least {least}")
+            raise ValueError(f"--batch-size {self.batch_size} is too small for --kind-ratio {shares}: a batch would "
+                             f"hold no {' or '.join(RATIO_NAMES[k] for k in sorted(starved))} sample; use at least "
+                             f"{least}")
 
     @property
     def batch_ratio(self) -> dict:
