@@ -277,9 +277,16 @@ def content_sha256(state: dict, record) -> str:
     return h.hexdigest()
 
 
+def json_record(record: dict | None) -> dict | None:
+    """``record`` as JSON reads it back (tuples become lists), so that the record stored in a file is
+    equal to its JSON copy (``embedder.json``); TypeError for values JSON cannot hold."""
+    return None if record is None else json.loads(json.dumps(record))
+
+
 def pack_weights(state: dict, record: dict | None, fmt: str = EMBEDDER_FORMAT) -> dict:
     """A weights file's contents that carry their training record: ``{"format", "model": state,
     "record", "sha256": content_sha256(state, record)}``, all loadable with ``weights_only=True``."""
+    record = json_record(record)
     return {"format": fmt, "model": state, "record": record, "sha256": content_sha256(state, record)}
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from core.atomic import atomic_write_bytes
-from core.weights import CHECKPOINT_FORMAT, DIGEST_SUFFIX, content_sha256, write_digest
+from core.weights import CHECKPOINT_FORMAT, DIGEST_SUFFIX, content_sha256, json_record, write_digest
 from trainers.config import RESUMABLE_CHANGES, TrainConfig
 
 
@@ -127,7 +127,7 @@ def save_checkpoint(cfg: TrainConfig, epoch: int, model: nn.Module, optimizer, s
     training ``record`` (the embedder's people) and the SHA-256 of the model and record
     (``core.weights.content_sha256``), checked wherever the checkpoint is loaded as weights."""
     path = checkpoint_path(cfg.out, epoch)
-    state = cpu_state(model)
+    state, record = cpu_state(model), json_record(record)
     save_torch({
         "format": CHECKPOINT_FORMAT,
         "net": cfg.net,
