@@ -139,18 +139,19 @@ MAKE_INPUTS = $(call q,$(if $(wildcard $(PY)),$(PY),$(PYTHON))) core/make_inputs
 stamp = $(MAKE_INPUTS) write $(call q,$@) $(call qw,$^)
 STAMPED :=
 
-# The code that makes the samples: exactly prepare.fingerprint.SAMPLING_CODE, which the build's
-# fingerprint digests (a test keeps the two equal), so that an edit rebuilds instead of rerunning a no-op.
-SAMPLING_SRC := prepare/generate.py prepare/sampling.py prepare/landmark_aug.py prepare/crops.py prepare/pool.py \
-	prepare/fingerprint.py prepare/checks.py annotations/wider.py annotations/landmarks.py annotations/visibility.py \
-	lmdb_builders/schema.py lmdb_builders/writer.py lmdb_builders/manifest.py core/geometry.py core/imageio.py
-
-TRAIN_SRC := trainers/train.py trainers/config.py trainers/engine.py trainers/model.py trainers/checkpoint.py \
-	trainers/distributed.py trainers/reporting.py trainers/augment.py trainers/losses.py trainers/preflight.py \
-	core/nets.py core/weights.py core/device.py core/atomic.py core/lock.py lmdb_builders/reader.py lmdb_builders/schema.py \
-	lmdb_builders/verify.py lmdb_builders/manifest.py
-DETECTOR_SRC := detector/__init__.py detector/cascade.py core/nets.py core/weights.py core/geometry.py core/imageio.py \
-	core/device.py
+# -- code prerequisites ---------------------------------------------------------------------
+# Each stage's code is its module's import closure within the project (core/make_deps.py reads the
+# imports; nothing is kept by hand): CODE_<module> lists the files, in an include file remade when a
+# source changes, as a compiler's -MMD files are. The data builds' fingerprint digests the same lists
+# (prepare/fingerprint.py), so an edit that make rebuilds for also changes the build.
+# It is remade as the Makefile is read (a rule for it would make `make -q` report every target out of
+# date once after each edit of a source).
+CODE_DEPS := build/make/code.mk
+CODE_PACKAGES := core annotations lmdb_builders detector prepare trainers evaluation demo benchmarks
+ifneq ($(if $(wildcard $(CODE_DEPS)),$(shell find $(CODE_PACKAGES) -name '*.py' -newer $(CODE_DEPS) -print -quit),stale),)
+$(shell $(call q,$(PYTHON)) core/make_deps.py --out $(CODE_DEPS))
+endif
+include $(CODE_DEPS)
 
 .PHONY: recog-data train-embed eval-lfw cv-lfw compare export-embedder help setup pnet-data rnet-data onet-data val-data train-pnet train-rnet train-onet roc eval-wider eval-landmarks stage-recall detect \
 	export align FORCE \
@@ -173,7 +174,8 @@ $(VENV_STAMP): pyproject.toml
 DATA_ARGS = --wider-txt $(call q,$(TRAIN_TXT)) --wider-images $(call q,$(WIDER_IMAGES)) --landmarks $(call q,$(LANDMARKS))
 pnet-data: $(OUT)/pnet/manifest.json ## WIDER + landmark list -> 12 px LMDB shards in $(OUT)/pnet
 
-$(OUT)/pnet/manifest.json: $(OUT)/settings/pnet.txt $(TRAIN_TXT) $(wildcard $(WIDER_IMAGES)) $(LANDMARKS) $(SAMPLING_SRC) | $(VENV_STAMP)
+$(OUT)/pnet/manifest.json: $(OUT)/settings/pnet.txt $(TRAIN_TXT) $(wildcard $(WIDER_IMAGES)) $(LANDMARKS) \
+		$(CODE_prepare.generate.unmined) | $(VENV_STAMP)
 	$(RUN) prepare.generate $(DATA_ARGS) --out $(call q,$(OUT)/pnet) --net-size 12 --seed $(call q,$(SEED)) \
 		--workers $(call q,$(WORKERS)) $(call qw,$(GEN_FLAGS_pnet) $(GEN_FLAGS))
 	$(stamp)
@@ -181,7 +183,7 @@ $(OUT)/pnet/manifest.json: $(OUT)/settings/pnet.txt $(TRAIN_TXT) $(wildcard $(WI
 rnet-data: $(OUT)/rnet/manifest.json ## mine 24 px samples with the trained P-Net -> $(OUT)/rnet
 
 $(OUT)/rnet/manifest.json: $(OUT)/settings/rnet.txt $(WEIGHTS_DIR)/pnet.pt $(TRAIN_TXT) $(wildcard $(WIDER_IMAGES)) $(LANDMARKS) \
-		$(SAMPLING_SRC) prepare/mining.py $(DETECTOR_SRC) | $(VENV_STAMP)
+		$(CODE_prepare.generate) | $(VENV_STAMP)
 	$(RUN) prepare.generate $(DATA_ARGS) --out $(call q,$(OUT)/rnet) --net-size 24 --mine-with $(call q,$(WEIGHTS_DIR)) \
 		--device $(call q,$(DEVICE)) --seed $(call q,$(SEED)) --workers $(call q,$(WORKERS)) \
 		$(call qw,$(GEN_FLAGS_rnet) $(GEN_FLAGS))
@@ -190,7 +192,7 @@ $(OUT)/rnet/manifest.json: $(OUT)/settings/rnet.txt $(WEIGHTS_DIR)/pnet.pt $(TRA
 onet-data: $(OUT)/onet/manifest.json ## mine 48 px samples with P-Net then R-Net -> $(OUT)/onet
 
 $(OUT)/onet/manifest.json: $(OUT)/settings/onet.txt $(WEIGHTS_DIR)/pnet.pt $(WEIGHTS_DIR)/rnet.pt $(TRAIN_TXT) \
-		$(wildcard $(WIDER_IMAGES)) $(LANDMARKS) $(SAMPLING_SRC) prepare/mining.py $(DETECTOR_SRC) | $(VENV_STAMP)
+		$(wildcard $(WIDER_IMAGES)) $(LANDMARKS) $(CODE_prepare.generate) | $(VENV_STAMP)
 	$(RUN) prepare.generate $(DATA_ARGS) --out $(call q,$(OUT)/onet) --net-size 48 --mine-with $(call q,$(WEIGHTS_DIR)) \
 		--mine-thresholds $(call qw,$(ONET_MINE_THRESHOLDS)) --device $(call q,$(DEVICE)) --seed $(call q,$(SEED)) \
 		--workers $(call q,$(WORKERS)) $(call qw,$(GEN_FLAGS_onet) $(GEN_FLAGS))
@@ -198,7 +200,8 @@ $(OUT)/onet/manifest.json: $(OUT)/settings/onet.txt $(WEIGHTS_DIR)/pnet.pt $(WEI
 
 val-data: $(OUT)/val/manifest.json ## held-out 12/24/48 px samples from WIDER val + held-out landmark faces
 
-$(OUT)/val/manifest.json: $(OUT)/settings/val.txt $(VAL_TXT) $(wildcard $(VAL_IMAGES)) $(LANDMARKS) $(SAMPLING_SRC) | $(VENV_STAMP)
+$(OUT)/val/manifest.json: $(OUT)/settings/val.txt $(VAL_TXT) $(wildcard $(VAL_IMAGES)) $(LANDMARKS) \
+		$(CODE_prepare.generate.unmined) | $(VENV_STAMP)
 	$(RUN) prepare.generate --wider-txt $(call q,$(VAL_TXT)) --wider-images $(call q,$(VAL_IMAGES)) \
 		--landmarks $(call q,$(LANDMARKS)) --out $(call q,$(OUT)/val) --net-size 12 24 48 --landmark-part holdout \
 		--seed $(call q,$(SEED)) --workers $(call q,$(WORKERS)) $(call qw,$(GEN_FLAGS_val) $(GEN_FLAGS))
@@ -211,7 +214,7 @@ train-pnet: $(WEIGHTS_DIR)/pnet.pt ## train P-Net on $(OUT)/pnet
 train-rnet: $(WEIGHTS_DIR)/rnet.pt ## train R-Net on $(OUT)/rnet
 train-onet: $(WEIGHTS_DIR)/onet.pt ## train O-Net on $(OUT)/onet
 
-$(WEIGHTS_DIR)/%.pt: $(OUT)/%/manifest.json $(OUT)/train/%/flags.txt $(TRAIN_SRC) | $(VENV_STAMP)
+$(WEIGHTS_DIR)/%.pt: $(OUT)/%/manifest.json $(OUT)/train/%/flags.txt $(CODE_trainers.train) | $(VENV_STAMP)
 	$(RUN) trainers.train --net $* --data $(call q,$(OUT)/$*) --out $(call q,$(OUT)/train/$*) --export $(call q,$@) \
 		--device $(call q,$(DEVICE)) --seed $(call q,$(SEED)) $(if $(RESUME),--resume) $(if $(RESTART),--restart) \
 		$(call qw,$(TRAIN_FLAGS_$*) $(TRAIN_FLAGS))
@@ -237,7 +240,7 @@ data_settings = seed=$(SEED)$(if $(filter rnet onet,$(1)), device=$(DEVICE))$(if
 $(foreach build,pnet rnet onet val,$(call settings_file,$(OUT)/settings/$(build).txt,$(call data_settings,$(build))))
 
 $(call settings_file,$(OUT)/settings/subset.txt,fraction=$(WIDER_FRACTION))
-$(OUT)/wider_train_subset.txt: $(OUT)/settings/subset.txt $(WIDER_TXT) annotations/subset.py | $(VENV_STAMP)
+$(OUT)/wider_train_subset.txt: $(OUT)/settings/subset.txt $(WIDER_TXT) $(CODE_annotations.subset) | $(VENV_STAMP)
 	$(RUN) annotations.subset --wider-txt $(call q,$(WIDER_TXT)) --fraction $(call q,$(WIDER_FRACTION)) --out $(call q,$@)
 	$(stamp)
 STAMPED += $(OUT)/wider_train_subset.txt
@@ -248,19 +251,14 @@ ORIGINAL := weights/original
 FACENET_PKG := build/facenet-pytorch
 original-weights: $(ORIGINAL)/onet.pt ## fetch the original P/R/O-Net weights into weights/original (network)
 
-$(ORIGINAL)/onet.pt: trainers/original_weights.py | $(VENV_STAMP)
+$(ORIGINAL)/onet.pt: $(CODE_trainers.original_weights) | $(VENV_STAMP)
 	$(RUN) trainers.original_weights --out $(ORIGINAL) --package-dir $(FACENET_PKG)
 
 # -- evaluation -------------------------------------------------------------------------------
 roc: $(OUT)/roc/summary.json ## per-stage ROC on held-out samples -> $(OUT)/roc/roc.png
 
-# What the ROC figures depend on: the code that reads the samples and runs the nets, and the
-# detector's thresholds (detector/cascade.py) at which recall and false positives are reported.
-ROC_SRC := evaluation/roc.py detector/cascade.py core/nets.py core/weights.py lmdb_builders/reader.py \
-	lmdb_builders/schema.py lmdb_builders/manifest.py lmdb_builders/writer.py lmdb_builders/verify.py core/device.py
-
 $(OUT)/roc/summary.json: $(OUT)/val/manifest.json $(WEIGHTS_DIR)/pnet.pt $(WEIGHTS_DIR)/rnet.pt $(WEIGHTS_DIR)/onet.pt \
-		$(ROC_SRC) | $(VENV_STAMP)
+		$(CODE_evaluation.roc) | $(VENV_STAMP)
 	$(RUN) evaluation.roc --val-data $(call q,$(OUT)/val) --weights $(call q,$(WEIGHTS_DIR)) --out $(call q,$(OUT)/roc) \
 		--device $(call q,$(DEVICE))
 	$(stamp)
@@ -277,7 +275,7 @@ eval-wider: $(PRED)/results.json ## WIDER AP easy/medium/hard: IMAGES= GT= PRED=
 
 $(call settings_file,$(PRED)/.make-settings,weights=$(WEIGHTS) backend=$(BACKEND) images=$(IMAGES) min_face=$(MIN_FACE))
 $(PRED)/results.json: $(PRED)/.make-settings $(call weights_files,$(WEIGHTS)) $(wildcard $(GT)/*.mat) \
-		evaluation/wider_eval.py annotations/wider_mat.py $(DETECTOR_SRC) | $(VENV_STAMP)
+		$(CODE_evaluation.wider_eval) | $(VENV_STAMP)
 	$(RUN) evaluation.wider_eval --images $(call q,$(IMAGES)) --gt $(call q,$(GT)) --pred $(call q,$(PRED)) \
 		--weights $(call q,$(WEIGHTS)) $(MIN_FACE_ARG) --device $(call q,$(DEVICE)) --backend $(call q,$(BACKEND))
 	$(stamp)
@@ -291,8 +289,8 @@ LM_OUT ?= $(OUT)/eval-landmarks/$(WEIGHTS_TAG)
 eval-landmarks: $(LM_OUT)/results.json ## landmark NME, failure rate and CED of WEIGHTS= on LANDMARK_LIST= -> LM_OUT=
 
 $(call settings_file,$(LM_OUT)/.make-settings,weights=$(WEIGHTS) list=$(LANDMARK_LIST) part=$(LM_PART) min_face=$(MIN_FACE))
-$(LM_OUT)/results.json: $(LM_OUT)/.make-settings $(LANDMARK_LIST) $(call weights_files,$(WEIGHTS)) evaluation/landmarks.py \
-		annotations/landmarks.py $(DETECTOR_SRC) | $(VENV_STAMP)
+$(LM_OUT)/results.json: $(LM_OUT)/.make-settings $(LANDMARK_LIST) $(call weights_files,$(WEIGHTS)) \
+		$(CODE_evaluation.landmarks) | $(VENV_STAMP)
 	$(RUN) evaluation.landmarks --landmarks $(call q,$(LANDMARK_LIST)) --weights $(call q,$(WEIGHTS)) --out $(call q,$(LM_OUT)) \
 		--part $(call q,$(LM_PART)) $(MIN_FACE_ARG) --device $(call q,$(DEVICE))
 	$(stamp)
@@ -304,7 +302,7 @@ stage-recall: $(STAGE_OUT)/results.json ## recall of each stage's boxes on WIDER
 
 $(call settings_file,$(STAGE_OUT)/.make-settings,weights=$(WEIGHTS) images=$(IMAGES) min_face=$(MIN_FACE))
 $(STAGE_OUT)/results.json: $(STAGE_OUT)/.make-settings $(call weights_files,$(WEIGHTS)) $(wildcard $(GT)/*.mat) \
-		evaluation/stage_recall.py evaluation/wider_eval.py annotations/wider_mat.py $(DETECTOR_SRC) | $(VENV_STAMP)
+		$(CODE_evaluation.stage_recall) | $(VENV_STAMP)
 	$(RUN) evaluation.stage_recall --images $(call q,$(IMAGES)) --gt $(call q,$(GT)) --weights $(call q,$(WEIGHTS)) \
 		--out $(call q,$(STAGE_OUT)) $(MIN_FACE_ARG) --device $(call q,$(DEVICE))
 	$(stamp)
@@ -318,8 +316,8 @@ detect: | $(VENV_STAMP) ## detect faces in IMG= with WEIGHTS= (default shipped) 
 export: $(EXPORT_OUT)/mtcnn.json ## WEIGHTS= as ONNX files + mtcnn.json (how to run the cascade) -> EXPORT_OUT=
 
 $(call settings_file,$(EXPORT_OUT)/.make-settings,weights=$(WEIGHTS))
-$(EXPORT_OUT)/mtcnn.json: $(EXPORT_OUT)/.make-settings $(call weights_files,$(WEIGHTS)) detector/export.py \
-		detector/onnx_backend.py $(DETECTOR_SRC) | $(VENV_STAMP)
+$(EXPORT_OUT)/mtcnn.json: $(EXPORT_OUT)/.make-settings $(call weights_files,$(WEIGHTS)) $(CODE_detector.export) \
+		| $(VENV_STAMP)
 	$(RUN) detector.export --weights $(call q,$(WEIGHTS)) --out $(call q,$(EXPORT_OUT))
 	$(stamp)
 STAMPED += $(EXPORT_OUT)/mtcnn.json
@@ -367,12 +365,6 @@ embedder_files = $(if $(filter shipped,$(1)),weights/embedder.pt,$(wildcard $(1)
 RECOG_SETTINGS = weights=$(WEIGHTS) align=$(RECOG_ALIGN) size=$(RECOG_SIZE) min_face=$(MIN_FACE) device=$(DEVICE)
 RECOG_ARGS = --weights $(call q,$(WEIGHTS)) --align $(call q,$(RECOG_ALIGN)) --image-size $(call q,$(RECOG_SIZE)) \
 	$(MIN_FACE_ARG) --device $(call q,$(DEVICE))
-RECOG_SRC := prepare/identities.py annotations/identities.py annotations/lfw.py annotations/errors.py lmdb_builders/faces.py \
-	lmdb_builders/writer.py lmdb_builders/manifest.py lmdb_builders/schema.py detector/align.py $(DETECTOR_SRC)
-EMBED_SRC := trainers/embed.py trainers/embed_config.py trainers/embed_task.py trainers/metric_losses.py \
-	lmdb_builders/identity.py core/embednet.py $(TRAIN_SRC)
-LFW_SRC := evaluation/lfw.py annotations/lfw.py core/verification.py core/embedder.py core/embednet.py detector/align.py \
-	$(DETECTOR_SRC)
 
 # Every identity build, training and scoring, the one of these variables (recog-data, train-embed,
 # eval-lfw) and cv-lfw's ten, keeps its settings in a file beside it (settings_file), so that a new
@@ -388,7 +380,7 @@ recog-data: $(RECOG_BUILD)/manifest.json ## detect + align one face per image of
 
 $(call settings_once,$(RECOG_BUILD)/.make-settings,$(call recog_build_settings,$(FOLD),$(ONLY_PEOPLE)))
 $(RECOG_BUILD)/manifest.json: $(RECOG_BUILD)/.make-settings $(wildcard $(IDENTITIES)) $(if $(FOLD),$(PEOPLE)) $(ONLY_PEOPLE) \
-		$(RECOG_SRC) | $(VENV_STAMP)
+		$(CODE_prepare.identities) | $(VENV_STAMP)
 	$(RUN) prepare.identities --images $(call q,$(IDENTITIES)) --out $(call q,$(RECOG_BUILD)) \
 		--aligned $(call q,$(RECOG_ALIGNED)) $(if $(FOLD),--people $(call q,$(PEOPLE)) --fold $(call q,$(FOLD))) \
 		$(if $(ONLY_PEOPLE),--only-people $(call q,$(ONLY_PEOPLE))) $(RECOG_ARGS)
@@ -398,7 +390,7 @@ STAMPED += $(RECOG_BUILD)/manifest.json
 train-embed: $(EMBED_OUT)/embedder.pt ## train the embedder on the recog-data build (EMBED_FLAGS=, FOLD=, RESUME=1, RESTART=1)
 
 $(call settings_once,$(EMBED_OUT)/flags.txt,$(embed_settings))
-$(EMBED_OUT)/embedder.pt: $(RECOG_BUILD)/manifest.json $(EMBED_OUT)/flags.txt $(EMBED_SRC) | $(VENV_STAMP)
+$(EMBED_OUT)/embedder.pt: $(RECOG_BUILD)/manifest.json $(EMBED_OUT)/flags.txt $(CODE_trainers.embed) | $(VENV_STAMP)
 	$(RUN) trainers.embed --data $(call q,$(RECOG_BUILD)) --out $(call q,$(EMBED_OUT)) --device $(call q,$(DEVICE)) \
 		--seed $(call q,$(SEED)) $(if $(RESUME),--resume) $(if $(RESTART),--restart) $(call qw,$(EMBED_FLAGS))
 	$(stamp)
@@ -409,7 +401,7 @@ eval-lfw: $(LFW_OUT)/results.json ## LFW 10-fold verification of EMBEDDER= on PA
 lfw_settings = pairs=$(PAIRS) images=$(LFW_IMAGES) fold=$(1) $(RECOG_SETTINGS)
 $(call settings_once,$(LFW_OUT)/.make-settings,embedder=$(EMBEDDER) $(call lfw_settings,$(FOLD)) $(LFW_FLAGS))
 $(LFW_OUT)/results.json: $(LFW_OUT)/.make-settings $(PAIRS) $(wildcard $(LFW_IMAGES)) $(call embedder_files,$(EMBEDDER)) \
-		$(LFW_SRC) | $(VENV_STAMP)
+		$(CODE_evaluation.lfw) | $(VENV_STAMP)
 	$(RUN) evaluation.lfw --images $(call q,$(LFW_IMAGES)) --pairs $(call q,$(PAIRS)) --out $(call q,$(LFW_OUT)) \
 		--embedder $(call q,$(EMBEDDER)) --aligned $(call q,$(RECOG_ALIGNED)) $(if $(FOLD),--fold $(call q,$(FOLD))) \
 		$(RECOG_ARGS) $(call qw,$(LFW_FLAGS))
@@ -429,25 +421,26 @@ $(foreach k,$(CV_FOLDS),$(call settings_once,$(RECOG_OUT)/fold-$(k)/.make-settin
 # "intermediate", and make would delete each fold's build manifest and trained embedder once scored.
 $(foreach k,$(CV_FOLDS),$(eval $(call esc,$(RECOG_OUT)/fold-$(k)/manifest.json $(OUT)/train/embed-fold-$(k)/embedder.pt):))
 
-$(RECOG_OUT)/fold-%/manifest.json: $(RECOG_OUT)/fold-%/.make-settings $(wildcard $(IDENTITIES)) $(PEOPLE) $(RECOG_SRC) \
+$(RECOG_OUT)/fold-%/manifest.json: $(RECOG_OUT)/fold-%/.make-settings $(wildcard $(IDENTITIES)) $(PEOPLE) $(CODE_prepare.identities) \
 		| $(VENV_STAMP)
 	$(RUN) prepare.identities --images $(call q,$(IDENTITIES)) --out $(call q,$(@D)) --aligned $(call q,$(RECOG_ALIGNED)) \
 		--people $(call q,$(PEOPLE)) --fold $* $(RECOG_ARGS)
 	$(stamp)
 
-$(OUT)/train/embed-fold-%/embedder.pt: $(RECOG_OUT)/fold-%/manifest.json $(OUT)/train/embed-fold-%/flags.txt $(EMBED_SRC) \
+$(OUT)/train/embed-fold-%/embedder.pt: $(RECOG_OUT)/fold-%/manifest.json $(OUT)/train/embed-fold-%/flags.txt $(CODE_trainers.embed) \
 		| $(VENV_STAMP)
 	$(RUN) trainers.embed --data $(call q,$(RECOG_OUT)/fold-$*) --out $(call q,$(@D)) --device $(call q,$(DEVICE)) \
 		--seed $(call q,$(SEED)) $(if $(RESUME),--resume) $(if $(RESTART),--restart) $(call qw,$(EMBED_FLAGS))
 	$(stamp)
 
 $(CV_OUT)/fold-%/results.json: $(OUT)/train/embed-fold-%/embedder.pt $(CV_OUT)/fold-%/.make-settings $(PAIRS) \
-		$(wildcard $(LFW_IMAGES)) $(LFW_SRC) | $(VENV_STAMP)
+		$(wildcard $(LFW_IMAGES)) $(CODE_evaluation.lfw) | $(VENV_STAMP)
 	$(RUN) evaluation.lfw --images $(call q,$(LFW_IMAGES)) --pairs $(call q,$(PAIRS)) \
 		--out $(call q,$(@D)) --embedder $(call q,$<) --aligned $(call q,$(RECOG_ALIGNED)) --fold $* $(RECOG_ARGS)
 	$(stamp)
 
-$(CV_OUT)/results.json: $(foreach k,$(CV_FOLDS),$(CV_OUT)/fold-$(k)/results.json) evaluation/lfw_cv.py | $(VENV_STAMP)
+$(CV_OUT)/results.json: $(foreach k,$(CV_FOLDS),$(CV_OUT)/fold-$(k)/results.json) $(CODE_evaluation.lfw_cv) \
+		| $(VENV_STAMP)
 	$(RUN) evaluation.lfw_cv --out $(call q,$@) --folds $(call qw,$(filter %/results.json,$^))
 	$(stamp)
 STAMPED += $(foreach k,$(CV_FOLDS),$(RECOG_OUT)/fold-$(k)/manifest.json $(OUT)/train/embed-fold-$(k)/embedder.pt \
@@ -460,7 +453,7 @@ compare: | $(VENV_STAMP) ## squared distances between the faces of IMAGES="a.jpg
 export-embedder: $(EXPORT_OUT)/embedder.json ## EMBEDDER= as ONNX (embedder.onnx, checked against torch) + embedder.json
 
 $(call settings_file,$(EXPORT_OUT)/.make-settings-embedder,embedder=$(EMBEDDER))
-$(EXPORT_OUT)/embedder.json: $(EXPORT_OUT)/.make-settings-embedder detector/export_embedder.py core/embedder.py core/embednet.py \
+$(EXPORT_OUT)/embedder.json: $(EXPORT_OUT)/.make-settings-embedder $(CODE_detector.export_embedder) \
 		$(call embedder_files,$(EMBEDDER)) | $(VENV_STAMP)
 	$(RUN) detector.export_embedder --embedder $(call q,$(EMBEDDER)) --out $(call q,$(EXPORT_OUT))
 	$(stamp)
@@ -484,7 +477,7 @@ DEMO_VARS = $(call var_arg,WIDER,$(DEMO_WIDER)) $(call var_arg,LANDMARKS,$(DEMO_
 	$(call var_arg,OUT,$(DEMO)) $(call var_arg,GEN_FLAGS,$(DEMO_GEN_FLAGS)) $(call var_arg,TRAIN_FLAGS,$(DEMO_TRAIN_FLAGS)) \
 	RESTART=1
 
-$(DEMO_TXT): demo/data.py annotations/wider.py annotations/landmarks.py annotations/wider_mat.py | $(VENV_STAMP)
+$(DEMO_TXT): $(CODE_demo.data) | $(VENV_STAMP)
 	$(RUN) demo.data --out $(call q,$(DEMO_WIDER)) --seed $(call q,$(SEED)) $(call qw,$(DEMO_DATA_FLAGS))
 	$(stamp)
 STAMPED += $(DEMO_TXT)
@@ -499,7 +492,7 @@ DEMO_RECOG_VARS = $(call var_arg,LFW,$(DEMO_PEOPLE)) $(call var_arg,LFW_IMAGES,$
 DEMO_SHOTS = $(DEMO_PEOPLE)/images/Demo_Person_01/Demo_Person_01_0001.jpg $(DEMO_PEOPLE)/images/Demo_Person_01/Demo_Person_01_0002.jpg \
 	$(DEMO_PEOPLE)/images/Demo_Person_03/Demo_Person_03_0001.jpg
 
-$(DEMO_PEOPLE)/pairs.txt: demo/identities.py demo/data.py annotations/lfw.py | $(VENV_STAMP)
+$(DEMO_PEOPLE)/pairs.txt: $(CODE_demo.identities) | $(VENV_STAMP)
 	$(RUN) demo.identities --out $(call q,$(DEMO_PEOPLE)) --seed $(call q,$(SEED))
 	$(stamp)
 STAMPED += $(DEMO_PEOPLE)/pairs.txt

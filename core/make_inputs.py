@@ -14,8 +14,8 @@ mtime). When the Makefile is read, one call checks the stamps of the targets it 
     python core/make_inputs.py check TARGET...
 
 and prints the targets whose inputs changed in content (the Makefile makes them depend on FORCE);
-a target whose inputs are all as recorded but older than it by mtime is touched instead, so that
-make takes it as up to date (an unchanged copy settles at once). A target without a stamp is left
+a target whose inputs are all as recorded but newer than it by mtime is given their mtime instead,
+so that make takes it as up to date (an unchanged copy settles at once). A target without a stamp is left
 to make's mtimes. Only the standard library is imported, so that reading the Makefile costs
 milliseconds: it runs by path (``python core/make_inputs.py``), not through the ``core`` package.
 """
@@ -96,26 +96,51 @@ def _where(folder: Path, entry: dict) -> Path:
     return relative if relative.exists() else Path(entry["abs"])
 
 
-def changed(target: str) -> bool | None:
-    """True when an input of ``target`` differs in content from its stamp, False when all are as
-    recorded (the target is then touched if an input is newer by mtime), None without a stamp."""
-    target_path = Path(target)
+def _stamp(target: Path) -> list[dict] | None:
     try:
         stamp = json.loads(stamp_path(target).read_text())
-        target_mtime = target_path.stat().st_mtime_ns
+        target.stat()
     except (OSError, ValueError):
         return None
     if not isinstance(stamp, dict) or stamp.get("format") != FORMAT:
         return None
-    newest = 0
-    for entry in stamp.get("inputs", []):
-        path = _where(target_path.parent, entry)
-        if digest(path) != entry["digest"]:
-            return True
-        newest = max(newest, path.stat().st_mtime_ns)
-    if newest > target_mtime:
-        os.utime(target_path)  # make's view: as new as the inputs it was made from
-    return False
+    return stamp.get("inputs", [])
+
+
+def check(targets: list[str]) -> list[str]:
+    """The targets whose inputs differ in content from their stamps (make redoes them). A target
+    whose inputs are all as recorded but newer by mtime gets the newest input's mtime (no newer:
+    make compares with ``>``), inputs first, so that a stamped target that is an input of another
+    is settled before it is compared. Targets without a stamp are make's business."""
+    paths = {Path(t).resolve(): t for t in targets}
+    stale, done = [], set()
+    digests: dict[Path, str | None] = {}
+
+    def settle(path: Path) -> None:
+        if path in done:
+            return
+        done.add(path)
+        inputs = _stamp(path)
+        if inputs is None:
+            return
+        newest = 0
+        for entry in inputs:
+            where = _where(path.parent, entry)
+            if where.resolve() in paths:
+                settle(where.resolve())
+            key = where.resolve()
+            if key not in digests:
+                digests[key] = digest(where)
+            if digests[key] != entry["digest"]:
+                stale.append(paths[path])
+                return
+            newest = max(newest, where.stat().st_mtime_ns)
+        if newest > path.stat().st_mtime_ns:
+            os.utime(path, ns=(newest, newest))  # make's view: as new as the inputs it was made from
+
+    for path in paths:
+        settle(path)
+    return stale
 
 
 def main(argv: list[str]) -> int:
@@ -123,8 +148,7 @@ def main(argv: list[str]) -> int:
         write(argv[1], argv[2:])
         return 0
     if argv and argv[0] == "check":
-        stale = [t for t in argv[1:] if changed(t)]
-        print(" ".join(stale))
+        print(" ".join(check(argv[1:])))
         return 0
     print("usage: python core/make_inputs.py write TARGET PREREQUISITE... | check TARGET...", file=sys.stderr)
     return 2

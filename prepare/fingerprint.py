@@ -8,10 +8,9 @@ plus ``MINING_CODE`` for mined builds: the bytes of each file, in that fixed ord
 data set is still up to date, while an edited annotation file, a retrained mining net or a change
 to the sampling code is not, and a build is never kept after the code that made it has changed.
 
-The Makefile's data rules list the same files as prerequisites (``SAMPLING_SRC`` and, for the
-mined builds, ``prepare/mining.py $(DETECTOR_SRC)``; a test keeps them equal): a file make
-watches but the fingerprint ignored would make it rerun the stage, which would find the build up
-to date and leave the manifest older than the file, on every run.
+The Makefile's data rules list the same files as prerequisites (``CODE_prepare.generate.unmined``
+and, for the mined builds, ``CODE_prepare.generate``: both computed by ``core.make_deps`` from the
+imports, and a test keeps them equal to these).
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
+from core.make_deps import stage_code
 from lmdb_builders.manifest import fingerprint
 from prepare.mining import mining_stages
 
@@ -28,19 +28,12 @@ from prepare.mining import mining_stages
 # samples; the input files enter by content.
 NOT_DECIDING = ("out", "workers", "wider_txt", "wider_images", "landmarks", "mine_with", "mine_device")
 
-# The code that decides a build's bytes (paths relative to the project root), in digest order.
-SAMPLING_CODE = (
-    "prepare/generate.py", "prepare/sampling.py", "prepare/landmark_aug.py", "prepare/crops.py",
-    "prepare/pool.py", "prepare/fingerprint.py", "prepare/checks.py",
-    "annotations/wider.py", "annotations/landmarks.py", "annotations/visibility.py",
-    "lmdb_builders/schema.py", "lmdb_builders/writer.py", "lmdb_builders/manifest.py",
-    "core/geometry.py", "core/imageio.py",
-)
+# The code that decides a build's bytes (paths relative to the project root), in digest order: the
+# import closure of prepare.generate, computed by core.make_deps as make's prerequisites are (the
+# same function, so the two cannot drift); builds that do not mine leave out what only mining runs.
+SAMPLING_CODE = tuple(stage_code("prepare.generate.unmined"))
 # Mined builds also depend on the cascade that finds their crops.
-MINING_CODE = (
-    "prepare/mining.py", "detector/__init__.py", "detector/cascade.py", "core/nets.py", "core/weights.py",
-    "core/device.py",
-)
+MINING_CODE = tuple(name for name in stage_code("prepare.generate") if name not in SAMPLING_CODE)
 CODE_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -320,5 +320,5 @@ def test_a_stamp_follows_its_tree_when_copied_and_touches_an_older_target(tmp_pa
     (tree / "in" / "x.txt").write_text("changed")  # the original's input: not the copy's
     old(copy / "out" / "t")
     assert stamp_check(copy / "out" / "t") == []
-    assert (copy / "out" / "t").stat().st_mtime > (copy / "in" / "x.txt").stat().st_mtime
+    assert (copy / "out" / "t").stat().st_mtime >= (copy / "in" / "x.txt").stat().st_mtime
     assert stamp_check(tree / "out" / "t") == [str(tree / "out" / "t")]
