@@ -228,22 +228,25 @@ def recorded_digest(path) -> tuple[str, Path] | None:
 
 
 def write_digest(path, digest: str) -> Path:
-    """Record ``digest`` as the SHA-256 of the weights file ``path`` just written: ``<path>.sha256``
-    and, where the folder's ``SHA256SUMS`` lists the file (a retrained shipped net), its line there."""
+    """Record ``digest`` as the SHA-256 of the weights file ``path`` just written, where a load will
+    look for it (``recorded_digest``): its line in the folder's ``SHA256SUMS`` where that lists the
+    file (a retrained shipped net), else ``<path>.sha256``. Returns the file written."""
     path = Path(path)
-    beside = Path(f"{path}{DIGEST_SUFFIX}")
-    atomic_write_text(beside, f"{digest}  {path.name}\n")
     sums = path.parent / SUMS_FILE
     if sums.is_file() and path.name in read_sums(sums):
         lines = [f"{digest}  {path.name}" if (m := _SUMS_LINE.fullmatch(line.strip())) and m.group(2) == path.name
                  else line for line in sums.read_text().splitlines()]
         atomic_write_text(sums, "\n".join(lines) + "\n")
+        return sums
+    beside = Path(f"{path}{DIGEST_SUFFIX}")
+    atomic_write_text(beside, f"{digest}  {path.name}\n")
     return beside
 
 
 def _restore_hint(path: Path, record: Path) -> str:
     if record.name == SUMS_FILE and path.parent.resolve() == Path(SHIPPED_WEIGHTS_DIR).resolve():
-        return f"restore the shipped file: git checkout weights/{path.name}"
+        return (f"restore the shipped file: git checkout weights/{path.name} (replaced on purpose? then record its "
+                f"SHA-256 in {record})")
     if record.name == SUMS_FILE:
         return f"copy it again from where it came (or, if it was replaced on purpose, update {record})"
     return (f"write it again from its training run (the trainer's --resume rewrites it from the last checkpoint), "

@@ -167,8 +167,10 @@ def test_a_retrained_shipped_net_records_its_new_digest_in_the_folders_sha256sum
     (folder / "onet.pt.new").replace(folder / "onet.pt")  # another O-Net under the name: refused
     with pytest.raises(WeightsError, match="git checkout weights/onet.pt"):
         load_weights(folder / "onet.pt")
-    write_digest(folder / "onet.pt", file_sha256(folder / "onet.pt"))  # what trainers.train --export does
+    # what trainers.train --export weights/onet.pt --overwrite-shipped does after writing the file
+    assert write_digest(folder / "onet.pt", file_sha256(folder / "onet.pt")) == folder / SUMS_FILE
     assert read_sums(folder / SUMS_FILE)["onet.pt"] == file_sha256(folder / "onet.pt")
+    assert not (folder / "onet.pt.sha256").exists()
     assert read_sums(folder / SUMS_FILE)["pnet.pt"] == read_sums(SHIPPED / SUMS_FILE)["pnet.pt"]
     load_weights(folder / "onet.pt")
     (folder / SUMS_FILE).write_text("not a digest line\n")

@@ -79,8 +79,8 @@ def save_torch(obj, path) -> None:
 
 
 def save_weights(obj, path) -> None:
-    """A run's weights file, then its SHA-256 in ``<path>.sha256`` (``core.weights.write_digest``),
-    which every later load of the file checks."""
+    """A run's weights file, then its SHA-256 in ``<path>.sha256`` (in the folder's ``SHA256SUMS`` for
+    a file that lists it: ``core.weights.write_digest``), which every later load of the file checks."""
     buf = io.BytesIO()
     torch.save(obj, buf)
     data = buf.getvalue()
