@@ -49,6 +49,11 @@ check_path = $(if $(word 2,$($(1))),$(error $(call shown,$(1))" has a space, and
 	$(call shown,$(1))" holds '$(c)', which make cannot have in a file name: use a path without it (a symbolic link to it \
 	works))))
 shown = $(if $(filter WEIGHTS_PATH,$(1)),WEIGHTS="$(WEIGHTS),$(1)="$($(1)))
+# FOLD and CV_FOLDS become parts of file names too: whole numbers only.
+not_digits = $(subst 0,,$(subst 1,,$(subst 2,,$(subst 3,,$(subst 4,,$(subst 5,,$(subst 6,,$(subst 7,,$(subst 8,,$(subst \
+	9,,$(1)))))))))))
+$(foreach v,FOLD CV_FOLDS,$(foreach k,$(value $(v)),$(if $(call not_digits,$(k)),$(error $(v)="$(value $(v))" is not \
+	a list of fold numbers (1-10 for LFW's people.txt)))))
 # The paths given are checked before any rule names them; the defaults made from them, at the end.
 WEIGHTS_PATH = $(patsubst original:%,%,$(filter-out shipped,$(WEIGHTS)))
 $(foreach v,$(PATH_VARS),$(if $(filter command line environment environment override,$(origin $(if $(filter \

@@ -322,3 +322,14 @@ def test_a_stamp_follows_its_tree_when_copied_and_touches_an_older_target(tmp_pa
     assert stamp_check(copy / "out" / "t") == []
     assert (copy / "out" / "t").stat().st_mtime >= (copy / "in" / "x.txt").stat().st_mtime
     assert stamp_check(tree / "out" / "t") == [str(tree / "out" / "t")]
+
+
+@pytest.mark.parametrize("var", ["CV_FOLDS", "FOLD"])
+def test_fold_numbers_that_are_not_numbers_are_refused_before_they_name_a_rule(make, tmp_path, var):
+    # CV_FOLDS becomes part of rule lines, where a `;` would start a recipe of the user's text.
+    canary = tmp_path / "pwned"
+    base = data_tree(tmp_path / "data")
+    done = make("cv-lfw", *assign(base), f"OUT={tmp_path / 'o'}", f"{var}=1;touch${{IFS}}{canary};")
+    assert not canary.exists()
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert f"{var}=" in done.stderr and "not a list of fold numbers" in done.stderr
