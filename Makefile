@@ -11,7 +11,7 @@ MAKEFLAGS += --no-builtin-rules
 # environment is taken as the text it is: make would otherwise expand a `$(shell ...)` inside it.
 USER_VARS := PYTHON VENV DATA WIDER WIDER_TXT WIDER_IMAGES LANDMARKS OUT WORKERS SEED DEVICE GEN_FLAGS GEN_FLAGS_pnet \
 	GEN_FLAGS_rnet GEN_FLAGS_onet GEN_FLAGS_val TRAIN_FLAGS TRAIN_FLAGS_pnet TRAIN_FLAGS_rnet TRAIN_FLAGS_onet \
-	ONET_MINE_THRESHOLDS RESUME RESTART VAL_TXT VAL_IMAGES WEIGHTS_DIR WEIGHTS IMAGES GT PRED MIN_FACE IMG DETECT_OUT \
+	RESUME RESTART VAL_TXT VAL_IMAGES WEIGHTS_DIR WEIGHTS IMAGES GT PRED MIN_FACE IMG DETECT_OUT \
 	BACKEND EXPORT_OUT ALIGN_OUT ALIGN LARGEST LANDMARK_LIST LM_PART LM_OUT STAGE_OUT LFW LFW_IMAGES PEOPLE PAIRS \
 	IDENTITIES FOLD ONLY_PEOPLE RECOG_OUT RECOG_ALIGN RECOG_SIZE RECOG_ALIGNED RECOG_BUILD EMBED_FLAGS EMBED_OUT EMBEDDER \
 	LFW_FLAGS LFW_OUT CV_OUT CV_FOLDS DEMO DEMO_DATA_FLAGS DEMO_TRAIN_FLAGS DEMO_DETECT_WEIGHTS DEMO_GEN_FLAGS \
@@ -80,28 +80,21 @@ OUT ?= build
 WORKERS ?= 0
 SEED ?= 0
 DEVICE ?= cpu
+# The shipped recipe of each build and net is a file, configs/data-<build>.toml and configs/<net>.toml
+# (configs/README.md): each rule passes its file with --config and lists it as a prerequisite. Options
+# given after it win: GEN_FLAGS_<build> / TRAIN_FLAGS_<net> (one build or net), then GEN_FLAGS /
+# TRAIN_FLAGS (every one), e.g. GEN_FLAGS_rnet=--mine-jittered-faces.
+RECIPES := configs
+recipe = $(RECIPES)/$(1).toml
 GEN_FLAGS ?=
-# Per-build sample settings of the shipped weights; GEN_FLAGS, given after them, wins. O-Net is fed
-# R-Net's squared boxes, which sit larger and higher around a face than a landmark list's box, so its
-# landmark crops span that range rather than only near-copies of the list's box (docs/experiments.md).
 GEN_FLAGS_pnet ?=
 GEN_FLAGS_rnet ?=
-GEN_FLAGS_onet ?= --landmark-min-scale 0.9 --landmark-max-scale 1.4 --landmark-max-shift 0.15 --landmark-min-iou 0.45
+GEN_FLAGS_onet ?=
 GEN_FLAGS_val ?=
 TRAIN_FLAGS ?=
-# Per-net settings of the shipped weights (weights/MODEL_CARD.md); TRAIN_FLAGS, given after them, wins.
-# R-Net and O-Net learn from small mined builds and overfit with P-Net's 16 epochs; P-Net does
-# not overfit, and without mirroring it reproduces the shipped weights.
-TRAIN_FLAGS_pnet ?= --no-flip
-# R-Net's and O-Net's loss weights: the paper's balance in the trainer's units (why: trainers/losses.py);
-# at the defaults' 1 / 0.5 / 0.5 R-Net scores too many faces below the detector's threshold.
-# R-Net sees three positives for every three negatives (the paper: one): with one it scores too
-# many unseen faces below the detector's 0.7 (docs/experiments.md, "R-Net's calibration").
-TRAIN_FLAGS_rnet ?= --epochs 8 --loss-weights 1 1 2.5 --kind-ratio 3 3 1 2
-TRAIN_FLAGS_onet ?= --epochs 10 --loss-weights 1 1 5
-# R-Net threshold while mining O-Net's samples: 0.3 rather than the detector's 0.7 gives 2.6x the
-# negatives (42,592 instead of 16,638 on the shared set) without changing what O-Net is shown at test.
-ONET_MINE_THRESHOLDS ?= 0.6 0.3 0.7
+TRAIN_FLAGS_pnet ?=
+TRAIN_FLAGS_rnet ?=
+TRAIN_FLAGS_onet ?=
 # RESUME=1: an interrupted train-* continues from its latest epoch checkpoint instead of starting over
 RESUME ?=
 # RESTART=1: a train-* deletes the checkpoints of an earlier run in $(OUT)/train/<net> and starts over
@@ -179,37 +172,38 @@ $(VENV_STAMP): pyproject.toml
 DATA_ARGS = --wider-txt $(call q,$(TRAIN_TXT)) --wider-images $(call q,$(WIDER_IMAGES)) --landmarks $(call q,$(LANDMARKS))
 pnet-data: $(OUT)/pnet/manifest.json ## WIDER + landmark list -> 12 px LMDB shards in $(OUT)/pnet
 
-$(OUT)/pnet/manifest.json: $(OUT)/settings/pnet.txt $(TRAIN_TXT) $(wildcard $(WIDER_IMAGES)) $(LANDMARKS) \
-		$(CODE_prepare.generate.unmined) | $(VENV_STAMP)
+$(OUT)/pnet/manifest.json: $(OUT)/settings/pnet.txt $(call recipe,data-pnet) $(TRAIN_TXT) $(wildcard $(WIDER_IMAGES)) \
+		$(LANDMARKS) $(CODE_prepare.generate.unmined) | $(VENV_STAMP)
 	$(RUN) prepare.generate $(DATA_ARGS) --out $(call q,$(OUT)/pnet) --net-size 12 --seed $(call q,$(SEED)) \
-		--workers $(call q,$(WORKERS)) $(call qw,$(GEN_FLAGS_pnet) $(GEN_FLAGS))
+		--workers $(call q,$(WORKERS)) --config $(call q,$(call recipe,data-pnet)) $(call qw,$(GEN_FLAGS_pnet) $(GEN_FLAGS))
 	$(stamp)
 
 rnet-data: $(OUT)/rnet/manifest.json ## mine 24 px samples with the trained P-Net -> $(OUT)/rnet
 
-$(OUT)/rnet/manifest.json: $(OUT)/settings/rnet.txt $(WEIGHTS_DIR)/pnet.pt $(TRAIN_TXT) $(wildcard $(WIDER_IMAGES)) $(LANDMARKS) \
-		$(CODE_prepare.generate) | $(VENV_STAMP)
+$(OUT)/rnet/manifest.json: $(OUT)/settings/rnet.txt $(call recipe,data-rnet) $(WEIGHTS_DIR)/pnet.pt $(TRAIN_TXT) \
+		$(wildcard $(WIDER_IMAGES)) $(LANDMARKS) $(CODE_prepare.generate) | $(VENV_STAMP)
 	$(RUN) prepare.generate $(DATA_ARGS) --out $(call q,$(OUT)/rnet) --net-size 24 --mine-with $(call q,$(WEIGHTS_DIR)) \
 		--device $(call q,$(DEVICE)) --seed $(call q,$(SEED)) --workers $(call q,$(WORKERS)) \
-		$(call qw,$(GEN_FLAGS_rnet) $(GEN_FLAGS))
+		--config $(call q,$(call recipe,data-rnet)) $(call qw,$(GEN_FLAGS_rnet) $(GEN_FLAGS))
 	$(stamp)
 
 onet-data: $(OUT)/onet/manifest.json ## mine 48 px samples with P-Net then R-Net -> $(OUT)/onet
 
-$(OUT)/onet/manifest.json: $(OUT)/settings/onet.txt $(WEIGHTS_DIR)/pnet.pt $(WEIGHTS_DIR)/rnet.pt $(TRAIN_TXT) \
-		$(wildcard $(WIDER_IMAGES)) $(LANDMARKS) $(CODE_prepare.generate) | $(VENV_STAMP)
+$(OUT)/onet/manifest.json: $(OUT)/settings/onet.txt $(call recipe,data-onet) $(WEIGHTS_DIR)/pnet.pt $(WEIGHTS_DIR)/rnet.pt \
+		$(TRAIN_TXT) $(wildcard $(WIDER_IMAGES)) $(LANDMARKS) $(CODE_prepare.generate) | $(VENV_STAMP)
 	$(RUN) prepare.generate $(DATA_ARGS) --out $(call q,$(OUT)/onet) --net-size 48 --mine-with $(call q,$(WEIGHTS_DIR)) \
-		--mine-thresholds $(call qw,$(ONET_MINE_THRESHOLDS)) --device $(call q,$(DEVICE)) --seed $(call q,$(SEED)) \
-		--workers $(call q,$(WORKERS)) $(call qw,$(GEN_FLAGS_onet) $(GEN_FLAGS))
+		--device $(call q,$(DEVICE)) --seed $(call q,$(SEED)) --workers $(call q,$(WORKERS)) \
+		--config $(call q,$(call recipe,data-onet)) $(call qw,$(GEN_FLAGS_onet) $(GEN_FLAGS))
 	$(stamp)
 
 val-data: $(OUT)/val/manifest.json ## held-out 12/24/48 px samples from WIDER val + held-out landmark faces
 
-$(OUT)/val/manifest.json: $(OUT)/settings/val.txt $(VAL_TXT) $(wildcard $(VAL_IMAGES)) $(LANDMARKS) \
+$(OUT)/val/manifest.json: $(OUT)/settings/val.txt $(call recipe,data-val) $(VAL_TXT) $(wildcard $(VAL_IMAGES)) $(LANDMARKS) \
 		$(CODE_prepare.generate.unmined) | $(VENV_STAMP)
 	$(RUN) prepare.generate --wider-txt $(call q,$(VAL_TXT)) --wider-images $(call q,$(VAL_IMAGES)) \
 		--landmarks $(call q,$(LANDMARKS)) --out $(call q,$(OUT)/val) --net-size 12 24 48 --landmark-part holdout \
-		--seed $(call q,$(SEED)) --workers $(call q,$(WORKERS)) $(call qw,$(GEN_FLAGS_val) $(GEN_FLAGS))
+		--seed $(call q,$(SEED)) --workers $(call q,$(WORKERS)) --config $(call q,$(call recipe,data-val)) \
+		$(call qw,$(GEN_FLAGS_val) $(GEN_FLAGS))
 	$(stamp)
 STAMPED += $(foreach build,pnet rnet onet val,$(OUT)/$(build)/manifest.json)
 
@@ -219,10 +213,10 @@ train-pnet: $(WEIGHTS_DIR)/pnet.pt ## train P-Net on $(OUT)/pnet
 train-rnet: $(WEIGHTS_DIR)/rnet.pt ## train R-Net on $(OUT)/rnet
 train-onet: $(WEIGHTS_DIR)/onet.pt ## train O-Net on $(OUT)/onet
 
-$(WEIGHTS_DIR)/%.pt: $(OUT)/%/manifest.json $(OUT)/train/%/flags.txt $(CODE_trainers.train) | $(VENV_STAMP)
+$(WEIGHTS_DIR)/%.pt: $(OUT)/%/manifest.json $(OUT)/train/%/flags.txt $(call recipe,%) $(CODE_trainers.train) | $(VENV_STAMP)
 	$(RUN) trainers.train --net $* --data $(call q,$(OUT)/$*) --out $(call q,$(OUT)/train/$*) --export $(call q,$@) \
 		--device $(call q,$(DEVICE)) --seed $(call q,$(SEED)) $(if $(RESUME),--resume) $(if $(RESTART),--restart) \
-		$(call qw,$(TRAIN_FLAGS_$*) $(TRAIN_FLAGS))
+		--config $(call q,$(call recipe,$*)) $(call qw,$(TRAIN_FLAGS_$*) $(TRAIN_FLAGS))
 	$(stamp)
 STAMPED += $(foreach net,pnet rnet onet,$(WEIGHTS_DIR)/$(net).pt)
 
@@ -234,14 +228,15 @@ same_text = $(and $(findstring x$(1)x,x$(2)x),$(findstring x$(2)x,x$(1)x))
 settings_file = $(eval $(call esc,$(1)): SETTINGS := $$(2))$(eval $(call esc,$(1)): $(if $(call same_text,$(2),$(if \
 	$(wildcard $(1)),$(file <$(1)))),,FORCE) ; @mkdir -p $$(call q,$$(@D)) && printf '%s\n' $$(call q,$$(SETTINGS)) > $$(call q,$$@))
 
-# Each net's training settings live in $(OUT)/train/<net>/flags.txt, a prerequisite of its weights.
-train_settings = device=$(DEVICE) seed=$(SEED) flags=$(strip $(TRAIN_FLAGS_$(1)) $(TRAIN_FLAGS))
+# Each net's training settings live in $(OUT)/train/<net>/flags.txt, a prerequisite of its weights
+# (the recipe file's contents are one too, and stamped).
+train_settings = device=$(DEVICE) seed=$(SEED) recipe=$(call recipe,$(1)) flags=$(strip $(TRAIN_FLAGS_$(1)) $(TRAIN_FLAGS))
 $(foreach net,pnet rnet onet,$(call settings_file,$(OUT)/train/$(net)/flags.txt,$(call train_settings,$(net))))
 
 # Each build's sample settings live in $(OUT)/settings/<build>.txt, a prerequisite of its manifest
 # (settings_file above). The worker count is not among them: it changes no byte of a build.
 data_settings = seed=$(SEED)$(if $(filter rnet onet,$(1)), device=$(DEVICE))$(if $(and $(WIDER_FRACTION),$(filter-out val,$(1))), \
-	wider_fraction=$(WIDER_FRACTION)) flags=$(strip $(GEN_FLAGS_$(1)) $(GEN_FLAGS))
+	wider_fraction=$(WIDER_FRACTION)) recipe=$(call recipe,data-$(1)) flags=$(strip $(GEN_FLAGS_$(1)) $(GEN_FLAGS))
 $(foreach build,pnet rnet onet val,$(call settings_file,$(OUT)/settings/$(build).txt,$(call data_settings,$(build))))
 
 $(call settings_file,$(OUT)/settings/subset.txt,fraction=$(WIDER_FRACTION))
@@ -376,7 +371,7 @@ RECOG_ARGS = --weights $(call q,$(WEIGHTS)) --align $(call q,$(RECOG_ALIGN)) --i
 # EMBED_FLAGS, WEIGHTS, MIN_FACE or RECOG_SIZE redoes each fold that it changes, and a train-embed
 # FOLD=k with other flags makes cv-lfw retrain that fold rather than mix two recipes.
 recog_build_settings = identities=$(IDENTITIES) fold=$(1) only=$(2) $(RECOG_SETTINGS)
-embed_settings = device=$(DEVICE) seed=$(SEED) flags=$(EMBED_FLAGS)
+embed_settings = device=$(DEVICE) seed=$(SEED) recipe=$(call recipe,embedder) flags=$(EMBED_FLAGS)
 # settings_file once per file: recog-data FOLD=k names the same build as cv-lfw's fold k
 settings_once = $(if $(filter $(1),$(SETTINGS_DONE)),,$(eval SETTINGS_DONE += $$(1))$(call settings_file,$(1),$(2)))
 SETTINGS_DONE :=
@@ -395,9 +390,11 @@ STAMPED += $(RECOG_BUILD)/manifest.json
 train-embed: $(EMBED_OUT)/embedder.pt ## train the embedder on the recog-data build (EMBED_FLAGS=, FOLD=, RESUME=1, RESTART=1)
 
 $(call settings_once,$(EMBED_OUT)/flags.txt,$(embed_settings))
-$(EMBED_OUT)/embedder.pt: $(RECOG_BUILD)/manifest.json $(EMBED_OUT)/flags.txt $(CODE_trainers.embed) | $(VENV_STAMP)
+$(EMBED_OUT)/embedder.pt: $(RECOG_BUILD)/manifest.json $(EMBED_OUT)/flags.txt $(call recipe,embedder) $(CODE_trainers.embed) \
+		| $(VENV_STAMP)
 	$(RUN) trainers.embed --data $(call q,$(RECOG_BUILD)) --out $(call q,$(EMBED_OUT)) --device $(call q,$(DEVICE)) \
-		--seed $(call q,$(SEED)) $(if $(RESUME),--resume) $(if $(RESTART),--restart) $(call qw,$(EMBED_FLAGS))
+		--seed $(call q,$(SEED)) $(if $(RESUME),--resume) $(if $(RESTART),--restart) \
+		--config $(call q,$(call recipe,embedder)) $(call qw,$(EMBED_FLAGS))
 	$(stamp)
 STAMPED += $(EMBED_OUT)/embedder.pt
 
@@ -432,10 +429,11 @@ $(RECOG_OUT)/fold-%/manifest.json: $(RECOG_OUT)/fold-%/.make-settings $(wildcard
 		--people $(call q,$(PEOPLE)) --fold $* $(RECOG_ARGS)
 	$(stamp)
 
-$(OUT)/train/embed-fold-%/embedder.pt: $(RECOG_OUT)/fold-%/manifest.json $(OUT)/train/embed-fold-%/flags.txt $(CODE_trainers.embed) \
-		| $(VENV_STAMP)
+$(OUT)/train/embed-fold-%/embedder.pt: $(RECOG_OUT)/fold-%/manifest.json $(OUT)/train/embed-fold-%/flags.txt \
+		$(call recipe,embedder) $(CODE_trainers.embed) | $(VENV_STAMP)
 	$(RUN) trainers.embed --data $(call q,$(RECOG_OUT)/fold-$*) --out $(call q,$(@D)) --device $(call q,$(DEVICE)) \
-		--seed $(call q,$(SEED)) $(if $(RESUME),--resume) $(if $(RESTART),--restart) $(call qw,$(EMBED_FLAGS))
+		--seed $(call q,$(SEED)) $(if $(RESUME),--resume) $(if $(RESTART),--restart) \
+		--config $(call q,$(call recipe,embedder)) $(call qw,$(EMBED_FLAGS))
 	$(stamp)
 
 $(CV_OUT)/fold-%/results.json: $(OUT)/train/embed-fold-%/embedder.pt $(CV_OUT)/fold-%/.make-settings $(PAIRS) \

@@ -7,6 +7,15 @@ tuples (``nargs``) and nested config dataclasses, whose fields are offered as if
 outer one's (their names must not clash). ``field(metadata=...)`` may set ``flag`` (another option
 name), ``choices`` and ``cli=False`` (not offered).
 
+``--config FILE`` (repeatable; a later file wins) reads a recipe file (``configs/*.toml``): a TOML
+table of the command line's options, each key an option's name without its ``--`` (``_`` or ``-``),
+written flat as the command line offers them, nested configs' fields included
+(``landmark-min-scale = 0.9``, ``loss-weights = [1, 1, 2.5]``, ``flip = false``). Its values become
+the defaults, so options given on the command line win, and each is converted and checked as the
+same text given as an option would be (the dataclass's ``__post_init__`` runs on the result). A
+missing or unreadable file, a key that is no option and a value of the wrong type are usage errors
+naming the file and the key.
+
 Only ``__main__`` blocks call ``parse_config``; stages take the config object.
 """
 
@@ -16,7 +25,9 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import sys
 import textwrap
+import tomllib
 import types
 import typing
 from functools import lru_cache
@@ -135,9 +146,96 @@ def config_from_namespace(cls, ns: argparse.Namespace, **overrides):
     return cls(**values)
 
 
+def _recipe_item(action: argparse.Action, value):
+    """One TOML value as the option's converter reads the same text; a table, list or boolean where
+    the option takes a word is refused rather than turned into its Python spelling."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"expected {_expected(action)}, got {value!r}")
+    try:
+        converted = (action.type or str)(str(value))
+    except (TypeError, ValueError):
+        raise ValueError(f"expected {_expected(action)}, got {value!r}") from None
+    if action.choices is not None and converted not in action.choices:
+        raise ValueError(f"{converted!r} is not one of {', '.join(map(repr, action.choices))}")
+    return converted
+
+
+def _expected(action: argparse.Action) -> str:
+    name = getattr(action.type, "__name__", "str")
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def _recipe_value(action: argparse.Action, value):
+    if isinstance(action, (argparse.BooleanOptionalAction, argparse._StoreTrueAction)):
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value
+    if action.nargs == 0:
+        raise ValueError("this option cannot be set from a file")
+    if action.nargs in ("+", "*") or isinstance(action.nargs, int):
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list of {_expected(action).split()[-1]}s, got {value!r}")
+        if isinstance(action.nargs, int) and len(value) != action.nargs:
+            raise ValueError(f"expected {action.nargs} values, got {len(value)}")
+        if action.nargs == "+" and not value:
+            raise ValueError("expected at least one value")
+        return tuple(_recipe_item(action, v) for v in value)
+    return _recipe_item(action, value)
+
+
+class RecipeParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` with ``--config FILE``: the file's options are the defaults, options
+    given win. Read before the command line is parsed, so that a parser which adds its own options
+    (``--tiny``, ``--no-ohem``) or parses twice still gets them."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument("--config", action="append", default=[], metavar="FILE",
+                          help="a recipe file (configs/*.toml): its options are the defaults, options given "
+                               "win; repeatable, a later file wins")
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+        pre.add_argument("--config", action="append", default=[])
+        try:
+            files = pre.parse_known_args(args)[0].config
+        except argparse.ArgumentError:  # --config without a file: the full parse says so
+            files = []
+        for path in files:
+            self._read_recipe(path)
+        return super().parse_known_args(args, namespace)
+
+    def _read_recipe(self, path: str) -> None:
+        try:
+            with open(path, "rb") as f:
+                recipe = tomllib.load(f)
+        except FileNotFoundError:
+            self.error(f"--config {path}: no such file")
+        except OSError as e:
+            self.error(f"--config {path}: cannot read it ({e.strerror or e})")
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            self.error(f"--config {path}: not a TOML file ({e})")
+        # The options a key may name: each --option, the --no- spelling of a boolean left out (write x = false)
+        options = {opt[2:]: action for action in self._actions for opt in action.option_strings
+                   if opt.startswith("--") and action.dest not in ("help", "config")
+                   and not (isinstance(action, argparse.BooleanOptionalAction) and opt.startswith("--no-"))}
+        for key, value in recipe.items():
+            action = options.get(key.replace("_", "-"))
+            if action is None:
+                hint = (" (options are written flat, as on the command line, not as tables)"
+                        if isinstance(value, dict) else "")
+                self.error(f"--config {path}: {key!r} is not an option of {self.prog}{hint}")
+            try:
+                value = _recipe_value(action, value)
+            except ValueError as e:
+                self.error(f"--config {path}: {key}: {e}")
+            self.set_defaults(**{action.dest: value})
+            action.required = False  # the file gives it
+
+
 def config_parser(cls, prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = RecipeParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser, cls)
     return parser
 

@@ -214,17 +214,23 @@ def test_makefile_rebuilds_when_an_input_changes(tiny_wider, tmp_path):
     assert (tmp_path / "out" / "settings" / "pnet.txt").read_text() == "seed=0 flags=--tiny\n"
 
 
-def test_onet_landmark_crops_span_the_boxes_rnet_hands_onet(tmp_path, make_dry_run):
-    # The O-Net build's command as the Makefile writes it: its landmark crops reach R-Net's boxes,
-    # which are up to 1.3x a list's face box and a tenth of it higher.
+def test_onet_landmark_crops_span_the_boxes_rnet_hands_onet(tmp_path, make_dry_run, monkeypatch):
+    # The O-Net build's command as the Makefile writes it, with its recipe file (read from the
+    # repo, as make runs it): its landmark crops reach R-Net's boxes, which are up to 1.3x a list's
+    # face box and a tenth of it higher.
     command = make_dry_run(f"OUT={tmp_path}", f"{tmp_path}/onet/manifest.json").splitlines()[-1].split()
-    cfg = parse_args(command[command.index("prepare.generate") + 1:]).landmark_aug
+    assert command[command.index("--config") + 1] == "configs/data-onet.toml"
+    monkeypatch.chdir(REPO)
+    shipped = parse_args(command[command.index("prepare.generate") + 1:])
+    assert shipped.mine_thresholds == (0.6, 0.3, 0.7)  # R-Net at 0.3 while mining: more negatives
+    cfg = shipped.landmark_aug
     assert (cfg.min_scale, cfg.max_scale, cfg.max_shift, cfg.min_iou) == (0.9, 1.4, 0.15, 0.45)
     face = np.array([100.0, 100.0, 199.0, 199.0])
     rnet_box = np.array([85.0, 75.0, 214.0, 204.0])  # 1.3x the side, 0.1 of it higher
     assert iou(face, rnet_box[None])[0] >= cfg.min_iou
     assert cfg.max_scale >= 1.3 and cfg.max_shift >= 0.1
-    default = parse_args(command[command.index("prepare.generate") + 1:command.index("--landmark-min-scale")])
+    config = command.index("--config")
+    default = parse_args(command[command.index("prepare.generate") + 1:config] + command[config + 2:])
     assert iou(face, rnet_box[None])[0] < default.landmark_aug.min_iou  # what the other builds' crops leave out
 
 

@@ -75,6 +75,21 @@ def test_an_edit_deep_in_a_stages_imports_remakes_it(built_copy, stage):
     assert make("-C", copy, "-q", target, *args).returncode == 0
 
 
+@pytest.mark.parametrize("recipe, target", [("data-pnet", "pnet-data"), ("data-rnet", "rnet-data"),
+                                            ("pnet", "train-pnet"), ("embedder", "train-embed")])
+def test_an_edit_of_a_recipe_file_remakes_what_it_made(built_copy, recipe, target):
+    copy, make, args = built_copy
+    assert make("-C", copy, "-q", target, *args).returncode == 0, target
+    path = copy / "configs" / f"{recipe}.toml"
+    text = path.read_text()
+    path.write_text(text + "# an edit\n")
+    try:
+        assert make("-C", copy, "-q", target, *args).returncode == 1, f"{target} missed an edit of {path.name}"
+    finally:
+        path.write_text(text)
+    assert make("-C", copy, "-q", target, *args).returncode == 0
+
+
 def test_the_data_builds_digest_the_files_make_watches():
     from prepare import fingerprint
 

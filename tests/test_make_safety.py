@@ -101,8 +101,7 @@ PATH_TARGETS = {
 }
 FLAG_VARS = {
     "roc": ["GEN_FLAGS", "GEN_FLAGS_pnet", "GEN_FLAGS_rnet", "GEN_FLAGS_onet", "GEN_FLAGS_val", "TRAIN_FLAGS",
-            "TRAIN_FLAGS_pnet", "TRAIN_FLAGS_rnet", "TRAIN_FLAGS_onet", "ONET_MINE_THRESHOLDS", "SEED", "DEVICE",
-            "WORKERS"],
+            "TRAIN_FLAGS_pnet", "TRAIN_FLAGS_rnet", "TRAIN_FLAGS_onet", "SEED", "DEVICE", "WORKERS"],
     "detect": ["MIN_FACE", "DEVICE", "BACKEND"],
     "align": ["ALIGN", "BACKEND"],
     "cv-lfw": ["EMBED_FLAGS", "RECOG_SIZE", "RECOG_ALIGN", "MIN_FACE"],

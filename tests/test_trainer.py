@@ -26,9 +26,8 @@ from core.nets import EXTRA_HEAD_PREFIX, INPUT_SIZES, NetOutput, build_net, load
 from trainers.checkpoint import latest_checkpoint, load_checkpoint
 from trainers.config import TrainConfig, parse_args
 from trainers.distributed import RankSlice
-from trainers.engine import evaluate
+from trainers.detector_task import LOG_COLUMNS, evaluate_detector as evaluate
 from trainers.model import init_model, lr_factor
-from trainers.reporting import LOG_COLUMNS
 from trainers.train import main
 from child_env import REPO, child_env
 
@@ -110,12 +109,14 @@ def test_terms_are_means_over_the_samples_that_carry_them():
 
 @pytest.mark.parametrize("net, paper, expected", [("rnet", (0.5, 0.5), (1.0, 1.0, 2.5)),
                                                     ("onet", (0.5, 1.0), (1.0, 1.0, 5.0))])
-def test_makefile_loss_weights_are_the_papers_caffe_balance(make_dry_run, net, paper, expected):
+def test_makefile_loss_weights_are_the_papers_caffe_balance(make_dry_run, monkeypatch, net, paper, expected):
     # Caffe's EuclideanLoss is sum((pred - target)**2) / (2 * samples); the paper weighs R-Net's
     # terms 1 / 0.5 / 0.5 and O-Net's 1 / 0.5 / 1 with it. The trainer's terms are means over the
     # 4 and 10 values.
     dry = make_dry_run("OUT=o", "-o", f"o/{net}/manifest.json", f"o/weights/{net}.pt")
     command = dry.split("-m core.launch trainers.train")[-1].split()
+    assert command[command.index("--config") + 1] == f"configs/{net}.toml"  # the recipe file, read as make runs it
+    monkeypatch.chdir(REPO)
     weights = parse_args(command).loss_weights
     assert weights == expected
     gen = torch.Generator().manual_seed(0)
@@ -412,7 +413,7 @@ def test_help_shows_every_fields_docstring_and_net_is_required(capsys):
 def test_kind_ratio_defaults_to_the_papers_and_reaches_the_batch_sampler(builds, tmp_path, monkeypatch):
     from lmdb_builders.reader import PAPER_RATIO, kind_quotas
 
-    import trainers.train as train_module
+    import trainers.detector_task as train_module
 
     assert TrainConfig(net="rnet").kind_ratio == (3.0, 1.0, 1.0, 2.0)
     # the float default gives the integer ratio's quotas, so the shipped recipes' batches are unchanged
