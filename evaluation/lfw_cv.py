@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from core.atomic import atomic_write_json
-from core.cli import parse_config
+from core.stage import run_stage
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,9 @@ PER_FOLD = ("data", "data_fingerprint", "lfw_fold_left_out", "identities", "face
 def recipe_of(result: dict) -> dict:
     """What made a fold's figure, less what is the fold's own: the embedder's training recipe and
     identity build (its training record) and the detector and alignment that scored the pairs."""
-    training = result.get("embedder_training") or {}
+    training = result.get("embedder_training")
+    if not isinstance(training, dict):  # "embedder of unknown training data": that is its recipe
+        training = {"unknown": training}
     return {"training": {k: v for k, v in training.items() if k not in PER_FOLD},
             "scoring": result.get("align_settings")}
 
@@ -100,9 +102,4 @@ def main(cfg: CrossValConfig) -> dict:
 
 
 if __name__ == "__main__":
-    config = parse_config(CrossValConfig, prog="python -m evaluation.lfw_cv", description=__doc__.split("\n\n")[0])
-    try:
-        main(config)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_stage(CrossValConfig, main, prog="python -m evaluation.lfw_cv", description=__doc__.split("\n\n")[0]))

@@ -177,8 +177,9 @@ def test_cli_errors_are_one_line_exit_2(exported, tmp_path, capsys):
 
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), np.zeros((30, 30, 3), np.uint8))
+    (tmp_path / "empty").mkdir()  # a weights folder beside the output, not around it
     for backend, weights, message in (("tensorflow", "shipped", "unknown backend"),
-                                      ("onnx", str(tmp_path), "no .onnx files")):
+                                      ("onnx", str(tmp_path / "empty"), "no .onnx files")):
         cfg = DetectConfig(image=str(image), weights=weights, out=str(tmp_path / "o"), backend=backend)
         assert detect_main(cfg) == 2
         err = capsys.readouterr().err

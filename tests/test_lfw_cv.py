@@ -40,6 +40,12 @@ def test_folds_of_another_recipe_or_detector_are_refused_naming_the_folds_to_red
     assert "folds 2 differ from folds 1, 3" in message and "redo folds 2 " in message and named in message
 
 
+def test_a_fold_scored_as_an_unknown_embedder_is_another_recipe():
+    unknown = {**fold_result(2), "embedder_training": "embedder of unknown training data"}
+    with pytest.raises(ValueError, match="folds 2 differ from folds 1, 3"):
+        combine([fold_result(1), unknown, fold_result(3)])
+
+
 def test_the_cli_refuses_mixed_folds_in_one_line(tmp_path):
     paths = []
     for k, epochs in ((1, 24), (2, 24), (3, 12), (4, 12), (5, 24)):
