@@ -22,7 +22,7 @@ from lmdb_builders.synthetic import synthetic_records, write_synthetic_build
 from core.nets import NET_NAMES, build_net
 from trainers.checkpoint import load_checkpoint
 from trainers.config import TrainConfig
-from trainers.engine import augment
+from trainers.detector_task import augment
 from trainers.train import main
 from child_env import REPO
 

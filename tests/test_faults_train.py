@@ -28,6 +28,7 @@ import pytest
 import torch
 
 import core.device
+import trainers.detector_task
 import trainers.train
 from core.nets import build_net
 from lmdb_builders.manifest import MANIFEST_NAME, fingerprint
@@ -77,7 +78,7 @@ def kinds_build(folder: Path, counts: dict, landmark_list: bool = True) -> Path:
 def work(monkeypatch):
     """Records whether a run opened its build and whether it trained (a refusal must come before)."""
     calls = {"dataset": 0, "epochs": 0}
-    real_dataset, real_epoch = trainers.train.ShardDataset, trainers.train.train_one_epoch
+    real_dataset, real_epoch = trainers.detector_task.ShardDataset, trainers.train.train_one_epoch
 
     def dataset(*args, **kwargs):
         calls["dataset"] += 1
@@ -87,7 +88,7 @@ def work(monkeypatch):
         calls["epochs"] += 1
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(trainers.train, "ShardDataset", dataset)
+    monkeypatch.setattr(trainers.detector_task, "ShardDataset", dataset)
     monkeypatch.setattr(trainers.train, "train_one_epoch", epoch)
     return calls
 

@@ -26,9 +26,8 @@ from core.nets import EXTRA_HEAD_PREFIX, INPUT_SIZES, NetOutput, build_net, load
 from trainers.checkpoint import latest_checkpoint, load_checkpoint
 from trainers.config import TrainConfig, parse_args
 from trainers.distributed import RankSlice
-from trainers.engine import evaluate
+from trainers.detector_task import LOG_COLUMNS, evaluate_detector as evaluate
 from trainers.model import init_model, lr_factor
-from trainers.reporting import LOG_COLUMNS
 from trainers.train import main
 from child_env import REPO, child_env
 
@@ -414,7 +413,7 @@ def test_help_shows_every_fields_docstring_and_net_is_required(capsys):
 def test_kind_ratio_defaults_to_the_papers_and_reaches_the_batch_sampler(builds, tmp_path, monkeypatch):
     from lmdb_builders.reader import PAPER_RATIO, kind_quotas
 
-    import trainers.train as train_module
+    import trainers.detector_task as train_module
 
     assert TrainConfig(net="rnet").kind_ratio == (3.0, 1.0, 1.0, 2.0)
     # the float default gives the integer ratio's quotas, so the shipped recipes' batches are unchanged

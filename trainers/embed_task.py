@@ -30,7 +30,7 @@ from trainers.embed_config import EmbedConfig, embed_config_from_dict
 from trainers.metric_losses import MarginSoftmax, triplet_loss
 from trainers.preflight import PreflightError
 from trainers.reporting import plot_curves, write_log
-from trainers.train import Parts
+from trainers.parts import Parts
 
 TRAIN_COLUMNS = ("train_loss", "train_acc", "train_active", "grad_norm")
 VALIDATION_COLUMNS = ("val_acc", "val_auc", "val_threshold", "val_same_dist", "val_diff_dist", "val_pairs")

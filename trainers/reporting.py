@@ -1,7 +1,8 @@
 """What a run reports after every epoch: ``log.csv``, ``loss_curve.png`` and one summary line.
 
 Both files are rewritten whole (atomically) from the history of rows, one per epoch, whose keys are
-``LOG_COLUMNS``; floats are written with 6 significant digits.
+the kind of model's log columns (``trainers.detector_task.LOG_COLUMNS``,
+``trainers.embed_task.LOG_COLUMNS``); floats are written with 6 significant digits.
 """
 
 from __future__ import annotations
@@ -11,12 +12,9 @@ import io
 from pathlib import Path
 
 from core.atomic import atomic_write_bytes
-from trainers.engine import TIMING_COLUMNS, TRAIN_COLUMNS, VALIDATION_COLUMNS
-
-LOG_COLUMNS = ("epoch", "lr", *TRAIN_COLUMNS, *VALIDATION_COLUMNS, *TIMING_COLUMNS)
 
 
-def write_log(history: list[dict], path, columns=LOG_COLUMNS) -> None:
+def write_log(history: list[dict], path, columns) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -84,7 +82,7 @@ def summary(row: dict) -> str:
             f"{row['samples_per_s']:.0f} samples/s, data wait {100 * row['data_wait_share']:.1f}%")
 
 
-def report_epoch(history: list[dict], out: Path, net: str) -> None:
-    """Rewrite ``log.csv`` and ``loss_curve.png`` in ``out``."""
-    write_log(history, Path(out) / "log.csv")
+def report_epoch(history: list[dict], out: Path, net: str, columns) -> None:
+    """Rewrite ``log.csv`` (``columns``) and ``loss_curve.png`` in ``out``."""
+    write_log(history, Path(out) / "log.csv", columns)
     plot_history(history, Path(out) / "loss_curve.png", net)

@@ -15,7 +15,8 @@ from the latest checkpoint and ends with exactly the weights an uninterrupted ru
 produced; ``--restart`` deletes an earlier run's outputs and starts over, and without either an
 output folder holding checkpoints is refused. The settings are ``trainers.config.TrainConfig``;
 what is checked before any work (writable folders, an earlier run, the sample kinds the loss
-needs), ``trainers.preflight``; one epoch and validation, ``trainers.engine``; torchrun's
+needs), ``trainers.preflight``; the nets' loss, batches and validation, ``trainers.detector_task``;
+the generic epoch and validation pass, ``trainers.engine``; torchrun's
 processes, ``trainers.distributed``. The output folder is locked (``core.lock``) for the run.
 
 At the command line a run that fails for a reason outside the code (a folder in use or
@@ -28,30 +29,27 @@ from __future__ import annotations
 
 import sys
 from contextlib import nullcontext
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import nn
 
 from core.cpus import cap_workers
 from core.device import DeviceError
 from core.lock import FolderLockedError, folder_lock
-from core.nets import INPUT_SIZES
+from core.stage import run_stage
 from core.weights import WeightsError, pack_weights
-from lmdb_builders.reader import MixedKindBatchSampler, ShardDataset, ShardLoader, split_by_kind, worker_error_message
+from lmdb_builders.reader import worker_error_message
 from lmdb_builders.schema import SchemaError
 from trainers.checkpoint import (ResumeError, check_resumable, clean_out, cpu_state, latest_checkpoint,
                                  load_checkpoint, restore, save_checkpoint, save_weights)
-from trainers.config import PROG, TrainConfig, config_from_dict, parse_args
-from trainers.distributed import (DistInfo, RankSlice, barrier, destroy_process_group, init_process_group,
-                                  training_device, wrap_ddp)
-from trainers.engine import DetectorRecipe, NetWithLoss, evaluate, train_one_epoch
-from trainers.model import build_optimizer, init_model
-from trainers.preflight import PreflightError, check_earlier_run, check_kinds, check_writable
-from trainers.reporting import report_epoch, summary
+from trainers.config import PROG, parse_args
+from trainers.detector_task import detector_parts
+from trainers.distributed import DistInfo, barrier, destroy_process_group, init_process_group, training_device, wrap_ddp
+from trainers.engine import train_one_epoch
+from trainers.model import build_optimizer
+from trainers.parts import Loader
+from trainers.preflight import PreflightError, check_earlier_run, check_writable
 
 # What ends a command-line run with one line and exit code 2: causes outside the code (folders,
 # disks, devices, weights files, shards, a diverging loss), each raised with a one-line message.
@@ -68,39 +66,9 @@ class TrainResult:
     """The final weights of this process's model (CPU)."""
 
 
-@dataclass
-class Parts:
-    """What one kind of model brings to the training loop (``_run``): the detector nets'
-    (``detector_parts``) and the embedder's (``trainers.embed_task.embed_parts``)."""
-
-    model: nn.Module
-    """What the optimizer trains and a checkpoint holds (the net, with a margin softmax's classes)."""
-    loss_model: nn.Module
-    """``forward(batch) -> (loss, step sums)`` around ``model``."""
-    recipe: object
-    """``engine.DetectorRecipe``'s interface: step sums, batch augmentation, log columns."""
-    sampler: object
-    """A batch sampler with ``set_epoch(epoch, start_batch)``, ``start_batch``, ``batches_per_epoch``."""
-    loader: object
-    data_fingerprint: str
-    evaluate: Callable[[], dict]
-    """The validation columns of the model as it is now."""
-    report: Callable[[list, Path], None]
-    """Rewrites log.csv and loss_curve.png from the history."""
-    summary: Callable[[dict], str]
-    """One line per epoch for the terminal."""
-    result: Callable[[nn.Module], nn.Module] = lambda model: model
-    """The part of ``model`` whose state dict is the run's weights."""
-    record: dict | None = None
-    """The training record stored in every checkpoint and in the weights file itself
-    (``core.weights.pack_weights``; the embedder's people); None: the weights file is the plain
-    state dict (the detector nets)."""
-    config_from_dict: Callable[[dict], object] = config_from_dict
-
-
 def main(cfg, build_parts=None) -> TrainResult:
     """Train as ``cfg`` says; ``build_parts(cfg, device, dist_info) -> Parts`` is the kind of model
-    (default ``detector_parts``: the net ``cfg.net`` of the cascade)."""
+    (default ``trainers.detector_task.detector_parts``: the net ``cfg.net`` of the cascade)."""
     build_parts = build_parts or detector_parts
     dist_info = DistInfo.from_env()
     device = training_device(cfg.device, dist_info)
@@ -123,26 +91,6 @@ def main(cfg, build_parts=None) -> TrainResult:
         finally:
             torch.set_num_threads(threads_before)
             destroy_process_group(dist_info)
-
-
-def detector_parts(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Parts:
-    """P-Net, R-Net or O-Net on a build's mixed-kind batches, with the multi-task loss."""
-    # channels_last: normalize_images already yields NHWC-strided input; 5-30% faster on CPU.
-    model = init_model(cfg).to(device, memory_format=torch.channels_last)
-    dataset = ShardDataset(cfg.data, INPUT_SIZES[cfg.net])
-    train_idx, val_idx = split_by_kind(dataset.kinds, cfg.val_fraction, cfg.seed)
-    check_kinds(cfg, dataset.manifest, dataset.size, train_idx, val_idx)
-    val_all = np.sort(np.concatenate([v for v in val_idx.values()]))
-    sampler = MixedKindBatchSampler(train_idx, cfg.batch_size, ratio=cfg.batch_ratio,
-                                    seed=cfg.seed, batches_per_epoch=cfg.batches_per_epoch)
-    # Workers return raw record arrays; decoding (and pinning on CUDA) happen in this process.
-    loader = ShardLoader(dataset, RankSlice(sampler, dist_info.rank, dist_info.world), num_workers=cfg.num_workers,
-                         pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0, seed=cfg.seed)
-    return Parts(model=model, loss_model=NetWithLoss(model, cfg.weights, cfg.ohem_keep, cfg.wing),
-                 recipe=DetectorRecipe(cfg), sampler=sampler, loader=loader,
-                 data_fingerprint=str(dataset.manifest.get("fingerprint", "")),
-                 evaluate=lambda: evaluate(model, dataset, val_all, cfg, device),
-                 report=lambda history, out: report_epoch(history, out, cfg.net), summary=summary)
 
 
 def _run(cfg, device: torch.device, dist_info: DistInfo, build_parts) -> TrainResult:
@@ -202,10 +150,11 @@ def _run(cfg, device: torch.device, dist_info: DistInfo, build_parts) -> TrainRe
     return TrainResult(final, history, weights)
 
 
-def stop_workers(loader: ShardLoader) -> None:
+def stop_workers(loader: Loader) -> None:
     """Stop the loader's worker processes now rather than whenever garbage collection reaches them:
     they were forked holding the output folder's lock, which lasts while any of them lives."""
-    iterator = getattr(loader.loader, "_iterator", None)  # persistent workers; torch has no public close
+    # A ShardLoader's persistent workers; torch has no public close.
+    iterator = getattr(getattr(loader, "loader", None), "_iterator", None)
     if iterator is not None:
         iterator._shutdown_workers()
         loader.loader._iterator = None
@@ -221,15 +170,13 @@ def one_line(err: BaseException) -> str:
 
 def cli(argv=None) -> int:
     """The command line: parse, train, and turn a failure with an outside cause into one line (exit 2)."""
-    cfg = parse_args(argv, description=__doc__.split("\n\n")[0])
-    try:
+    def train(cfg) -> None:
         result = main(cfg)
-    except ONE_LINE_ERRORS as e:
-        print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
-        return 2
-    if result.weights_path is not None and DistInfo.from_env().main:
-        print(f"wrote {result.weights_path}")
-    return 0
+        if result.weights_path is not None and DistInfo.from_env().main:
+            print(f"wrote {result.weights_path}")
+
+    return run_stage(None, train, prog=PROG, argv=argv, errors=ONE_LINE_ERRORS, describe=one_line,
+                     parse=lambda argv: parse_args(argv, description=__doc__.split("\n\n")[0]))
 
 
 if __name__ == "__main__":
