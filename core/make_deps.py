@@ -23,8 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The top-level packages of the project, whose modules count as its code.
-PACKAGES = ("core", "annotations", "lmdb_builders", "detector", "prepare", "trainers", "evaluation", "demo",
-            "benchmarks")
+PACKAGES = ("core", "annotations", "lmdb_builders", "detector", "prepare", "trainers", "recognition", "evaluation",
+            "demo", "benchmarks")
 
 # Each stage a Makefile rule runs, with the modules left out of its closure: the sample builds
 # that do not mine (P-Net's, the val build) never run the cascade that their module imports for
@@ -45,6 +45,8 @@ STAGES = {
     "evaluation.lfw": (),
     "evaluation.lfw_cv": (),
     "detector.export_embedder": (),
+    "recognition.enroll": (),
+    "recognition.identify": (),
     "demo.data": (),
     "demo.identities": (),
 }

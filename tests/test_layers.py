@@ -1,6 +1,6 @@
 """The package layering: each package imports only the packages below it, and nothing imports upward.
 
-    core < annotations < lmdb_builders < detector < prepare < trainers < evaluation < demo, benchmarks
+    core < annotations < lmdb_builders < detector < prepare < trainers < recognition < evaluation < demo, benchmarks
 
 Every ``.py`` file of every top-level package is parsed (``ast``, nothing is imported) and every
 import of a project package is collected, those inside functions included (and
@@ -20,7 +20,7 @@ import pytest
 from child_env import REPO
 
 # Bottom first; packages on one rank (a tuple) may not import each other.
-LAYERS = ("core", "annotations", "lmdb_builders", "detector", "prepare", "trainers", "evaluation",
+LAYERS = ("core", "annotations", "lmdb_builders", "detector", "prepare", "trainers", "recognition", "evaluation",
           ("demo", "benchmarks"))
 NOT_PACKAGES = {"tests", "build", "weights"}
 
