@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from annotations.errors import AnnotationError
 from annotations.landmarks import OUTSIDE_IMAGE, LandmarkAnnotations, faces_inside_images, load_landmarks
 from annotations.wider import WiderAnnotations, parse_wider
 from core.atomic import atomic_write_bytes
-from core.cli import parse_config
 from core.geometry import box_sizes
+from core.stage import run_stage
 
 QUANTILES = (0.0, 0.05, 0.25, 0.50, 0.75, 0.95, 1.0)
 QUANTILE_LABELS = ("min", "5%", "25%", "50%", "75%", "95%", "max")
@@ -193,9 +192,4 @@ def main(cfg: StatsConfig) -> dict:
 
 
 if __name__ == "__main__":
-    config = parse_config(StatsConfig, prog="python -m annotations.stats", description=__doc__.split("\n\n")[0])
-    try:
-        main(config)
-    except (AnnotationError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_stage(StatsConfig, main, prog="python -m annotations.stats", description=__doc__.split("\n\n")[0]))

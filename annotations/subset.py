@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from annotations.errors import AnnotationError
 from annotations.wider import parse_wider_text, write_wider_txt
-from core.cli import parse_config
+from core.stage import run_stage
 
 
 @dataclass(frozen=True)
@@ -60,8 +59,4 @@ def main(cfg: SubsetConfig) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_config(SubsetConfig, prog="python -m annotations.subset", description=__doc__.split("\n\n")[0]))
-    except (AnnotationError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_stage(SubsetConfig, main, prog="python -m annotations.subset", description=__doc__.split("\n\n")[0]))

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.cli import parse_config
 from core.geometry import iou_matrix
 from core.imageio import try_read_image_rgb
+from core.stage import run_stage
 from detector.align import list_images
 from detector.cascade import Detections, DetectorConfig, load_detector
 from detector.export import ExportConfig, main as export_main
@@ -114,10 +114,5 @@ def main(cfg: BenchBackendsConfig) -> dict:
 
 
 if __name__ == "__main__":
-    config = parse_config(BenchBackendsConfig, prog="python -m benchmarks.bench_backends",
-                          description=__doc__.split("\n\n")[0])
-    try:
-        main(config)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_stage(BenchBackendsConfig, main, prog="python -m benchmarks.bench_backends",
+                       description=__doc__.split("\n\n")[0]))

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.cli import parse_config
+from core.stage import run_stage
 from lmdb_builders.manifest import load_manifest
 
 
@@ -218,4 +218,4 @@ def main(cfg: BenchConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_config(BenchConfig, prog="python -m benchmarks.bench_data", description=__doc__.split("\n\n")[0]))
+    sys.exit(run_stage(BenchConfig, main, prog="python -m benchmarks.bench_data", description=__doc__.split("\n\n")[0]))

@@ -41,6 +41,7 @@ import torch
 from core.cli import parse_config
 from core.geometry import nms
 from core.imageio import try_read_image_rgb
+from core.stage import run_stage
 from detector import DetectorConfig, load_detector
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -204,9 +205,4 @@ def parse_args(argv=None) -> BenchConfig:
 
 
 if __name__ == "__main__":
-    config = parse_args()
-    try:
-        main(config)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_stage(BenchConfig, main, prog="python -m benchmarks.bench_detector", parse=parse_args))

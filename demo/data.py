@@ -29,6 +29,7 @@ files are written by the writers beside their parsers (``annotations.wider``,
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -41,7 +42,7 @@ from annotations.landmarks import write_facepoint
 from annotations.wider import write_wider_txt
 from annotations.wider_mat import SETTINGS, GtImage, write_ground_truth
 from core.atomic import atomic_write_bytes
-from core.cli import parse_config
+from core.stage import run_stage
 
 # Relative positions (x, y) of the five landmarks inside an aligned lfw_subset face crop, in the
 # order left eye, right eye, nose, left mouth corner, right mouth corner. Estimated by eye on
@@ -399,4 +400,4 @@ def main(cfg: DemoConfig) -> DemoPaths:
 
 
 if __name__ == "__main__":
-    main(parse_config(DemoConfig, prog="python -m demo.data", description=__doc__.split("\n\n")[0]))
+    sys.exit(run_stage(DemoConfig, main, prog="python -m demo.data", description=__doc__.split("\n\n")[0]))

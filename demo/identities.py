@@ -14,6 +14,7 @@ The same seed gives byte-identical files.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from annotations.lfw import image_path
 from core.atomic import atomic_write_bytes, atomic_write_text
-from core.cli import parse_config
+from core.stage import run_stage
 from demo.data import _background, _lfw_patches
 
 IMAGE_SIDE = 120
@@ -99,7 +100,12 @@ def build(cfg: DemoIdentitiesConfig) -> Path:
     return out
 
 
-if __name__ == "__main__":
-    config = parse_config(DemoIdentitiesConfig, prog="python -m demo.identities", description=__doc__.split("\n\n")[0])
+def main(config: DemoIdentitiesConfig) -> Path:
     path = build(config)
     print(f"{config.people} people x {config.images} images in {config.folds} folds -> {path}")
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(DemoIdentitiesConfig, main, prog="python -m demo.identities",
+                       description=__doc__.split("\n\n")[0]))

@@ -50,9 +50,9 @@ import torch
 from tqdm import tqdm
 
 from core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from core.cli import parse_config
 from core.imageio import ImageReadError, encode_image, read_image_rgb
 from core.outputs import OutputError, check_output_apart, file_sha256, weights_folder
+from core.stage import run_stage
 from core.weights import weights_digests
 from detector.cascade import Detections, DetectorConfig, load_detector
 
@@ -462,9 +462,4 @@ def main(cfg: AlignConfig, sources: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    config = parse_config(AlignConfig, prog="python -m detector.align", description=__doc__.split("\n\n")[0])
-    try:
-        main(config)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+    sys.exit(run_stage(AlignConfig, main, prog="python -m detector.align", description=__doc__.split("\n\n")[0]))

@@ -16,12 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.cli import parse_config
-from core.device import DeviceError
 from core.embedder import embed, load_embedder
 from core.imageio import ImageReadError, read_image_rgb
+from core.stage import run_stage
 from core.verification import squared_distances
-from core.weights import WeightsError
 from detector.align import ALIGN_MODES, AlignConfig, align_image
 from detector.cascade import DetectorConfig, load_detector
 
@@ -85,9 +83,4 @@ def main(cfg: CompareConfig) -> np.ndarray:
 
 
 if __name__ == "__main__":
-    config = parse_config(CompareConfig, prog="python -m detector.compare", description=__doc__.split("\n\n")[0])
-    try:
-        main(config)
-    except (FileNotFoundError, ValueError, WeightsError, DeviceError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_stage(CompareConfig, main, prog="python -m detector.compare", description=__doc__.split("\n\n")[0]))

@@ -33,6 +33,7 @@ from core.atomic import atomic_write_bytes
 from core.cli import parse_config
 from core.imageio import ImageReadError, encode_image, read_image_rgb
 from core.outputs import check_names_free, check_output_apart, weights_folder
+from core.stage import run_stage
 from detector.cascade import Detections, DetectorConfig, check_pyramid, load_detector
 
 EXIT_BAD_INPUT = 2
@@ -159,4 +160,4 @@ def parse_args(argv=None) -> DetectConfig:
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(run_stage(DetectConfig, main, prog="python -m detector.detect", parse=parse_args))

@@ -29,14 +29,15 @@ import torch
 from torch import nn
 
 from core.atomic import atomic_write_bytes, atomic_write_json
-from core.cli import parse_config
 from core.outputs import check_names_free, check_output_apart, weights_folder
 from core.nets import INPUT_SIZES, PIXEL_MEAN, PIXEL_SCALE, normalize_images
+from core.stage import error_line, run_stage
 from core.weights import is_original, load_nets, resolve_weights
 from detector.cascade import PNET_CELL, PNET_STRIDE, DetectorConfig
 from detector.onnx_backend import FORMAT, INPUT_NAME, MANIFEST_NAME, OUTPUT_NAMES, OnnxNet, onnx_file, sha256_hex
 
 EXIT_BAD_INPUT = 2
+PROG = "python -m detector.export"
 # Largest |onnxruntime - torch| accepted on the self-check (float32 arithmetic in another order).
 TOLERANCE = 1e-4
 # Self-check inputs: P-Net at two sizes (a graph fixed to the traced size fails the second).
@@ -206,7 +207,7 @@ def main(cfg: ExportConfig) -> int:
         nets = load_nets(resolve_weights(cfg.weights))
         check_outputs(cfg, [onnx_file(name) for name in nets])
     except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(error_line(PROG, err), file=sys.stderr)
         return EXIT_BAD_INPUT
     out = Path(cfg.out)
     files = {}
@@ -226,4 +227,4 @@ def main(cfg: ExportConfig) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_config(ExportConfig, prog="python -m detector.export", description=__doc__.split("\n\n")[0])))
+    sys.exit(run_stage(ExportConfig, main, prog=PROG, description=__doc__.split("\n\n")[0]))

@@ -24,11 +24,10 @@ import numpy as np
 import torch
 
 from core.atomic import atomic_write_bytes, atomic_write_json
-from core.cli import parse_config
 from core.embedder import load_embedder
 from core.nets import PIXEL_MEAN, PIXEL_SCALE, normalize_images
 from core.outputs import check_names_free, check_output_apart
-from core.weights import WeightsError
+from core.stage import run_stage
 
 TOLERANCE = 1e-4
 INPUT_NAME, OUTPUT_NAME = "images", "embedding"
@@ -115,10 +114,5 @@ def main(cfg: EmbedExportConfig) -> dict:
 
 
 if __name__ == "__main__":
-    config = parse_config(EmbedExportConfig, prog="python -m detector.export_embedder",
-                          description=__doc__.split("\n\n")[0])
-    try:
-        main(config)
-    except (FileNotFoundError, ValueError, WeightsError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_stage(EmbedExportConfig, main, prog="python -m detector.export_embedder",
+                       description=__doc__.split("\n\n")[0]))

@@ -25,15 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from annotations.errors import AnnotationError
 from annotations.landmarks import DEFAULT_HOLDOUT_FRACTION, LANDMARK_COLUMNS, landmark_holdout_mask, load_landmarks
-from core.atomic import DiskFullError, NotWritableError, atomic_write_bytes, atomic_write_json, ensure_writable_folder
-from core.cli import parse_config
+from core.atomic import atomic_write_bytes, atomic_write_json, ensure_writable_folder
 from core.device import resolve_device
 from core.geometry import iou_matrix
 from core.imageio import ImageReadError, read_image_rgb
-from core.lock import FolderLockedError, folder_lock
+from core.lock import folder_lock
 from core.outputs import check_output_apart, weights_folder
+from core.stage import run_stage
 from core.weights import weights_digests
 from detector import DetectorConfig, load_detector
 
@@ -225,9 +224,5 @@ def format_results(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    config = parse_config(LandmarkEvalConfig, prog="python -m evaluation.landmarks", description=__doc__.split("\n\n")[0])
-    try:
-        main(config)
-    except (AnnotationError, FileNotFoundError, ValueError, FolderLockedError, NotWritableError, DiskFullError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_stage(LandmarkEvalConfig, main, prog="python -m evaluation.landmarks",
+                       description=__doc__.split("\n\n")[0]))

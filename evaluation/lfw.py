@@ -42,14 +42,13 @@ import numpy as np
 from annotations.errors import AnnotationError
 from annotations.lfw import Pair, parse_pairs
 from core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from core.cli import parse_config
-from core.device import DeviceError
 from core.embedder import FaceEmbedder, embed, load_embedder
 from core.imageio import read_image_rgb
-from core.lock import FolderLockedError, folder_lock
+from core.lock import folder_lock
 from core.outputs import check_output_apart, weights_folder
+from core.stage import run_stage
 from core.verification import (auc, eer, kfold_accuracy, kfold_val_far, roc, squared_distances, worst_case)
-from core.weights import SHIPPED_WEIGHTS_DIR, WeightsError
+from core.weights import SHIPPED_WEIGHTS_DIR
 from detector.align import ALIGN_MODES, INDEX_NAME, AlignConfig, read_index
 from detector.align import main as align_main
 from detector.cascade import DetectorConfig
@@ -272,13 +271,7 @@ def main(cfg: LfwEvalConfig) -> dict:
 
 
 def cli(argv=None) -> int:
-    cfg = parse_config(LfwEvalConfig, prog=PROG, description=__doc__.split("\n\n")[0], argv=argv)
-    try:
-        main(cfg)
-    except (FileNotFoundError, ValueError, AnnotationError, WeightsError, DeviceError, FolderLockedError, OSError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_stage(LfwEvalConfig, main, prog=PROG, description=__doc__.split("\n\n")[0], argv=argv)
 
 
 if __name__ == "__main__":

@@ -31,12 +31,13 @@ import lmdb
 import numpy as np
 import torch
 
-from core.atomic import DiskFullError, NotWritableError, atomic_write_bytes, atomic_write_json, ensure_writable_folder
+from core.atomic import atomic_write_bytes, atomic_write_json, ensure_writable_folder
 from core.cli import parse_config
 from core.device import resolve_device
-from core.lock import FolderLockedError, folder_lock
+from core.lock import folder_lock
 from core.outputs import check_output_apart, weights_folder
 from core.nets import INPUT_SIZES, NET_NAMES, normalize_images
+from core.stage import run_stage
 from core.weights import load_nets, resolve_weights
 from detector import DetectorConfig
 from lmdb_builders.reader import ShardDataset, records_to_batch
@@ -239,11 +240,5 @@ def parse_args(argv=None) -> RocConfig:
 
 
 if __name__ == "__main__":
-    config = parse_args()
-    try:
-        main(config)
-    # ValueError covers SchemaError (a manifest or shard that does not match), WeightsError and
-    # DeviceError; lmdb.Error is a shard LMDB cannot open (a corrupt header).
-    except (FileNotFoundError, ValueError, lmdb.Error, FolderLockedError, NotWritableError, DiskFullError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    # lmdb.Error: a shard LMDB cannot open (a corrupt header); the rest are ValueError or OSError
+    sys.exit(run_stage(RocConfig, main, prog="python -m evaluation.roc", parse=parse_args, errors=(lmdb.Error,)))

@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from annotations.wider_mat import SETTINGS
-from core.atomic import DiskFullError, NotWritableError, atomic_write_json, ensure_writable_folder
-from core.cli import parse_config
+from core.atomic import atomic_write_json, ensure_writable_folder
 from core.device import resolve_device
 from core.imageio import try_read_image_rgb
-from core.lock import FolderLockedError, folder_lock
+from core.lock import folder_lock
 from core.outputs import check_output_apart, weights_folder
+from core.stage import run_stage
 from core.weights import weights_digests
 from detector import DetectorConfig, load_detector
 from evaluation.wider_eval import IOU_THRESHOLD, official_iou, present_images
@@ -157,10 +157,5 @@ def format_table(results: dict) -> str:
 
 
 if __name__ == "__main__":
-    config = parse_config(StageRecallConfig, prog="python -m evaluation.stage_recall",
-                          description=__doc__.split("\n\n")[0])
-    try:
-        main(config)
-    except (FileNotFoundError, ValueError, FolderLockedError, NotWritableError, DiskFullError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_stage(StageRecallConfig, main, prog="python -m evaluation.stage_recall",
+                       description=__doc__.split("\n\n")[0]))

@@ -52,13 +52,14 @@ from pathlib import Path
 
 import numpy as np
 
-from core.atomic import DiskFullError, NotWritableError, atomic_write_bytes, ensure_writable_folder
+from core.atomic import atomic_write_bytes, ensure_writable_folder
 from core.cli import parse_config
 from core.device import resolve_device
 from core.geometry import as_boxes, iou_matrix
 from core.imageio import try_read_image_rgb
-from core.lock import FolderLockedError, folder_lock
+from core.lock import folder_lock
 from core.outputs import check_output_apart, weights_folder
+from core.stage import run_stage
 from core.weights import weights_digests
 from detector import DetectorConfig, load_detector
 from annotations.wider_mat import SETTINGS, load_ground_truth
@@ -410,9 +411,4 @@ def parse_args(argv=None) -> WiderEvalConfig:
 
 
 if __name__ == "__main__":
-    config = parse_args()
-    try:
-        main(config)
-    except (FileNotFoundError, ValueError, FolderLockedError, NotWritableError, DiskFullError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_stage(WiderEvalConfig, main, prog="python -m evaluation.wider_eval", parse=parse_args))

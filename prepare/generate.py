@@ -59,12 +59,13 @@ from core.cpus import cap_workers, usable_cpus
 from core.cli import config_from_namespace, config_parser
 from core.geometry import regression_targets, xywh_to_xyxy
 from core.imageio import ImageReadError, read_image_rgb
-from core.lock import FolderLockedError, folder_lock
+from core.lock import folder_lock
 from core.outputs import check_output_apart
+from core.stage import run_stage
 from detector import DetectorConfig
 from lmdb_builders.manifest import MANIFEST_NAME, load_manifest
-from lmdb_builders.schema import KIND_NAMES, NET_SIZES, Kind, SchemaError, make_records
-from lmdb_builders.writer import ShardWriteError, ShardWriter, WriterConfig
+from lmdb_builders.schema import KIND_NAMES, NET_SIZES, Kind, make_records
+from lmdb_builders.writer import ShardWriter, WriterConfig
 from prepare.checks import require, require_fraction
 from prepare.crops import CropSource, cut_and_resize
 from prepare.fingerprint import build_fingerprint
@@ -445,9 +446,4 @@ def parse_args(argv=None) -> GenerateConfig:
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_args())
-    except (AnnotationError, SchemaError, BuildError, FolderLockedError, ShardWriteError, FileNotFoundError,
-            ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_stage(GenerateConfig, main, prog="python -m prepare.generate", parse=parse_args))

@@ -29,13 +29,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from annotations.errors import AnnotationError
 from annotations.identities import read_identity_folder
 from annotations.lfw import fold_people, parse_people
-from core.cli import parse_config
-from core.imageio import ImageReadError, read_image_rgb
-from core.lock import FolderLockedError, folder_lock
+from core.imageio import read_image_rgb
+from core.lock import folder_lock
 from core.outputs import check_output_apart, weights_folder
+from core.stage import run_stage
 from detector.align import ALIGN_MODES, INDEX_NAME, AlignConfig, read_index
 from detector.align import main as align_main
 from detector.cascade import DetectorConfig
@@ -177,16 +176,7 @@ def main(cfg: IdentityDataConfig) -> dict:
 
 
 def cli(argv=None) -> int:
-    cfg = parse_config(IdentityDataConfig, prog=PROG, description=__doc__.split("\n\n")[0], argv=argv)
-    try:
-        main(cfg)
-    except (FileNotFoundError, ValueError, AnnotationError, ImageReadError, FolderLockedError, OSError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; nothing half-written (rerun to continue)", file=sys.stderr)
-        return 130
-    return 0
+    return run_stage(IdentityDataConfig, main, prog=PROG, description=__doc__.split("\n\n")[0], argv=argv)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ def one_line_error(proc) -> str:
     assert "Traceback" not in proc.stderr, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip() and "px samples:" not in line]  # progress bar
     assert len(lines) == 1 or lines[0].startswith("usage:"), proc.stderr
+    assert lines[-1].startswith("python -m prepare.generate: error: "), proc.stderr  # refused run or usage
     return lines[-1]
 
 

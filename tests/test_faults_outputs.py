@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from child_env import REPO, child_env
+from stage_errors import has_prefix
 from core.nets import NET_NAMES, build_net
 from core.outputs import OutputError, check_output_apart
 from core.weights import SHIPPED_WEIGHTS_DIR
@@ -32,10 +33,10 @@ def _cli(module: str, *args, timeout: int = 240) -> subprocess.CompletedProcess:
 
 
 def _one_line_error(proc: subprocess.CompletedProcess, *says: str) -> str:
-    """Exit code 2 and one ``error: ...`` line (a stage may prefix its name) holding every ``says``."""
+    """Exit code 2 and one ``python -m <stage>: error: ...`` line holding every ``says``."""
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr
-    assert len(lines) == 1 and "error: " in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1 and has_prefix(proc, lines[0]) and "Traceback" not in proc.stderr, proc.stderr
     for text in says:
         assert text in lines[0], lines[0]
     return lines[0]

@@ -32,6 +32,7 @@ from core.nets import build_net
 from core.weights import WeightsError, load_net, load_nets, load_state_dict
 from detector import DetectorConfig, load_detector
 from child_env import REPO, child_env
+from stage_errors import has_prefix
 
 NETS = ("pnet", "rnet", "onet")
 
@@ -50,10 +51,11 @@ def _cli(module: str, args: list, patch: str = "", timeout: int = 180) -> subpro
 
 
 def _one_line_error(proc: subprocess.CompletedProcess, *says: str) -> str:
-    """Assert exit code 2 and a single ``error: ...`` line on stderr holding every ``says``; the line."""
+    """Assert exit code 2 and a single ``python -m <stage>: error: ...`` line on stderr holding every ``says``;
+    the line."""
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert len(lines) == 1 and has_prefix(proc, lines[0]), proc.stderr
     for text in says:
         assert text in lines[0], lines[0]
     return lines[0]

@@ -84,5 +84,5 @@ def test_cli_bad_input_prints_one_line_and_exits_2(tmp_path):
                            "--weights", "shipped", "--out", str(tmp_path / "roc")],
                           cwd=REPO, capture_output=True, text=True, timeout=120, env=child_env())
     assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
-    assert proc.stderr.startswith("error: ") and "nowhere" in proc.stderr
+    assert proc.stderr.startswith("python -m evaluation.roc: error: ") and "nowhere" in proc.stderr
     assert not (tmp_path / "roc").exists()

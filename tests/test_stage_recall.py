@@ -130,5 +130,6 @@ def test_cli_bad_input_prints_one_line_and_exits_2(val_set, tmp_path):
         proc = subprocess.run(base + args, cwd=REPO, capture_output=True, text=True, timeout=120, env=child_env())
         lines = proc.stderr.splitlines()
         assert proc.returncode == 2, proc.stderr
-        assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], proc.stderr
+        assert len(lines) == 1 and lines[0].startswith("python -m evaluation.stage_recall: error: ") and says in lines[0], \
+            proc.stderr
     assert not (tmp_path / "out").exists()

@@ -222,4 +222,5 @@ def test_cli_bad_input_prints_one_line_and_exits_2(tmp_path, gt_dir):
                               env=child_env())
         lines = proc.stderr.splitlines()
         assert proc.returncode == 2, proc.stderr
-        assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], proc.stderr
+        assert len(lines) == 1 and lines[0].startswith("python -m evaluation.wider_eval: error: ") and says in lines[0], \
+            proc.stderr

@@ -18,21 +18,20 @@ from __future__ import annotations
 
 import sys
 
+from core.stage import run_stage
 from trainers.embed_config import PROG, parse_embed_args
 from trainers.embed_task import embed_parts
 from trainers.train import ONE_LINE_ERRORS, main, one_line
 
 
 def cli(argv=None) -> int:
-    cfg = parse_embed_args(argv, description=__doc__.split("\n\n")[0])
-    try:
+    def train(cfg) -> None:
         result = main(cfg, embed_parts)
-    except ONE_LINE_ERRORS as e:
-        print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
-        return 2
-    if result.weights_path is not None:
-        print(f"wrote {result.weights_path}")
-    return 0
+        if result.weights_path is not None:
+            print(f"wrote {result.weights_path}")
+
+    return run_stage(None, train, prog=PROG, argv=argv, errors=ONE_LINE_ERRORS, describe=one_line,
+                     parse=lambda argv: parse_embed_args(argv, description=__doc__.split("\n\n")[0]))
 
 
 if __name__ == "__main__":

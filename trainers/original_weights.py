@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.atomic import atomic_write_bytes
-from core.cli import parse_config
+from core.stage import run_stage
 
 PACKAGE = "facenet-pytorch==2.6.0"
 NETS = ("pnet", "rnet", "onet")
@@ -99,9 +99,5 @@ def main(cfg: OriginalWeightsConfig) -> list[Path]:
 
 
 if __name__ == "__main__":
-    cfg = parse_config(OriginalWeightsConfig, prog="python -m trainers.original_weights",
-                       description=__doc__.split("\n\n")[0])
-    try:
-        main(cfg)
-    except OriginalWeightsError as e:
-        sys.exit(f"error: {e}")
+    sys.exit(run_stage(OriginalWeightsConfig, main, prog="python -m trainers.original_weights",
+                         description=__doc__.split("\n\n")[0], errors=(OriginalWeightsError,)))
