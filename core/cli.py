@@ -89,22 +89,27 @@ def _default_text(value) -> str:
     return _NONE if value is None else str(value)
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls, seen: dict | None = None) -> None:
-    """Add one option per field of ``cls`` (and of its nested config dataclasses) to ``parser``."""
+def add_config_arguments(parser: argparse.ArgumentParser, cls, seen: dict | None = None, defaults=None) -> None:
+    """Add one option per field of ``cls`` (and of its nested config dataclasses) to ``parser``;
+    ``defaults``, an instance of ``cls``, gives the options' defaults in place of the class's."""
     seen = {} if seen is None else seen
     docs = field_docs(cls)
     for f, tp in _cli_fields(cls):
         inner, optional = _unwrap_optional(tp)
+        has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        if defaults is not None:
+            default = getattr(defaults, f.name)
         if dataclasses.is_dataclass(inner):
-            add_config_arguments(parser, inner, seen)
+            # The outer field's default is the nested options' (two stages may nest one config with
+            # other defaults, as the trainers do OptimConfig).
+            add_config_arguments(parser, inner, seen, default if isinstance(default, inner) else None)
             continue
         dest = f.name
         if dest in seen:
             raise TypeError(f"{cls.__name__}.{dest} clashes with {seen[dest]}.{dest} on the command line")
         seen[dest] = cls.__name__
-        has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         help_text = docs.get(f.name, "").replace("%", "%%")  # argparse formats help with %
         kwargs: dict = {"dest": dest, "help": help_text}
         if "choices" in f.metadata:

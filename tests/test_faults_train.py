@@ -447,5 +447,5 @@ def test_make_retrains_when_the_training_flags_change_and_not_otherwise(build, t
     assert refused.returncode != 0 and "start over with RESTART=1 (--restart)" in refused.stderr
     again = make("train-pnet", f"{flags} --lr 0.05", "RESTART=1")
     assert again.returncode == 0, again.stderr
-    assert load_checkpoint(out / "train" / "pnet" / "checkpoints" / "epoch-001.pt")["config"]["lr"] == 0.05
+    assert load_checkpoint(out / "train" / "pnet" / "checkpoints" / "epoch-001.pt")["config"]["optim"]["lr"] == 0.05
     assert make("-q", "train-pnet", f"{flags} --lr 0.05").returncode == 0

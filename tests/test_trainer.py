@@ -23,11 +23,12 @@ from lmdb_builders.reader import MixedKindBatchSampler, ShardDataset, records_to
 from lmdb_builders.schema import Kind
 from trainers.losses import LossWeights, Wing, flatten_output, multitask_loss, ohem_count, wing_loss
 from core.nets import EXTRA_HEAD_PREFIX, INPUT_SIZES, NetOutput, build_net, load_state, normalize_images
-from trainers.checkpoint import latest_checkpoint, load_checkpoint
+from trainers.checkpoint import latest_checkpoint, load_checkpoint, save_torch
 from trainers.config import TrainConfig, parse_args
 from trainers.distributed import RankSlice
 from trainers.detector_task import LOG_COLUMNS, evaluate_detector as evaluate
 from trainers.model import init_model, lr_factor
+from trainers.optim_config import OptimConfig
 from trainers.train import main
 from child_env import REPO, child_env
 
@@ -305,7 +306,27 @@ def test_resume_ends_with_exactly_the_weights_of_an_uninterrupted_run(builds, tm
     assert {"model", "optimizer", "scheduler", "rng", "history"} <= ckpt.keys()
     # a different arithmetic refuses to resume
     with pytest.raises(ValueError, match="lr"):
-        main(replace(parted_cfg, resume=True, lr=0.123))
+        main(replace(parted_cfg, resume=True, optim=replace(parted_cfg.optim, lr=0.123)))
+
+
+def test_a_checkpoint_with_the_old_flat_optimiser_settings_still_resumes_exactly(builds, tmp_path):
+    # Checkpoints written before OptimConfig was nested store lr, grad_clip, ... at the top level.
+    base = TrainConfig.tiny("pnet", builds[12], tmp_path / "straight", epochs=2, batches_per_epoch=3,
+                            optim=OptimConfig(lr=0.05, grad_clip=2.0))
+    straight = main(base)
+    parted_cfg = replace(base, out=str(tmp_path / "parted"))
+    main(replace(parted_cfg, stop_after_epochs=1))
+    path = latest_checkpoint(parted_cfg.out)
+    ckpt = load_checkpoint(path)
+    flat = {k: v for k, v in ckpt["config"].items() if k != "optim"}
+    ckpt["config"] = {**flat, **ckpt["config"]["optim"]}
+    assert "optim" not in ckpt["config"] and ckpt["config"]["lr"] == 0.05
+    save_torch(ckpt, path)
+    resumed = main(replace(parted_cfg, resume=True))
+    assert all(torch.equal(straight.state_dict[k], resumed.state_dict[k]) for k in straight.state_dict)
+    # and the flat form is compared field by field: another lr is still refused, by its name
+    with pytest.raises(ValueError, match="different lr"):
+        main(replace(parted_cfg, resume=True, optim=OptimConfig(lr=0.01, grad_clip=2.0)))
 
 
 # -- DDP -----------------------------------------------------------------------------------------
@@ -359,12 +380,12 @@ def test_lr_schedule_warms_up_then_decays():
 
 
 def test_cli_maps_onto_the_config():
-    assert parse_args(["--net", "rnet", "--grad-clip", "none"]).grad_clip is None
-    assert parse_args(["--net", "rnet"]).grad_clip == 1.0 and parse_args(["--net", "rnet"]).ohem_keep == 0.7
+    assert parse_args(["--net", "rnet", "--grad-clip", "none"]).optim.grad_clip is None
+    assert parse_args(["--net", "rnet"]).optim.grad_clip == 1.0 and parse_args(["--net", "rnet"]).ohem_keep == 0.7
     cfg = parse_args(["--net", "onet", "--no-ohem", "--loss-weights", "1", "0.5", "2", "--resume", "--workers", "0",
                       "--export", "w/onet.pt", "--grad-clip", "0"])
-    assert (cfg.net, cfg.data, cfg.out, cfg.ohem_keep, cfg.resume, cfg.num_workers, cfg.export, cfg.grad_clip) == \
-        ("onet", "data/onet", "runs/onet", None, True, 0, "w/onet.pt", None)
+    assert (cfg.net, cfg.data, cfg.out, cfg.ohem_keep, cfg.resume, cfg.num_workers, cfg.export,
+            cfg.optim.grad_clip) == ("onet", "data/onet", "runs/onet", None, True, 0, "w/onet.pt", None)
     assert cfg.weights == LossWeights(1, 0.5, 2) and cfg.stage_threshold == 0.7
     assert TrainConfig(net="onet").weights == LossWeights(1, 0.5, 1)
     assert (cfg.flip, cfg.photometric) == (True, False)
@@ -387,8 +408,9 @@ def test_every_flag_of_the_makefile_and_readme_parses_with_its_meaning():
         net="rnet", data="d", out="o", export="e.pt", epochs=3, batch_size=128, batches_per_epoch=40, device="cpu",
         seed=5, resume=True, flip=False, photometric=True, progress=False, init="original:w",
         loss_weights=(1.0, 2.0, 3.0), ohem_keep=0.5, landmark_head=False, amp=False, val_fraction=0.1,
-        num_workers=2, threads=3, threshold=0.4, grad_clip=2.0, stop_after_epochs=1, optimizer="adamw", lr=0.01,
-        schedule="step", warmup_epochs=1.0, momentum=0.8, weight_decay=0.001, kind_ratio=(3.0, 2.0, 1.0, 2.0))
+        num_workers=2, threads=3, threshold=0.4, stop_after_epochs=1, kind_ratio=(3.0, 2.0, 1.0, 2.0),
+        optim=OptimConfig(grad_clip=2.0, optimizer="adamw", lr=0.01, schedule="step", warmup_epochs=1.0, momentum=0.8,
+                          weight_decay=0.001))
     assert TrainConfig(net="onet").data == "data/onet" and TrainConfig(net="onet").out == "runs/onet"
 
 
@@ -399,6 +421,7 @@ def test_help_shows_every_fields_docstring_and_net_is_required(capsys):
 
     docs = field_docs(TrainConfig)
     assert set(docs) == {f.name for f in dataclasses.fields(TrainConfig)}  # every field is documented
+    docs = {**{k: v for k, v in docs.items() if k != "optim"}, **field_docs(OptimConfig)}  # offered flat
     with pytest.raises(SystemExit):
         parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())

@@ -12,7 +12,7 @@ import hashlib
 import io
 import random
 import re
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -150,14 +150,24 @@ def save_checkpoint(cfg: TrainConfig, epoch: int, model: nn.Module, optimizer, s
 
 def check_resumable(cfg: TrainConfig, saved: TrainConfig, data_fp: str, saved_fp: str) -> None:
     """Refuse a checkpoint made with other settings (any config class: its fields less
-    ``RESUMABLE_CHANGES``) or other data."""
-    diff = [f.name for f in fields(type(cfg))
-            if f.name not in RESUMABLE_CHANGES and getattr(cfg, f.name) != getattr(saved, f.name)]
+    ``RESUMABLE_CHANGES``, a nested config's by their own names) or other data."""
+    diff = _differences(cfg, saved)
     if data_fp != saved_fp:
         diff.append(f"data fingerprint ({saved_fp} -> {data_fp})")
     if diff:
         raise ResumeError(f"cannot resume in {cfg.out}: the checkpoint was made with a different "
                           f"{', '.join(diff)}; start over with RESTART=1 (--restart) or choose another --out")
+
+
+def _differences(cfg, saved) -> list[str]:
+    diff = []
+    for f in fields(type(cfg)):
+        ours, theirs = getattr(cfg, f.name), getattr(saved, f.name)
+        if f.name in RESUMABLE_CHANGES or ours == theirs:
+            continue
+        # A nested config (OptimConfig) names the fields that differ, as the command line does.
+        diff += _differences(ours, theirs) if is_dataclass(ours) and type(ours) is type(theirs) else [f.name]
+    return diff
 
 
 def restore(ckpt: dict, model: nn.Module, optimizer, scheduler, scaler) -> tuple[int, int, list[dict]]:

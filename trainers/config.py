@@ -15,13 +15,12 @@ from detector.cascade import DetectorConfig
 from lmdb_builders.reader import PAPER_RATIO, kind_quotas
 from lmdb_builders.schema import Kind
 from trainers.losses import DEFAULT_LOSS_WEIGHTS, DEFAULT_OHEM_KEEP, LossWeights, Wing
+from trainers.optim_config import OptimConfig, nest_optim
 
 # Validation recall / false positives are counted at the detector's stage thresholds.
 DEFAULT_THRESHOLDS = dict(zip(NET_NAMES, DetectorConfig().thresholds))
 PROG = "python -m trainers.train"
-OPTIMIZERS = ("sgd", "adamw")
 PAPER_KIND_RATIO = tuple(float(PAPER_RATIO[kind]) for kind in sorted(Kind))
-SCHEDULES = ("cosine", "step", "constant")
 LANDMARK_LOSSES = ("mse", "wing")
 RATIO_NAMES = {Kind.NEGATIVE: "negative", Kind.POSITIVE: "positive", Kind.PART: "part", Kind.LANDMARK: "landmark"}
 
@@ -44,20 +43,9 @@ class TrainConfig:
     """Passes over the training split (or ``batches_per_epoch`` steps each)."""
     batch_size: int = 384
     """Samples per optimizer step, over all processes together."""
-    optimizer: str = field(default="sgd", metadata={"choices": OPTIMIZERS})
-    """sgd (momentum, Nesterov) or adamw."""
-    lr: float = 0.1
-    """Peak learning rate (reached after the warm-up); see docs/experiments.md ("The training schedule") for how it was chosen."""
-    momentum: float = 0.9
-    """SGD momentum (Nesterov when above 0); unused by adamw."""
-    weight_decay: float = 1e-4
-    """Applied to conv and dense weights only, not to biases or PReLU slopes."""
-    schedule: str = field(default="cosine", metadata={"choices": SCHEDULES})
-    """cosine (to 0), step (x0.1 at 50% and 75% of the steps) or constant; per step, after the warm-up."""
-    warmup_epochs: float = 0.5
-    """Linear warm-up from lr / steps to lr over this many epochs."""
-    grad_clip: float | None = 1.0
-    """Clip the global gradient norm to this (None or 0: off); the mean norm before clipping is logged."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """The optimiser, learning rate, schedule, warm-up and clipping (``trainers.optim_config``; offered
+    flat: --optimizer, --lr, --momentum, --weight-decay, --schedule, --warmup-epochs, --grad-clip)."""
     loss_weights: tuple[float, float, float] | None = None
     """det, box, landmark; None: 1/0.5/0.5 (P-Net, R-Net), 1/0.5/1 (O-Net)."""
     landmark_loss: str = field(default="mse", metadata={"choices": LANDMARK_LOSSES})
@@ -116,21 +104,16 @@ class TrainConfig:
     def __post_init__(self):
         if self.net not in NET_NAMES:
             raise ValueError(f"net must be one of {NET_NAMES}, got {self.net!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.landmark_loss not in LANDMARK_LOSSES:
             raise ValueError(f"--landmark-loss must be mse or wing, got {self.landmark_loss!r}")
         try:
             Wing(self.wing_width, self.wing_epsilon)  # its own check, run whichever landmark loss is chosen
         except ValueError as e:
             raise ValueError(f"--wing-width, --wing-epsilon: {e}") from None
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
         for flag, value, ok, rule in (
                 ("--epochs", self.epochs, self.epochs >= 1, ">= 1"),
                 ("--batch-size", self.batch_size, self.batch_size >= 2,
                  ">= 2 (a batch needs a negative and a positive)"),
-                ("--lr", self.lr, self.lr > 0, "> 0"),
                 ("--val-fraction", self.val_fraction, 0 < self.val_fraction < 1, "between 0 and 1 (exclusive)"),
                 ("--seed", self.seed, self.seed >= 0, ">= 0"),
                 ("--workers", self.num_workers, self.num_workers >= 0, ">= 0 (0: read in the training process)"),
@@ -140,9 +123,6 @@ class TrainConfig:
                 ("--threads", self.threads, _none_or_at_least(self.threads, 0), ">= 0 or none"),
                 ("--threshold", self.threshold, self.threshold is None or 0 <= self.threshold <= 1,
                  "between 0 and 1 or none"),
-                ("--warmup-epochs", self.warmup_epochs, self.warmup_epochs >= 0, ">= 0"),
-                ("--momentum", self.momentum, self.momentum >= 0, ">= 0"),
-                ("--weight-decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
                 ("--stop-after-epochs", self.stop_after_epochs, _none_or_at_least(self.stop_after_epochs, 1),
                  ">= 1 or none")):
             if not ok:
@@ -151,8 +131,6 @@ class TrainConfig:
             raise ValueError("--resume and --restart exclude each other: continue the earlier run or start over")
         if self.ohem_keep is not None and not 0.0 < self.ohem_keep <= 1.0:
             raise ValueError(f"--ohem-keep must be in (0, 1] or none, got {self.ohem_keep}")
-        if self.grad_clip is not None and self.grad_clip < 0:
-            raise ValueError(f"--grad-clip must be positive, 0 or none, got {self.grad_clip}")
         object.__setattr__(self, "kind_ratio", tuple(float(r) for r in self.kind_ratio))
         if len(self.kind_ratio) != 4 or min(self.kind_ratio) < 0 or sum(self.kind_ratio[:2]) == 0:
             raise ValueError("--kind-ratio needs four shares >= 0 (negative, positive, part, landmark), "
@@ -171,7 +149,6 @@ class TrainConfig:
         # One spelling per meaning, so that a resume compares like with like.
         object.__setattr__(self, "data", self.data or f"data/{self.net}")
         object.__setattr__(self, "out", self.out or f"runs/{self.net}")
-        object.__setattr__(self, "grad_clip", self.grad_clip or None)
 
     def _check_batches(self) -> None:
         """Refuse a kind ratio or batch size that gives a weighted loss term no sample in a batch:
@@ -226,7 +203,7 @@ class TrainConfig:
     def tiny(cls, net: str, data, out, **changes) -> "TrainConfig":
         """A few small steps on a tiny build: for tests and the demo."""
         base = dict(net=net, data=str(data), out=str(out), epochs=2, batch_size=64, batches_per_epoch=6,
-                    num_workers=0, val_fraction=0.2, val_batch_size=256, warmup_epochs=0.5, progress=False)
+                    num_workers=0, val_fraction=0.2, val_batch_size=256, progress=False)
         return cls(**{**base, **changes})
 
 
@@ -248,9 +225,10 @@ RESUMABLE_CHANGES = {"data", "out", "export", "overwrite_shipped", "device", "nu
 
 
 def config_from_dict(d: dict) -> TrainConfig:
-    """A ``TrainConfig`` from ``asdict`` output (a checkpoint's), ignoring fields it no longer has."""
+    """A ``TrainConfig`` from ``asdict`` output (a checkpoint's), ignoring fields it no longer has;
+    one stored before the optimiser settings were nested holds them flat (``nest_optim``)."""
     known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in d.items() if k in known})
+    return TrainConfig(**{k: v for k, v in nest_optim(d, OptimConfig()).items() if k in known})
 
 
 def parse_args(argv=None, prog: str = PROG, description: str | None = None) -> TrainConfig:

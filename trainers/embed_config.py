@@ -6,14 +6,16 @@ device, resume, ...) have the same names and meanings; ``python -m trainers.embe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 from core.cli import parse_config
 from core.embednet import EmbedSpec
-from trainers.config import OPTIMIZERS, SCHEDULES
+from trainers.optim_config import OptimConfig, nest_optim
 from trainers.metric_losses import DEFAULT_MARGINS, LOSSES
 
 PROG = "python -m trainers.embed"
+# The embedder's optimiser defaults, where they differ from the detector nets'.
+EMBED_OPTIM = OptimConfig(weight_decay=5e-4, warmup_epochs=1.0, grad_clip=5.0)
 _SPEC = EmbedSpec()
 
 
@@ -41,20 +43,10 @@ class EmbedConfig:
     """K: images per identity in a batch (drawn with replacement from people with fewer)."""
     epochs: int = 24
     """Passes over the training images (or batches_per_epoch steps each)."""
-    optimizer: str = field(default="sgd", metadata={"choices": OPTIMIZERS})
-    """sgd (momentum, Nesterov) or adamw."""
-    lr: float = 0.1
-    """Peak learning rate (reached after the warm-up)."""
-    momentum: float = 0.9
-    """SGD momentum (Nesterov when above 0)."""
-    weight_decay: float = 5e-4
-    """On conv and dense weights and the class centres, not on biases, BN or PReLU."""
-    schedule: str = field(default="cosine", metadata={"choices": SCHEDULES})
-    """cosine (to 0), step (x0.1 at 50% and 75%) or constant."""
-    warmup_epochs: float = 1.0
-    """Linear warm-up over this many epochs."""
-    grad_clip: float | None = 5.0
-    """Clip the global gradient norm to this (None or 0: off)."""
+    optim: OptimConfig = field(default_factory=lambda: EMBED_OPTIM)
+    """The optimiser, learning rate, schedule, warm-up and clipping (``trainers.optim_config``; offered
+    flat: --optimizer, --lr, --weight-decay, ...); the embedder's defaults: weight decay 5e-4, one
+    epoch's warm-up, gradient norm clipped at 5."""
     widths: tuple[int, int, int, int] = (32, 48, 96, 192)
     """Channels of the stem and the three residual stages (``core.embednet``)."""
     blocks: tuple[int, int, int] = _SPEC.blocks
@@ -95,15 +87,13 @@ class EmbedConfig:
     net = "embedder"  # the file stem of the weights and the loop's name for this kind of model
 
     def __post_init__(self):
-        for name, allowed in (("loss", LOSSES), ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         for flag, ok in (("--people must be >= 2", self.people >= 2), ("--per-person must be >= 2", self.per_person >= 2),
-                         ("--epochs must be >= 1", self.epochs >= 1), ("--lr must be > 0", self.lr > 0),
+                         ("--epochs must be >= 1", self.epochs >= 1),
                          ("--val-fraction must be in [0, 1)", 0 <= self.val_fraction < 1),
                          ("--seed must be >= 0", self.seed >= 0), ("--workers must be >= 0", self.num_workers >= 0),
                          ("--shift must be >= 0", self.shift >= 0), ("--scale must be > 0", self.scale > 0),
-                         ("--warmup-epochs must be >= 0", self.warmup_epochs >= 0),
                          ("--batches-per-epoch must be >= 1", (self.batches_per_epoch or 1) >= 1),
                          ("--margin must be >= 0", (self.margin or 0) >= 0),
                          (f"--threads must be >= 0 or none (0: torch's default), got {self.threads}",
@@ -114,7 +104,6 @@ class EmbedConfig:
             raise ValueError("--resume and --restart exclude each other: continue the earlier run or start over")
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         object.__setattr__(self, "blocks", tuple(int(b) for b in self.blocks))
-        object.__setattr__(self, "grad_clip", self.grad_clip or None)
         self.spec(16)  # the net's own checks
 
     @property
@@ -133,13 +122,17 @@ class EmbedConfig:
     def tiny(cls, data, out, **changes) -> "EmbedConfig":
         """A few small steps on a tiny build: for tests and the demo."""
         base = dict(data=str(data), out=str(out), epochs=2, people=4, per_person=2, batches_per_epoch=4,
-                    widths=(8, 8, 16, 16), dim=16, num_workers=0, val_fraction=0.34, warmup_epochs=0.5, progress=False)
+                    widths=(8, 8, 16, 16), dim=16, num_workers=0, val_fraction=0.34,
+                    optim=replace(EMBED_OPTIM, warmup_epochs=0.5), progress=False)
         return cls(**{**base, **changes})
 
 
 def embed_config_from_dict(d: dict) -> EmbedConfig:
+    """An ``EmbedConfig`` from ``asdict`` output (a checkpoint's), ignoring fields it no longer has;
+    one stored before the optimiser settings were nested holds them flat (``nest_optim``)."""
     known = {f.name for f in fields(EmbedConfig)}
-    return EmbedConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known})
+    return EmbedConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in nest_optim(d, EMBED_OPTIM).items()
+                          if k in known})
 
 
 def parse_embed_args(argv=None, description: str | None = None) -> EmbedConfig:

@@ -188,7 +188,10 @@ BUILD_NOT_RECIPE = ("fold", "excluded_people")
 
 
 def training_recipe(cfg: EmbedConfig) -> dict:
-    return {k: v for k, v in asdict(cfg).items() if k not in RUN_NOT_RECIPE}
+    # The optimiser settings flat, as in the records of embedders trained before they were nested
+    # (OptimConfig), so that lfw_cv compares an old fold's recipe with a new one's field by field.
+    flat = {**{k: v for k, v in asdict(cfg).items() if k != "optim"}, **asdict(cfg.optim)}
+    return {k: v for k, v in flat.items() if k not in RUN_NOT_RECIPE}
 
 
 def report(history: list[dict], out, record: dict) -> None:

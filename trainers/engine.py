@@ -66,7 +66,7 @@ def train_one_epoch(model: nn.Module, loader: Loader, optimizer, scheduler, scal
         batch = recipe.prepare(_to_device(batch, device), epoch, first_batch + step, dist_info.rank)
         with _autocast(device, cfg):
             loss, step_sums = model(batch)
-        grad_norm = _optimizer_step(loss, model, optimizer, scheduler, scaler, cfg.grad_clip)
+        grad_norm = _optimizer_step(loss, model, optimizer, scheduler, scaler, cfg.optim.grad_clip)
         with torch.no_grad():
             sums.add(**step_sums, grad_norm=grad_norm, steps=1.0)
         if step % 10 == 9 or step == len(loader) - 1:
@@ -98,7 +98,7 @@ def _optimizer_step(loss: torch.Tensor, model: nn.Module, optimizer, scheduler, 
 def _check_and_show(s: dict, bar, step: int, epoch: int, cfg, recipe, lr: float) -> None:
     if not math.isfinite(s["loss"]):
         raise FloatingPointError(f"{recipe.label}: the loss is {s['loss']} in epoch {epoch + 1} by step {step + 1}; "
-                                 f"lower --lr (now {cfg.lr}) or set --grad-clip")
+                                 f"lower --lr (now {cfg.optim.lr}) or set --grad-clip")
     bar.set_postfix(**recipe.postfix(s), lr=f"{lr:.2e}", refresh=False)
     bar.update(step + 1 - bar.n)
 

@@ -47,19 +47,21 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
     return 1.0
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int):
-    """Optimizer (weight decay on weights of rank >= 2 only) and its per-step LambdaLR schedule."""
+def build_optimizer(model: nn.Module, cfg, steps_per_epoch: int):
+    """Optimizer (weight decay on weights of rank >= 2 only) and its per-step LambdaLR schedule, as
+    ``cfg.optim`` says over ``cfg.epochs``."""
+    optim = cfg.optim
     decay = [p for p in model.parameters() if p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.dim() <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if optim.optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum, nesterov=optim.momentum > 0)
     else:
-        opt = torch.optim.AdamW(groups, lr=cfg.lr)
+        opt = torch.optim.AdamW(groups, lr=optim.lr)
     total = cfg.epochs * steps_per_epoch
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    warmup = int(round(optim.warmup_epochs * steps_per_epoch))
 
     def factor(step: int) -> float:
-        return lr_factor(step, total, warmup, cfg.schedule)
+        return lr_factor(step, total, warmup, optim.schedule)
 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
