@@ -27,45 +27,41 @@ from lmdb_builders.reader import ShardDataset, ShardLoader
 from lmdb_builders.schema import SchemaError
 from trainers.distributed import DistInfo, RankSlice
 from trainers.embed_config import EmbedConfig, embed_config_from_dict
-from trainers.metric_losses import MarginSoftmax, triplet_loss
+from trainers.engine import TIMING_COLUMNS
+from trainers.metric_losses import LOSS_COLUMNS, build_loss
 from trainers.preflight import PreflightError
 from trainers.reporting import plot_curves, write_log
 from trainers.parts import Parts
 
 TRAIN_COLUMNS = ("train_loss", "train_acc", "train_active", "grad_norm")
 VALIDATION_COLUMNS = ("val_acc", "val_auc", "val_threshold", "val_same_dist", "val_diff_dist", "val_pairs")
-TIMING_COLUMNS = ("samples_per_s", "data_wait_share", "epoch_s")
 LOG_COLUMNS = ("epoch", "lr", *TRAIN_COLUMNS, *VALIDATION_COLUMNS, *TIMING_COLUMNS)
-# Step sums: the loss, hits (correct classifications, or triplets with a positive hinge) out of
-# their count, samples, and what the loop adds (gradient norm, steps).
-SUMS = ("loss", "hits", "count", "samples", "grad_norm", "steps")
+# Step sums: the loss, the loss's own (``metric_losses``: its columns' counts), samples, and what
+# the loop adds (gradient norm, steps).
+SUMS = ("loss", "samples", "grad_norm", "steps")
 MAX_VAL_PAIRS = 3000  # matched pairs scored per epoch (as many mismatched): a stable, quick figure
 MAX_VAL_IMAGES = 3000  # held-out crops embedded per epoch (a seeded draw where there are more)
 
 
 class Embedder(nn.Module):
-    """The net, and the class centres a margin softmax trains with it (None for the triplet loss)."""
+    """The net and its loss (``metric_losses.build_loss``): what the optimizer trains and a checkpoint
+    holds, the net's weights and a margin softmax's class centres (``head.weight``)."""
 
-    def __init__(self, net: EmbedNet, head: MarginSoftmax | None):
+    def __init__(self, net: EmbedNet, head: nn.Module):
         super().__init__()
         self.net, self.head = net, head
 
 
 class EmbedWithLoss(nn.Module):
-    def __init__(self, model: Embedder, cfg: EmbedConfig):
+    def __init__(self, model: Embedder):
         super().__init__()
-        self.model, self.loss, self.margin = model, cfg.loss, cfg.loss_margin
+        self.model = model
 
     def forward(self, batch: dict):
         features = self.model.net.features(normalize_images(batch["image"]))
         labels = batch["identity"]
-        if self.model.head is None:
-            terms = triplet_loss(F.normalize(features.float(), dim=1), labels, self.margin)
-            loss, hits, count = terms.loss, terms.active, terms.pairs
-        else:
-            loss, hits = self.model.head(features, labels)
-            count = len(labels)
-        return loss, {"loss": loss.detach(), "hits": hits, "count": count, "samples": len(labels)}
+        loss, sums = self.model.head(features, labels)
+        return loss, {"loss": loss.detach(), **sums, "samples": len(labels)}
 
 
 def shift_batch(images: torch.Tensor, offsets: np.ndarray) -> torch.Tensor:
@@ -80,11 +76,14 @@ def shift_batch(images: torch.Tensor, offsets: np.ndarray) -> torch.Tensor:
 
 
 class EmbedRecipe:
-    sums = SUMS
+    """What ``train_one_epoch`` needs to know of the embedder's training (``parts.Recipe``); the
+    loss's own sums, columns and progress figures come from the loss."""
+
     label = "embedder"
 
-    def __init__(self, cfg: EmbedConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: EmbedConfig, loss: nn.Module):
+        self.cfg, self.loss = cfg, loss
+        self.sums = (*SUMS, *loss.sums)
 
     def prepare(self, batch: dict, epoch: int, batch_index: int, rank: int) -> dict:
         """Mirror and shift, drawn per (seed, epoch, batch, rank)."""
@@ -100,14 +99,11 @@ class EmbedRecipe:
         return {**batch, "image": images}
 
     def postfix(self, s: dict) -> dict:
-        name = "active" if self.cfg.loss == "triplet" else "acc"
-        return {"loss": f"{s['loss'] / s['steps']:.4f}", name: f"{s['hits'] / max(1.0, s['count']):.3f}"}
+        return {"loss": f"{s['loss'] / s['steps']:.4f}", **self.loss.postfix(s)}
 
     def columns(self, s: dict, wait: float, elapsed: float) -> dict:
-        share = s["hits"] / max(1.0, s["count"])
-        triplet = self.cfg.loss == "triplet"
-        return {"train_loss": s["loss"] / s["steps"], "train_acc": float("nan") if triplet else share,
-                "train_active": share if triplet else float("nan"), "grad_norm": s["grad_norm"] / s["steps"],
+        return {"train_loss": s["loss"] / s["steps"], **dict.fromkeys(LOSS_COLUMNS, float("nan")),
+                **self.loss.columns(s), "grad_norm": s["grad_norm"] / s["steps"],
                 "samples_per_s": s["samples"] / elapsed, "data_wait_share": wait / elapsed, "epoch_s": elapsed}
 
 
@@ -243,14 +239,13 @@ def embed_parts(cfg: EmbedConfig, device: torch.device, dist_info: DistInfo) -> 
     sampler = IdentityBatchSampler(labels, train_idx, cfg.people, cfg.per_person, cfg.seed, cfg.batches_per_epoch)
     torch.manual_seed(cfg.seed)
     net = EmbedNet(cfg.spec(dataset.size))
-    head = None if cfg.loss == "triplet" else MarginSoftmax(cfg.dim, len(manifest["identities"]), cfg.loss,
-                                                             cfg.loss_margin, cfg.scale)
-    model = Embedder(net, head).to(device, memory_format=torch.channels_last)
+    loss = build_loss(cfg, len(manifest["identities"]))  # a margin softmax's centres: drawn after the net's weights
+    model = Embedder(net, loss).to(device, memory_format=torch.channels_last)
     record = training_record(manifest, cfg)  # inside embedder.pt and every checkpoint; embedder.json: a copy
     loader = ShardLoader(dataset, RankSlice(sampler, dist_info.rank, dist_info.world), num_workers=cfg.num_workers,
                          pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0, seed=cfg.seed,
                          to_batch=faces_to_batch)
-    return Parts(model=model, loss_model=EmbedWithLoss(model, cfg), recipe=EmbedRecipe(cfg), sampler=sampler,
+    return Parts(model=model, loss_model=EmbedWithLoss(model), recipe=EmbedRecipe(cfg, model.head), sampler=sampler,
                  loader=loader, data_fingerprint=str(manifest.get("fingerprint", "")),
                  evaluate=lambda: evaluate_embedder(net, dataset, val_idx, labels, cfg, device),
                  report=lambda history, out: report(history, out, record), summary=summary, result=lambda m: m.net,

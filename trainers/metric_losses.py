@@ -1,6 +1,11 @@
 """The embedding losses: FaceNet's triplet loss with online semi-hard negatives, and the margin
 softmaxes (ArcFace, CosFace) that current face recognition trains with.
 
+Each is one module, made by ``build_loss(cfg, classes)``: ``loss(embeddings, labels)`` (the net's
+features before their normalisation) returns the loss and its step sums, and ``loss.columns(sums)``
+/ ``loss.postfix(sums)`` turn an epoch's sums into its own log columns and progress figures. A new
+loss is one such class and its line in ``LOSS_CLASSES``.
+
 Distances are squared Euclidean distances of unit vectors (``2 - 2 cos``), as in FaceNet.
 """
 
@@ -13,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("triplet", "arcface", "cosface")
 DEFAULT_MARGINS = {"triplet": 0.2, "arcface": 0.5, "cosface": 0.35}
+# The log columns some loss fills; the others' are NaN in its rows (log.csv has one header).
+LOSS_COLUMNS = ("train_acc", "train_active")
 
 
 class TripletTerms(NamedTuple):
@@ -58,10 +64,40 @@ def triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float =
     return TripletTerms(hinge.mean(), (hinge > 0).sum().float(), torch.tensor(float(hinge.numel())))
 
 
+class TripletLoss(nn.Module):
+    """``triplet_loss`` of the unit vectors; its column is the share of (anchor, positive) pairs
+    whose hinge is positive (``train_active``)."""
+
+    sums = ("active", "pairs")
+
+    def __init__(self, margin: float = 0.2):
+        super().__init__()
+        self.margin = margin
+
+    @classmethod
+    def from_config(cls, cfg, classes: int) -> "TripletLoss":
+        return cls(cfg.loss_margin)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        terms = triplet_loss(F.normalize(embeddings.float(), dim=1), labels, self.margin)
+        return terms.loss, {"active": terms.active, "pairs": terms.pairs}
+
+    @staticmethod
+    def columns(s: dict) -> dict:
+        return {"train_active": s["active"] / max(1.0, s["pairs"])}
+
+    @staticmethod
+    def postfix(s: dict) -> dict:
+        return {"active": f"{s['active'] / max(1.0, s['pairs']):.3f}"}
+
+
 class MarginSoftmax(nn.Module):
     """A cosine classifier over the training identities with an additive margin on the true class:
     ArcFace (Deng et al. 2019) ``s cos(theta + m)``, CosFace (Wang et al. 2018) ``s (cos theta - m)``.
-    The class centres are trained with the net and dropped after training."""
+    The class centres are trained with the net and dropped after training; its column is the
+    accuracy of the plain cosines (``train_acc``)."""
+
+    sums = ("correct", "n")
 
     def __init__(self, dim: int, classes: int, kind: str = "arcface", margin: float = 0.5, scale: float = 32.0):
         super().__init__()
@@ -85,7 +121,29 @@ class MarginSoftmax(nn.Module):
                                   target - math.sin(math.pi - self.margin) * self.margin)
         return self.scale * cos.scatter(1, labels[:, None], shifted), self.scale * cos
 
-    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cross-entropy with the margin, correct predictions without it)."""
+    @classmethod
+    def from_config(cls, cfg, classes: int) -> "MarginSoftmax":
+        return cls(cfg.dim, classes, cfg.loss, cfg.loss_margin, cfg.scale)
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """(cross-entropy with the margin, {correct predictions without it, samples})."""
         margin_logits, plain = self.logits(features, labels)
-        return F.cross_entropy(margin_logits, labels), (plain.argmax(1) == labels).sum()
+        return F.cross_entropy(margin_logits, labels), {"correct": (plain.argmax(1) == labels).sum(), "n": len(labels)}
+
+    @staticmethod
+    def columns(s: dict) -> dict:
+        return {"train_acc": s["correct"] / max(1.0, s["n"])}
+
+    @staticmethod
+    def postfix(s: dict) -> dict:
+        return {"acc": f"{s['correct'] / max(1.0, s['n']):.3f}"}
+
+
+LOSS_CLASSES = {"triplet": TripletLoss, "arcface": MarginSoftmax, "cosface": MarginSoftmax}
+LOSSES = tuple(LOSS_CLASSES)
+
+
+def build_loss(cfg, classes: int) -> nn.Module:
+    """The loss ``cfg.loss`` names (an ``EmbedConfig``: its margin, scale and embedding size), over
+    ``classes`` training identities (a margin softmax's centres, drawn from torch's generator)."""
+    return LOSS_CLASSES[cfg.loss].from_config(cfg, classes)
