@@ -3,8 +3,8 @@
     python -m detector.detect --image photo.jpg --weights original:weights/original --out out/
         [--min-face M] [--thresholds P R O] [--device cpu] [--backend torch|onnx] [--threads N]
 
-(the defaults of ``--min-face`` and ``--thresholds`` are ``DetectorConfig``'s; ``--help`` lists
-them). ``--backend onnx`` runs the files of ``make export`` (``--weights`` is that folder) in
+(the cascade's settings, ``--min-face``, ``--thresholds``, ``--device`` and the rest, are a nested
+``DetectorConfig``; ``--help`` lists them). ``--backend onnx`` runs the files of ``make export`` (``--weights`` is that folder) in
 onnxruntime.
 
 Writes ``OUT/<stem>.json`` = ``{"faces": [{"box": [x1, y1, x2, y2], "score": s,
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -48,12 +48,8 @@ class DetectConfig:
     written by make export."""
     out: str
     """Output folder for <stem>.json and <stem>.jpg."""
-    min_face: float = DetectorConfig.min_face
-    """Smallest face looked for, in pixels."""
-    thresholds: tuple[float, float, float] = DetectorConfig.thresholds
-    """Face-probability thresholds of P-Net, R-Net and O-Net."""
-    device: str = DetectorConfig.device
-    """cpu or cuda[:N] (the torch backend)."""
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    """The cascade's settings (--min-face, --thresholds, --device for the torch backend, ...)."""
     backend: str = "torch"
     """torch (the PyTorch nets of --weights) or onnx (onnxruntime on an export folder, make export)."""
     threads: int | None = None
@@ -135,10 +131,9 @@ def main(cfg: DetectConfig) -> int:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     try:
-        detector = load_detector(cfg.weights, DetectorConfig(min_face=cfg.min_face, thresholds=tuple(cfg.thresholds),
-                                                              device=cfg.device), cfg.backend, cfg.threads)
+        detector = load_detector(cfg.weights, cfg.detector, cfg.backend, cfg.threads)
         check_outputs(cfg)  # (OutputError is a ValueError)
-        check_pyramid(*image.shape[:2], cfg.min_face)  # a --min-face too small for this image's size
+        check_pyramid(*image.shape[:2], cfg.detector.min_face)  # a --min-face too small for this image's size
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

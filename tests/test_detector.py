@@ -322,8 +322,7 @@ def test_detect_cli_writes_json_and_annotated_image(tmp_path):
     save_nets(tmp_path / "w", NET_NAMES)
     image_path = tmp_path / "photo.png"
     cv2.imwrite(str(image_path), synthetic_image()[:, :, ::-1])
-    cfg = DetectConfig(image=str(image_path), weights=str(tmp_path / "w"), out=str(tmp_path / "out"),
-                       thresholds=(0.0, 0.0, 0.0))
+    cfg = DetectConfig(image=str(image_path), weights=str(tmp_path / "w"), out=str(tmp_path / "out"), detector=LOOSE)
     assert detect_main(cfg) == 0
     doc = json.loads((tmp_path / "out" / "photo.json").read_text())
     assert list(doc) == ["faces"] and len(doc["faces"]) > 0
