@@ -118,3 +118,20 @@ def check_names_free(folder, names: Iterable[str], stage: str, is_own: Callable[
         if (path.exists() or path.is_symlink()) and not (path.is_file() and is_own(path)):
             raise OutputError(f"{path} exists and was not written by {stage}: it is not replaced; move it or write "
                               f"the outputs to another folder")
+
+
+def json_holding(*keys: str) -> Callable[[Path], bool]:
+    """An ``is_own`` for ``check_names_free``: the file is a JSON object holding every one of ``keys``,
+    or a non-empty list of such objects (what the stage writes there, and another stage's file or a
+    user's does not)."""
+    import json
+
+    def is_own(path: Path) -> bool:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+        docs = doc if isinstance(doc, list) and doc else [doc]
+        return all(isinstance(d, dict) and all(key in d for key in keys) for d in docs)
+
+    return is_own

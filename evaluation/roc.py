@@ -35,7 +35,7 @@ from core.atomic import atomic_write_bytes, atomic_write_json, ensure_writable_f
 from core.cli import parse_config
 from core.device import resolve_device
 from core.lock import folder_lock
-from core.outputs import check_output_apart, weights_folder
+from core.outputs import check_names_free, check_output_apart, json_holding, weights_folder
 from core.nets import INPUT_SIZES, NET_NAMES, normalize_images
 from core.stage import run_stage
 from core.weights import load_nets, resolve_weights
@@ -193,6 +193,8 @@ def plot_curves(curves: dict, summaries: list[dict]) -> bytes:
 def main(cfg: RocConfig) -> list[dict]:
     # Everything that can be wrong with the inputs or the output folder is found before the nets run.
     device = resolve_device(cfg.device)
+    # summary.json is a list of one summary per stage: how a rerun knows the file it replaces is its own.
+    check_names_free(cfg.out, ["summary.json"], "evaluation.roc", json_holding("stage", "auc", "recall_at_threshold"))
     nets = load_nets(resolve_weights(cfg.weights), device)
     datasets = {name: ShardDataset(cfg.val_data, INPUT_SIZES[name]) for name in NET_NAMES if name in nets}
     check_output_apart(cfg.out, {"--val-data": cfg.val_data, "--weights": weights_folder(cfg.weights)})

@@ -36,6 +36,8 @@ def load_manifest(path, record: str = "sample", version: int = SCHEMA_VERSION) -
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise SchemaError(f"{path}:{e.lineno}: manifest is not valid JSON: {e.msg}") from None
+    if not isinstance(manifest, dict):
+        raise SchemaError(f"{path}: not a manifest (a JSON {type(manifest).__name__}, not an object)")
     found = manifest.get("record", "sample")
     if found != record:
         raise SchemaError(f"{path}: a build of {found} records, not of {record} records")
@@ -43,6 +45,17 @@ def load_manifest(path, record: str = "sample", version: int = SCHEMA_VERSION) -
         raise SchemaError(f"{path}: schema version {manifest.get('schema_version')}, this code reads version {version}")
     manifest["_path"] = str(path)
     return manifest
+
+
+def is_build_manifest(path, record: str = "sample") -> bool:
+    """Whether ``path`` is a manifest a build of ``record`` records wrote (of any schema version): a
+    rerun replaces it, and refuses a file of the same name that is not (``core.outputs.check_names_free``)."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(doc, dict) and doc.get("record", "sample") == record
+            and all(key in doc for key in ("schema_version", "fingerprint", "shards")))
 
 
 # The Makefile target that builds a manifest's kind of build, by (sizes, mined or not).
