@@ -237,6 +237,16 @@ def faces_inside_images(faces: pd.DataFrame, images_root) -> np.ndarray:
     return (widths <= 0) | (visible >= MIN_VISIBLE_FRACTION)
 
 
+def landmark_images_root(path: str | os.PathLike) -> Path | None:
+    """The folder that ``load_landmarks(path)`` reads the images from (its ``images_root``), found
+    without reading the lists (for the stages' check that outputs lie apart from their inputs);
+    None for a path that is neither a file nor a folder."""
+    path = Path(path)
+    if path.is_dir():
+        return celeba_images_root(path)
+    return path.parent if path.is_file() else None
+
+
 def celeba_images_root(lists_dir: Path) -> Path:
     for candidate in (lists_dir / "img_celeba", lists_dir.parent / "Img" / "img_celeba"):
         if candidate.is_dir():

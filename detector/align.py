@@ -19,7 +19,9 @@ distance of its centre from the image centre), is written as ``OUT/<folder>/<ste
 ``OUT/index.csv`` has one row per face (source image relative to ``--images``, rank, box
 ``x1 y1 x2 y2`` (0-based, inclusive), score, the 10 landmark coordinates, crop path relative to
 ``OUT``, and the source file's SHA-256 and ``device:inode:size:mtime_ns``) and one row with empty
-face fields for an image without a face. Unreadable images are counted by reason and not listed.
+face fields for an image without a face. Unreadable images are counted by reason and not listed;
+an image too large for ``--min-face`` (its first pyramid level above the detector's bound) is
+skipped and listed in ``summary.json``'s ``too_large`` with the smallest ``--min-face`` it allows.
 The index is rewritten atomically every few seconds and at the end, and it is the record of what
 is done: a rerun skips every image whose rows are in it, whose crops exist and whose file is the
 one the rows were made from (the same stat, or else the same SHA-256: another folder's image of
@@ -54,7 +56,7 @@ from core.imageio import ImageReadError, encode_image, read_image_rgb
 from core.outputs import OutputError, check_output_apart, file_sha256, weights_folder
 from core.stage import run_stage
 from core.weights import weights_digests
-from detector.cascade import Detections, DetectorConfig, load_detector
+from detector.cascade import Detections, DetectorConfig, PyramidTooLargeError, check_pyramid, load_detector
 
 EXIT_BAD_INPUT = 2
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -417,6 +419,7 @@ def main(cfg: AlignConfig, sources: list[str] | None = None) -> dict:
     todo = [s for s in sources if s not in rows]
     atomic_write_json(settings_path, {**cfg.settings(), "weights_sha256": digests})
     unreadable: Counter = Counter()
+    too_large: dict[str, str] = {}
     last_flush = time.monotonic()
     bar = tqdm(total=len(todo), unit="img", disable=not cfg.progress, file=sys.stderr)
     for start in range(0, len(todo), cfg.batch_images):
@@ -427,11 +430,15 @@ def main(cfg: AlignConfig, sources: list[str] | None = None) -> dict:
                     (out / row["crop"]).unlink(missing_ok=True)
             try:
                 picture = read_image_rgb(images / source)
+                check_pyramid(*picture.shape[:2], cfg.detector.min_face)
                 batch.append((source, source_identity(images / source)))
                 pictures.append(picture)
             except ImageReadError as err:
                 unreadable[err.reason] += 1
                 tqdm.write(f"unreadable: {err}", file=sys.stderr)
+            except PyramidTooLargeError as err:  # skipped and listed, like an unreadable image; a rerun retries it
+                too_large[source] = str(err)
+                tqdm.write(f"too large: {images / source}: {err}", file=sys.stderr)
         for (source, identity), image, dets in zip(batch, pictures, detector.detect_batch(pictures)):
             crops = align_image(image, dets, cfg)
             for k, crop in crops.items():
@@ -452,11 +459,15 @@ def main(cfg: AlignConfig, sources: list[str] | None = None) -> dict:
         "without_face": len(rows_asked) - with_face,
         "crops": sum(1 for r in rows_asked.values() for row in r if row["crop"]),
         "unreadable": dict(unreadable),
+        "too_large": too_large,
     }
     atomic_write_json(out / SUMMARY_NAME, {**summary, "settings": cfg.settings(), "weights_sha256": digests})
+    large_note = (f", {len(too_large)} too large for --min-face {cfg.detector.min_face:g} (listed in {SUMMARY_NAME})"
+                  if too_large else "")
     print(f"{summary['images']} images ({summary['done_before']} done before): {with_face} with a face, "
           f"{summary['without_face']} without, {sum(unreadable.values())} unreadable"
-          f"{' (' + ', '.join(f'{n} {r}' for r, n in unreadable.items()) + ')' if unreadable else ''}; "
+          f"{' (' + ', '.join(f'{n} {r}' for r, n in unreadable.items()) + ')' if unreadable else ''}"
+          f"{large_note}; "
           f"{summary['crops']} crops -> {out}, index {index_path}")
     return summary
 

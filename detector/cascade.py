@@ -52,7 +52,7 @@ from torch import nn
 
 from core.device import resolve_device
 from core.geometry import NUM_LANDMARKS, calibrate, denormalize_landmarks, nms_fast, square
-from core.imageio import convert_rgb_uint8
+from core.imageio import convert_rgb_uint8, image_size
 from core.nets import INPUT_SIZES, NET_NAMES, normalize_images
 from core.weights import is_original, load_nets, resolve_weights
 
@@ -167,9 +167,17 @@ class _StageSpec:
     batch_size: int = 1
 
 
+class PyramidTooLargeError(ValueError):
+    """An image too large for ``min_face``; ``least`` is the smallest ``min_face`` it allows."""
+
+    def __init__(self, message: str, least: float):
+        super().__init__(message)
+        self.least = least
+
+
 def check_pyramid(height: int, width: int, min_face: float) -> None:
-    """Refuse (ValueError) an image whose first pyramid level would exceed ``MAX_PYRAMID_PIXELS``,
-    naming the smallest ``min_face`` this image allows."""
+    """Refuse (``PyramidTooLargeError``, a ValueError) an image whose first pyramid level would exceed
+    ``MAX_PYRAMID_PIXELS``, naming the smallest ``min_face`` this image allows."""
     def first_level(face: float) -> int:
         return int(height * PNET_CELL / face + 1) * int(width * PNET_CELL / face + 1)
 
@@ -178,10 +186,34 @@ def check_pyramid(height: int, width: int, min_face: float) -> None:
         least = math.ceil(PNET_CELL * math.sqrt(height * width / MAX_PYRAMID_PIXELS) * 10) / 10
         while first_level(least) > MAX_PYRAMID_PIXELS:
             least = round(least + 0.1, 1)
-        raise ValueError(f"--min-face (MIN_FACE=) {min_face:g} would scale this {width}x{height} image's first pyramid "
-                         f"level to {int(width * scale + 1)}x{int(height * scale + 1)} ({level / 1e6:.0f} Mpx, more "
-                         f"than the {MAX_PYRAMID_PIXELS / 1e6:.0f} Mpx the detector allows): use --min-face "
-                         f"{max(least, MIN_FACE_FLOOR):g} or more for this image")
+        least = max(least, MIN_FACE_FLOOR)
+        raise PyramidTooLargeError(
+            f"--min-face (MIN_FACE=) {min_face:g} would scale this {width}x{height} image's first pyramid level to "
+            f"{int(width * scale + 1)}x{int(height * scale + 1)} ({level / 1e6:.0f} Mpx, more than the "
+            f"{MAX_PYRAMID_PIXELS / 1e6:.0f} Mpx the detector allows): use --min-face {least:g} or more for this "
+            f"image", least)
+
+
+def check_image_pyramids(paths, min_face: float, names=None) -> None:
+    """Refuse (ValueError, one line) before any work when an image file of ``paths`` is too large for
+    ``min_face`` (``check_pyramid``), naming the image (``names``: how to call each, default its
+    path) and the smallest ``min_face`` it allows; sizes come from the headers (``image_size``),
+    and unreadable files are left to the stage, which counts them."""
+    paths = list(paths)
+    names = paths if names is None else list(names)
+    refused = []
+    for path, name in zip(paths, names):
+        size = image_size(path)
+        if size is None:
+            continue
+        try:
+            check_pyramid(size[1], size[0], min_face)
+        except PyramidTooLargeError as err:
+            refused.append((name, err))
+    if refused:
+        name, err = refused[0]
+        others = f" ({len(refused)} of the {len(paths)} images are too large for it)" if len(refused) > 1 else ""
+        raise ValueError(f"{name}: {err}{others}")
 
 
 def pyramid_scales(height: int, width: int, min_face: float, factor: float) -> list[float]:

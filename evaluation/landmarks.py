@@ -25,16 +25,18 @@ from pathlib import Path
 
 import numpy as np
 
-from annotations.landmarks import DEFAULT_HOLDOUT_FRACTION, LANDMARK_COLUMNS, landmark_holdout_mask, load_landmarks
+from annotations.landmarks import (DEFAULT_HOLDOUT_FRACTION, LANDMARK_COLUMNS, landmark_holdout_mask,
+                                  landmark_images_root, load_landmarks)
 from core.atomic import atomic_write_bytes, atomic_write_json, ensure_writable_folder
 from core.device import resolve_device
 from core.geometry import iou_matrix
 from core.imageio import ImageReadError, read_image_rgb
 from core.lock import folder_lock
-from core.outputs import check_output_apart, weights_folder
+from core.outputs import check_names_free, check_output_apart, json_holding, weights_folder
 from core.stage import run_stage
 from core.weights import weights_digests
 from detector import DetectorConfig, load_detector
+from detector.cascade import check_image_pyramids
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,10 @@ def summarize(nme, faces: int, failure_nme: float) -> dict:
 
 
 # -- the stage --------------------------------------------------------------------------------
+# Keys every results.json of this stage holds: how a rerun knows the file it replaces is its own.
+RESULT_KEYS = ("detection_rate", "mean_nme", "unreadable_images", "config", "weights_sha256")
+
+
 def select_faces(cfg: LandmarkEvalConfig):
     """The annotated faces to evaluate and the folder their image paths are relative to."""
     marks = load_landmarks(cfg.landmarks)
@@ -134,11 +140,12 @@ def select_faces(cfg: LandmarkEvalConfig):
     return faces, Path(marks.images_root)
 
 
-def evaluate(cfg: LandmarkEvalConfig) -> tuple[list[dict], list[str]]:
-    """One row per annotated face (matched detection, NME) and the images that could not be read."""
+def evaluate(cfg: LandmarkEvalConfig, selected=None) -> tuple[list[dict], list[str]]:
+    """One row per annotated face (matched detection, NME) and the images that could not be read;
+    ``selected``: ``select_faces(cfg)`` when the caller has it already."""
     from tqdm import tqdm
 
-    faces, root = select_faces(cfg)
+    faces, root = selected or select_faces(cfg)
     detector = load_detector(cfg.weights, cfg.detector)
     groups = list(faces.groupby("image", sort=False))[: cfg.limit]
     rows, unreadable = [], []
@@ -189,14 +196,22 @@ def plot_ced(curves: dict[str, tuple[np.ndarray, np.ndarray]], failure_nme: floa
 def main(cfg: LandmarkEvalConfig) -> dict:
     resolve_device(cfg.detector.device)  # a device this machine lacks, an output folder that cannot be written
     digests = weights_digests(cfg.weights)  # or missing weights: one line before any work
-    check_output_apart(cfg.out, {"--landmarks": cfg.landmarks, "--weights": weights_folder(cfg.weights)})
+    # The folder holding the list's images is an input too.
+    check_output_apart(cfg.out, {"--landmarks": cfg.landmarks, "the images of --landmarks":
+                                 landmark_images_root(cfg.landmarks), "--weights": weights_folder(cfg.weights)})
+    check_names_free(cfg.out, ["results.json"], "evaluation.landmarks", json_holding(*RESULT_KEYS))
     out = ensure_writable_folder(cfg.out)
     with folder_lock(out, "evaluation.landmarks"):
         return _run(cfg, out, digests)
 
 
 def _run(cfg: LandmarkEvalConfig, out: Path, digests: dict[str, str]) -> dict:
-    rows, unreadable = evaluate(cfg)
+    faces, root = selected = select_faces(cfg)
+    # An image too large for --min-face is refused before any detection, naming it, rather than
+    # dropped from the figures.
+    images = list(faces["image"].unique())[: cfg.limit]
+    check_image_pyramids([root / image for image in images], cfg.detector.min_face)
+    rows, unreadable = evaluate(cfg, selected)
     nme = [r["nme"] for r in rows if r["nme"] is not None]
     results = summarize(nme, len(rows), cfg.failure_nme)
     results.update(unreadable_images=unreadable, config=asdict(cfg), weights_sha256=digests)

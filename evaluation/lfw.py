@@ -45,13 +45,13 @@ from core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from core.embedder import FaceEmbedder, embed, load_embedder
 from core.imageio import read_image_rgb
 from core.lock import folder_lock
-from core.outputs import check_output_apart, weights_folder
+from core.outputs import check_names_free, check_output_apart, json_holding, weights_folder
 from core.stage import run_stage
 from core.verification import (auc, eer, kfold_accuracy, kfold_val_far, roc, squared_distances, worst_case)
 from core.weights import SHIPPED_WEIGHTS_DIR
 from detector.align import ALIGN_MODES, INDEX_NAME, AlignConfig, read_index
 from detector.align import main as align_main
-from detector.cascade import DetectorConfig
+from detector.cascade import DetectorConfig, check_image_pyramids
 
 PROG = "python -m evaluation.lfw"
 SUBFOLDS = 10
@@ -215,6 +215,10 @@ def write_pairs_csv(path, pairs: list[Pair], dist: np.ndarray) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+# Keys every results.json of this stage holds: how a rerun knows the file it replaces is its own.
+RESULT_KEYS = ("pairs", "failed_pairs", "embedder_sha256", "align_settings")
+
+
 def main(cfg: LfwEvalConfig) -> dict:
     images, out = Path(cfg.images), Path(cfg.out)
     if not images.is_dir():
@@ -228,6 +232,10 @@ def main(cfg: LfwEvalConfig) -> dict:
     missing = [i for i in named if not (images / i).is_file()]
     if not cfg.allow_missing:
         check_images(pairs, images, cfg.pairs)
+    # An image too large for --min-face is refused now, naming it, rather than counted as a failed pair.
+    present = [i for i in named if i not in missing]
+    check_image_pyramids([images / i for i in present], cfg.align_config().detector.min_face)
+    check_names_free(out, ["results.json"], PROG, json_holding(*RESULT_KEYS))
     embedder = load_embedder(cfg.embedder, cfg.embed_device)
     check_unseen(embedder, pairs, cfg)
     unknown = f" ({UNKNOWN_TRAINING})" if embedder.record is None else ""

@@ -31,10 +31,11 @@ from core.atomic import atomic_write_json, ensure_writable_folder
 from core.device import resolve_device
 from core.imageio import try_read_image_rgb
 from core.lock import folder_lock
-from core.outputs import check_output_apart, weights_folder
+from core.outputs import check_names_free, check_output_apart, json_holding, weights_folder
 from core.stage import run_stage
 from core.weights import weights_digests
 from detector import DetectorConfig, load_detector
+from detector.cascade import check_image_pyramids
 from evaluation.wider_eval import IOU_THRESHOLD, official_iou, present_images
 
 # Face heights: the first bin starts at the detector's usual smallest face; faces below it count
@@ -106,16 +107,24 @@ class StageRecallConfig:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
 
 
+# Keys every results.json of this stage holds: how a rerun knows the file it replaces is its own.
+RESULT_KEYS = ("recall", "size_bins", "images_evaluated", "weights_sha256")
+
+
 def main(cfg: StageRecallConfig) -> dict:
     """Run the cascade over the val images, write and print each stage's recall; the results."""
     resolve_device(cfg.detector.device)
     present, missing = present_images(cfg.images, cfg.gt)
+    present = present[: cfg.limit]
+    # An image too large for --min-face is refused now, naming it, rather than dropped from the figures.
+    check_image_pyramids([Path(cfg.images) / g.event / f"{g.name}.jpg" for g in present], cfg.detector.min_face)
     detector = load_detector(cfg.weights, cfg.detector)
     digests = weights_digests(cfg.weights)
     check_output_apart(cfg.out, {"--images": cfg.images, "--gt": cfg.gt, "--weights": weights_folder(cfg.weights)})
+    check_names_free(cfg.out, ["results.json"], "evaluation.stage_recall", json_holding(*RESULT_KEYS))
     out = ensure_writable_folder(cfg.out)
     with folder_lock(out, "evaluation.stage_recall"):
-        return _run(cfg, present[: cfg.limit], detector, digests, out, missing=missing)
+        return _run(cfg, present, detector, digests, out, missing=missing)
 
 
 def _run(cfg: StageRecallConfig, present: list, detector, digests: dict, out: Path, missing: int) -> dict:

@@ -58,10 +58,11 @@ from core.device import resolve_device
 from core.geometry import as_boxes, iou_matrix
 from core.imageio import try_read_image_rgb
 from core.lock import folder_lock
-from core.outputs import check_output_apart, weights_folder
+from core.outputs import check_names_free, check_output_apart, json_holding, weights_folder
 from core.stage import run_stage
 from core.weights import weights_digests
 from detector import DetectorConfig, load_detector
+from detector.cascade import check_image_pyramids
 from annotations.wider_mat import SETTINGS, load_ground_truth
 
 THRESH_NUM = 1000
@@ -340,6 +341,10 @@ def present_images(images, gt_dir) -> tuple[list, int]:
     return present, len(gt) - len(present)
 
 
+# Keys every results.json of this stage holds: how a rerun knows the file it replaces is its own.
+RESULT_KEYS = ("ap", "images_evaluated", "protocol", "weights_sha256")
+
+
 def main(cfg: WiderEvalConfig) -> dict:
     """Detect (what is not on disk yet), evaluate, write the plot and results.json; the summary.
 
@@ -356,11 +361,14 @@ def main(cfg: WiderEvalConfig) -> dict:
               f"evaluating the {len(present)} that are", file=sys.stderr)
     if cfg.limit is not None:
         present = present[: cfg.limit]
+    # An image too large for --min-face is refused now, naming it, rather than dropped from the figures.
+    check_image_pyramids([Path(cfg.images) / g.event / f"{g.name}.jpg" for g in present], cfg.detector.min_face)
     # Loading the nets (a few ms) checks every weights file before the folder is touched.
     detector = load_detector(cfg.weights, cfg.detector, backend=cfg.backend)
     digests = _weights_digests(cfg)
     check_output_apart(pred, {"--images": cfg.images, "--gt": cfg.gt, "--weights": weights_folder(cfg.weights)},
                        "--pred")
+    check_names_free(pred, ["results.json"], "evaluation.wider_eval", json_holding(*RESULT_KEYS))
     ensure_writable_folder(pred)
     with folder_lock(pred, "evaluation.wider_eval"):
         return _run(cfg, present, detector, digests)

@@ -51,6 +51,7 @@ from annotations.landmarks import (
     OUTSIDE_IMAGE,
     faces_inside_images,
     landmark_holdout_mask,
+    landmark_images_root,
     load_landmarks,
 )
 from annotations.wider import parse_wider
@@ -60,10 +61,11 @@ from core.cli import config_from_namespace, config_parser
 from core.geometry import regression_targets, xywh_to_xyxy
 from core.imageio import ImageReadError, read_image_rgb
 from core.lock import folder_lock
-from core.outputs import check_output_apart
+from core.outputs import check_names_free, check_output_apart
 from core.stage import run_stage
 from detector import DetectorConfig
-from lmdb_builders.manifest import MANIFEST_NAME, load_manifest
+from detector.cascade import PyramidTooLargeError
+from lmdb_builders.manifest import MANIFEST_NAME, is_build_manifest, load_manifest
 from lmdb_builders.schema import KIND_NAMES, NET_SIZES, Kind, make_records
 from lmdb_builders.writer import ShardWriter, WriterConfig
 from prepare.checks import require, require_fraction
@@ -279,6 +281,9 @@ def work(task):
         return index, item_records(item, np.random.default_rng([cfg.seed, index]), cfg), None
     except ImageReadError as e:
         return index, [], e.reason
+    except PyramidTooLargeError as e:  # mining only: an image too large for --mine-min-face
+        return index, [], (f"too large for --mine-min-face {cfg.mine_min_face:g} (its first pyramid level would "
+                           f"exceed the detector's bound; use --mine-min-face {e.least:g} or more)")
     except cv2.error as e:
         return index, [], f"OpenCV could not process the image ({e.err})"
 
@@ -330,7 +335,10 @@ def main(cfg: GenerateConfig) -> dict:
     check_inputs(cfg)
     out = Path(cfg.out)
     check_output_apart(out, {"--wider-txt": cfg.wider_txt, "--wider-images": cfg.wider_images,
-                             "--landmarks": cfg.landmarks, "--mine-with": cfg.mine_with})
+                             "--landmarks": cfg.landmarks, "the images of --landmarks":
+                             landmark_images_root(cfg.landmarks) if cfg.landmarks else None,
+                             "--mine-with": cfg.mine_with})
+    check_names_free(out, [MANIFEST_NAME], "prepare.generate", is_build_manifest)
     with folder_lock(out, "prepare.generate"):
         return _build(cfg, out)
 

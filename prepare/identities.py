@@ -33,13 +33,13 @@ from annotations.identities import read_identity_folder
 from annotations.lfw import fold_people, parse_people
 from core.imageio import read_image_rgb
 from core.lock import folder_lock
-from core.outputs import check_output_apart, weights_folder
+from core.outputs import check_names_free, check_output_apart, weights_folder
 from core.stage import run_stage
 from detector.align import ALIGN_MODES, INDEX_NAME, AlignConfig, read_index
 from detector.align import main as align_main
 from detector.cascade import DetectorConfig
 from lmdb_builders.faces import FACES, make_face_records
-from lmdb_builders.manifest import fingerprint
+from lmdb_builders.manifest import MANIFEST_NAME, fingerprint, is_build_manifest
 from lmdb_builders.writer import ShardWriter, WriterConfig
 
 PROG = "python -m prepare.identities"
@@ -111,6 +111,7 @@ def main(cfg: IdentityDataConfig) -> dict:
               "--weights": weights_folder(cfg.weights)}
     check_output_apart(cfg.out, inputs)
     check_output_apart(cfg.aligned_dir, inputs, "--aligned")
+    check_names_free(cfg.out, [MANIFEST_NAME], PROG, lambda path: is_build_manifest(path, FACES.name))
     everyone = read_identity_folder(cfg.images)
     excluded = _excluded(cfg, set(everyone.identities))
     folder = everyone.without(excluded)
@@ -123,7 +124,8 @@ def main(cfg: IdentityDataConfig) -> dict:
 
     crop_of = {s: r[0]["crop"] for s, r in rows.items() if r and r[0]["crop"]}
     no_face = sorted(s for s in sources if s in rows and s not in crop_of)
-    unreadable = sorted(s for s in sources if s not in rows)
+    too_large = sorted(s for s in align_summary.get("too_large", {}) if s not in rows)  # for --min-face
+    unreadable = sorted(s for s in sources if s not in rows and s not in too_large)
     faces = Counter(folder.identities[i] for i, s in folder.images if s in crop_of)
     too_few = sorted(name for name in folder.identities if faces[name] < cfg.min_images)
     kept = [name for name in folder.identities if faces[name] >= cfg.min_images]
@@ -165,13 +167,14 @@ def main(cfg: IdentityDataConfig) -> dict:
             "identities": [[name, faces[name]] for name in kept],
             "images": [s for _, s in items],
             "report": {"images": len(sources), "faces": len(items), "no_face": no_face, "unreadable": unreadable,
-                       "too_few_images": too_few, "loose_images": folder.loose,
+                       "too_large": too_large, "too_few_images": too_few, "loose_images": folder.loose,
                        "excluded_people": len(excluded), "align": align_summary},
         })
     print(f"{len(sources)} images of {len(folder.identities)} identities"
           f"{f' (fold {cfg.fold} left out: {len(excluded)} people)' if cfg.fold else ''}: "
           f"{len(items)} faces of {len(kept)} identities -> {out}; no face in {len(no_face)}, "
-          f"unreadable {len(unreadable)}, {len(too_few)} identities with fewer than {cfg.min_images} faces left out")
+          f"unreadable {len(unreadable)}{f', too large for --min-face {len(too_large)}' if too_large else ''}, "
+          f"{len(too_few)} identities with fewer than {cfg.min_images} faces left out")
     return manifest
 
 

@@ -69,11 +69,13 @@ def _facepoint_line(path, box, points):
 
 
 def test_eval_landmarks_end_to_end_with_shipped_weights(tmp_path):
-    cv2.imwrite(str(tmp_path / "astronaut.png"), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    data = tmp_path / "data"  # the list's images are an input: the output folder lies apart from them
+    data.mkdir()
+    cv2.imwrite(str(data / "astronaut.png"), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
     lines = [_facepoint_line("astronaut.png", ASTRONAUT_BOX, ASTRONAUT_POINTS),
              _facepoint_line("missing.png", ASTRONAUT_BOX, ASTRONAUT_POINTS)]
-    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
-    cfg = LandmarkEvalConfig(landmarks=str(tmp_path / "list.txt"), weights="shipped", out=str(tmp_path / "out"),
+    (data / "list.txt").write_text("\n".join(lines) + "\n")
+    cfg = LandmarkEvalConfig(landmarks=str(data / "list.txt"), weights="shipped", out=str(tmp_path / "out"),
                              part="all", progress=False)
     results = main(cfg)
     assert results["faces"] == 2 and results["detected"] == 1

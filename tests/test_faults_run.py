@@ -374,7 +374,8 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
 def test_a_disk_that_fills_while_writing_results_is_one_line(tmp_path, random_weights, val_build):
     out = tmp_path / "roc"
     out.mkdir()
-    (out / "summary.json").write_text("[]\n")
+    old = '[{"stage": "pnet", "auc": 0.5, "recall_at_threshold": 0.5}]\n'  # an earlier run's: roc replaces its own
+    (out / "summary.json").write_text(old)
     os.environ["FAULT_NAME"] = "summary.json"
     try:
         proc = _cli("evaluation.roc", ["--val-data", val_build, "--weights", random_weights, "--out", out],
@@ -382,7 +383,7 @@ def test_a_disk_that_fills_while_writing_results_is_one_line(tmp_path, random_we
     finally:
         del os.environ["FAULT_NAME"]
     _one_line_error(proc, f"{out / 'summary.json'}: disk full (", " bytes free on the device)")
-    assert (out / "summary.json").read_text() == "[]\n"  # the old result, whole
+    assert (out / "summary.json").read_text() == old  # the old result, whole
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 

@@ -27,6 +27,19 @@ class PreflightError(RuntimeError):
     """A run that must not start; ``str()`` is one line."""
 
 
+def init_file(cfg) -> Path | None:
+    """The weights file ``--init`` reads (an input), or None (scratch, or a spec the run refuses itself)."""
+    spec = getattr(cfg, "init", "scratch")
+    if not spec or spec == "scratch":
+        return None
+    from core.weights import parse_weights
+
+    try:
+        return parse_weights(spec).net_file(cfg.net)
+    except ValueError:
+        return None
+
+
 def check_outputs(cfg: TrainConfig) -> None:
     """Refuse outputs in the committed weights folder without ``--overwrite-shipped``, an output
     folder that is, holds or lies inside the data, and an export file inside the data or the
@@ -35,7 +48,11 @@ def check_outputs(cfg: TrainConfig) -> None:
     try:
         check_not_shipped(cfg.out, "--out", allowed)
         check_not_shipped(cfg.export, "--export", allowed)
-        check_output_apart(cfg.out, {"--data": cfg.data})
+        init = init_file(cfg)
+        check_output_apart(cfg.out, {"--data": cfg.data, "--init": init})
+        if cfg.export and init is not None and real_path(cfg.export) == real_path(init):
+            raise OutputError(f"--export {cfg.export} is the input --init {cfg.init}'s file: it would be replaced; "
+                              f"export elsewhere")
         if cfg.export:
             if Path(cfg.export).is_dir():
                 raise OutputError(f"--export {cfg.export} is a folder; it names the weights file to write")
