@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lmdb
@@ -43,6 +43,8 @@ from detector import DetectorConfig
 from lmdb_builders.reader import ShardDataset, records_to_batch
 from lmdb_builders.schema import Kind
 
+BATCH_SIZE = 1024  # samples per forward pass where --batch-size is none
+
 
 @dataclass(frozen=True)
 class RocConfig:
@@ -52,21 +54,14 @@ class RocConfig:
     """A folder with pnet.pt [rnet.pt [onet.pt]] state dicts, ``shipped`` or ``original:PATH``."""
     out: str
     """Output folder: roc.png, roc.csv, summary.json."""
-    thresholds: tuple[float, float, float] = DetectorConfig.thresholds
-    """Face-probability thresholds of P-Net, R-Net and O-Net at which recall and false-positive rate
-    are reported (the detector's)."""
-    batch_size: int = 1024
-    """Samples per forward pass."""
-    device: str = DetectorConfig.device
-    """cpu or cuda[:N]."""
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    """The cascade's settings, of which ROC reads three: --thresholds (at which each stage's recall and
+    false-positive rate are reported, the detector's), --device and --batch-size (samples per forward
+    pass; none: 1024)."""
     max_curve_points: int = 1000
     """At most this many points per stage in roc.csv (the curve is thinned evenly, ends kept)."""
 
     def __post_init__(self):
-        if len(self.thresholds) != len(NET_NAMES) or not all(0 <= t <= 1 for t in self.thresholds):
-            raise ValueError(f"thresholds must be {len(NET_NAMES)} values in [0, 1], got {self.thresholds}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_curve_points < 2:
             raise ValueError(f"max_curve_points must be >= 2, got {self.max_curve_points}")
 
@@ -192,7 +187,7 @@ def plot_curves(curves: dict, summaries: list[dict]) -> bytes:
 
 def main(cfg: RocConfig) -> list[dict]:
     # Everything that can be wrong with the inputs or the output folder is found before the nets run.
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.detector.device)
     # summary.json is a list of one summary per stage: how a rerun knows the file it replaces is its own.
     check_names_free(cfg.out, ["summary.json"], "evaluation.roc", json_holding("stage", "auc", "recall_at_threshold"))
     nets = load_nets(resolve_weights(cfg.weights), device)
@@ -208,8 +203,9 @@ def _run(cfg: RocConfig, nets: dict, datasets: dict, device, out: Path) -> list[
     for i, name in enumerate(NET_NAMES):
         if name not in nets:
             continue
-        outputs = net_outputs(nets[name].to(device).eval(), datasets[name], cfg.batch_size, device)
-        summary, curves[name] = stage_summary(name, outputs, cfg.thresholds[i])
+        outputs = net_outputs(nets[name].to(device).eval(), datasets[name], cfg.detector.batch_size or BATCH_SIZE,
+                              device)
+        summary, curves[name] = stage_summary(name, outputs, cfg.detector.thresholds[i])
         summaries.append(summary)
     rows = io.StringIO()
     writer = csv.writer(rows)

@@ -65,12 +65,13 @@ def test_make_roc_end_to_end(tiny_wider, tmp_path):
 
 
 def test_defaults_are_the_detectors_and_the_cli_keeps_its_flags():
-    # Taken from DetectorConfig, not written again: the very same objects.
-    assert RocConfig.thresholds is DetectorConfig.thresholds and RocConfig.device is DetectorConfig.device
+    # The nested DetectorConfig, not copies of its fields.
+    assert RocConfig(val_data="v", weights="w", out="o").detector == DetectorConfig()
     argv = ["--val-data", "v", "--weights", "w", "--out", "o"]
     assert parse_args(argv) == RocConfig(val_data="v", weights="w", out="o")
-    assert parse_args(argv + ["--thresholds", "0.1", "0.2", "0.3", "--device", "cuda"]) == RocConfig(
-        val_data="v", weights="w", out="o", thresholds=(0.1, 0.2, 0.3), device="cuda")
+    assert parse_args(argv + ["--thresholds", "0.1", "0.2", "0.3", "--device", "cuda", "--batch-size", "64"]) == \
+        RocConfig(val_data="v", weights="w", out="o",
+                  detector=DetectorConfig(thresholds=(0.1, 0.2, 0.3), device="cuda", batch_size=64))
     with pytest.raises(SystemExit) as bad:  # a usage error, exit 2
         parse_args(argv + ["--thresholds", "0.1", "0.2", "1.3"])
     assert bad.value.code == 2
