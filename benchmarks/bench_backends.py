@@ -53,6 +53,10 @@ class BenchBackendsConfig:
     batch_images: int = 8
     """Images per detect_batch call."""
 
+    def __post_init__(self):
+        if not self.threads or min(self.threads) < 1:
+            raise ValueError(f"--threads must be one or more counts >= 1, got {' '.join(map(str, self.threads))}")
+
 
 def images_per_second(run, images: list[np.ndarray]) -> tuple[float, list[Detections]]:
     start = time.perf_counter()

@@ -67,7 +67,7 @@ class BenchConfig:
         if self.num < 1:
             raise ValueError(f"num must be >= 1, got {self.num}")
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
+            raise ValueError(f"--threads must be >= 1 or none, got {self.threads}")
         DetectorConfig(min_face=self.min_face)  # refuses a bad min_face before any work
 
 

@@ -63,6 +63,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--samples", type=int, nargs=3, metavar=("N12", "N24", "N48"),
                    default=[DEFAULT_SAMPLES[s] for s in (12, 24, 48)])
     a = p.parse_args(argv)
+    if a.threads is not None and a.threads < 1:
+        p.error(f"--threads must be >= 1 (leave it out for the trainer's default), got {a.threads}")
     work = Path(a.work_dir)
     samples = dict(zip((12, 24, 48), a.samples))
     import torch
