@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +46,8 @@ class BenchBackendsConfig:
     """The torch weights: shipped | original:PATH | a checkpoint folder."""
     onnx: str | None = None
     """An export folder of those weights (make export); None: export them to a temporary folder."""
-    min_face: float = DetectorConfig.min_face
-    """Smallest face looked for, in pixels."""
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    """The cascade's settings (--min-face, --thresholds, --device for the torch backend, ...)."""
     threads: tuple[int, ...] = (1, 2)
     """Thread counts to measure."""
     batch_images: int = 8
@@ -86,7 +86,7 @@ def main(cfg: BenchBackendsConfig) -> dict:
     images = [im for im in (try_read_image_rgb(Path(cfg.images) / p) for p in paths) if im is not None]
     if not images:
         raise FileNotFoundError(f"no readable images under {cfg.images}")
-    dcfg = DetectorConfig(min_face=cfg.min_face)
+    dcfg = cfg.detector
     with tempfile.TemporaryDirectory() as tmp:
         onnx = cfg.onnx
         if onnx is None:
@@ -105,7 +105,7 @@ def main(cfg: BenchBackendsConfig) -> dict:
                                  for d in detector.detect_batch(ims[i : i + cfg.batch_images])], images)
                 rows.append({"backend": backend, "threads": threads, "loop": loop, "batch": batch})
     sizes = np.array([im.shape[0] * im.shape[1] for im in images]) / 1e6
-    print(f"{len(images)} images from {cfg.images} (mean {sizes.mean():.2f} Mpx), min face {cfg.min_face:g}, "
+    print(f"{len(images)} images from {cfg.images} (mean {sizes.mean():.2f} Mpx), min face {cfg.detector.min_face:g}, "
           f"weights {cfg.weights}, CPU")
     print(f"{'backend':8} {'threads':>7} {'detect img/s':>13} {'detect_batch img/s':>19} {'speed-up':>9}")
     for r in rows:

@@ -32,7 +32,7 @@ import importlib.util
 import sys
 import time
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +56,9 @@ class BenchConfig:
     """shipped | original:PATH | a checkpoint folder (facenet-pytorch runs the same nets)."""
     num: int = 40
     """How many images."""
-    min_face: float = DetectorConfig.min_face
-    """Smallest face looked for, in pixels (both detectors)."""
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    """The cascade's settings (--min-face, --thresholds, ...; facenet-pytorch is given the same min
+    face, thresholds and pyramid factor)."""
     threads: int | None = None
     """torch threads; none: torch's default."""
     facenet: str | None = None
@@ -68,7 +69,6 @@ class BenchConfig:
             raise ValueError(f"num must be >= 1, got {self.num}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"--threads must be >= 1 or none, got {self.threads}")
-        DetectorConfig(min_face=self.min_face)  # refuses a bad min_face before any work
 
 
 class _NmsClock:
@@ -149,7 +149,7 @@ def main(cfg: BenchConfig) -> dict:
     if not paths:
         raise FileNotFoundError(f"no .jpg images under {cfg.images}")
     images = [im for im in (try_read_image_rgb(p) for p in paths) if im is not None]
-    dcfg = DetectorConfig(min_face=cfg.min_face)
+    dcfg = cfg.detector
     ours = load_detector(cfg.weights, dcfg)
     clock = _NmsClock()
     facenet, how = (None, "not requested (--facenet PATH)") if not cfg.facenet else load_facenet_detect_face(cfg.facenet, clock)
@@ -160,8 +160,8 @@ def main(cfg: BenchConfig) -> dict:
 
     def run_facenet(image):
         with torch.no_grad():
-            boxes, _ = facenet.detect_face(image, cfg.min_face, wrapped["pnet"], wrapped["rnet"], wrapped["onet"],
-                                           list(dcfg.thresholds), dcfg.scale_factor, "cpu")
+            boxes, _ = facenet.detect_face(image, dcfg.min_face, wrapped["pnet"], wrapped["rnet"], wrapped["onet"],
+                                           list(dcfg.thresholds), dcfg.scale_factor, dcfg.device)
         return len(boxes[0])
 
     run_ours(images[0])  # warm-up (allocator, oneDNN kernels)
@@ -183,7 +183,7 @@ def main(cfg: BenchConfig) -> dict:
                 t_fn += time.perf_counter() - start
     n = len(images)
     sizes = np.array([im.shape[0] * im.shape[1] for im in images]) / 1e6
-    print(f"{n} WIDER val images from {cfg.images} (mean {sizes.mean():.2f} Mpx), min face {cfg.min_face:g}, "
+    print(f"{n} WIDER val images from {cfg.images} (mean {sizes.mean():.2f} Mpx), min face {cfg.detector.min_face:g}, "
           f"torch threads {torch.get_num_threads()}, weights {cfg.weights}")
     print(f"ours:           {n / t_ours:6.2f} images/s  ({t_ours / n:.3f} s/image, {n_ours} faces)")
     result = {"images": n, "ours_images_per_s": n / t_ours, "ours_s_per_image": t_ours / n}
