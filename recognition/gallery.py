@@ -14,8 +14,9 @@ A gallery is one file, ``gallery.npz`` (numpy's uncompressed zip of arrays, read
 
 Distances are squared L2 distances, ``|q|^2 + |g|^2 - 2 q.g`` (0 to 4 for unit vectors, as
 ``evaluation.lfw`` and ``detector.compare`` score pairs). Search is exact: one float32 matrix
-product per block of queries (blocks of about ``BLOCK_ELEMENTS`` distances, so memory stays
-bounded whatever the number of queries) and ``argpartition`` for the top k. ``make bench``
+product per tile of queries x gallery rows (about ``BLOCK_ELEMENTS`` distances, so memory stays
+bounded whatever the number of queries or faces) and ``argpartition`` for each tile's top k,
+merged over the gallery's chunks. ``make bench``
 (``benchmarks/bench_gallery.py``) measures it against faiss's exact ``IndexFlatIP``.
 """
 
@@ -34,8 +35,10 @@ from core.atomic import atomic_write_bytes
 GALLERY_FILE = "gallery.npz"
 FORMAT = "face-gallery/1"
 ARRAYS = ("vectors", "identities", "sources", "sha256", "meta")
-# Distances computed per block of queries: 2^24 float32 values (64 MB) whatever the gallery's size.
+# Distances computed per tile of queries x gallery rows: 2^24 float32 values (64 MB) whatever the
+# gallery's size, and the gallery read in chunks of 2^16 rows (4 MB of 128-value vectors per chunk).
 BLOCK_ELEMENTS = 1 << 24
+CHUNK_ROWS = 1 << 16
 NO_MATCH = ""  # the identity of a result slot that has no gallery row (k larger than the gallery)
 
 
@@ -91,14 +94,18 @@ class Gallery:
         for name, value in (("vectors", vectors), ("identities", identities), ("sources", sources), ("sha256", sha256)):
             object.__setattr__(self, name, value)
         # The per-person minimum runs over rows grouped by identity: the order that groups them (enroll
-        # writes them grouped already), the first row of each group, and the group's name.
+        # writes them grouped already; otherwise a grouped copy of the vectors is kept), the first row
+        # of each group, and the group's name.
         order = np.argsort(identities, kind="stable")
         grouped = identities[order]
         starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]]) if n else np.zeros(0, np.int64)
-        object.__setattr__(self, "_order", None if np.array_equal(order, np.arange(n)) else order)
+        in_order = np.array_equal(order, np.arange(n))
+        norms = np.einsum("ij,ij->i", vectors, vectors)
+        object.__setattr__(self, "_order", order)
         object.__setattr__(self, "_starts", starts)
         object.__setattr__(self, "_people", grouped[starts])
-        object.__setattr__(self, "_norms", np.einsum("ij,ij->i", vectors, vectors))
+        object.__setattr__(self, "_norms", norms)
+        object.__setattr__(self, "_grouped", (vectors, norms) if in_order else (vectors[order], norms[order]))
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -112,19 +119,39 @@ class Gallery:
         """The distinct identities, sorted."""
         return self._people
 
-    def _distance_blocks(self, queries):
-        """``(start, (B, N) float32 squared distances)`` per block of queries."""
-        q = _as_matrix(queries, self.dim)
-        qn = np.einsum("ij,ij->i", q, q)
-        rows = max(1, BLOCK_ELEMENTS // max(len(self), 1))
+    def _tiles(self, q: np.ndarray, bounds: list[int], vectors: np.ndarray, norms: np.ndarray):
+        """``(query start, [(chunk start, (B, rows) float32 |g|^2 - 2 q.g), ...])`` per block of queries.
+
+        Tiles of queries x gallery chunks (``bounds``), each about ``BLOCK_ELEMENTS`` values: a
+        large gallery is read once per block of queries, not once per few queries. The values are
+        the squared distance less the query's own norm, the same along a row, so they rank alike;
+        ``_finish`` adds it to the few distances kept."""
+        chunk = max(b - a for a, b in zip(bounds, bounds[1:]))
+        rows = max(1, BLOCK_ELEMENTS // chunk)
         for start in range(0, len(q), rows):
             block = q[start : start + rows]
-            d = block @ self.vectors.T
-            d *= -2
-            d += qn[start : start + rows, None]
-            d += self._norms[None]
-            np.maximum(d, 0, out=d)  # rounding can give -1e-7 for a vector and itself
-            yield start, d
+
+            def tiles(block=block):
+                for a, b in zip(bounds, bounds[1:]):
+                    d = block @ vectors[a:b].T
+                    d *= -2
+                    d += norms[None, a:b]
+                    yield a, d
+
+            yield start, tiles()
+
+    def _bounds(self, at=None) -> list[int]:
+        """Chunk boundaries of the gallery's rows, about ``CHUNK_ROWS`` apart, each one of ``at``
+        (the people's first rows, so that no person is split) where given."""
+        n = len(self)
+        if at is None:
+            return list(range(0, n, CHUNK_ROWS)) + [n]
+        cuts, last = [0], 0
+        for s in at[1:]:
+            if s - last >= CHUNK_ROWS:
+                cuts.append(int(s))
+                last = s
+        return cuts + [n]
 
     def search(self, vectors, k: int = 1) -> Matches:
         """The ``k`` nearest gallery rows of each query vector (Q, dim), nearest first (equal
@@ -132,42 +159,52 @@ class Gallery:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         q = _as_matrix(vectors, self.dim)
+        qn = np.einsum("ij,ij->i", q, q)[:, None]
         kept = min(k, len(self))
         indices = np.full((len(q), k), -1, np.int64)
         distances = np.full((len(q), k), np.inf, np.float32)
-        for start, d in self._distance_blocks(q):
-            if kept:
-                idx = _top_k(d, kept)
-                indices[start : start + len(d), :kept] = idx
-                distances[start : start + len(d), :kept] = np.take_along_axis(d, idx, axis=1)
+        if kept:
+            for start, tiles in self._tiles(q, self._bounds(), self.vectors, self._norms):
+                best_d, best_i = None, None
+                for a, d in tiles:
+                    idx = _top_k(d, min(kept, d.shape[1]))
+                    best_d, best_i = _merge(best_d, best_i, np.take_along_axis(d, idx, axis=1), idx + a, kept)
+                stop = start + len(best_d)
+                indices[start:stop, :kept] = best_i
+                distances[start:stop, :kept] = _finish(best_d, qn[start:stop])
         return Matches(indices, distances, self._names(indices, self.identities))
 
     def best_identities(self, vectors, k: int = 2) -> Matches:
         """The ``k`` nearest *people* of each query: each identity's distance is that of its nearest
-        row, so the runner-up is the best of the other people, never a second image of the first.
-        ``indices`` are those nearest rows."""
+        row, so the runner-up is the best of the other people, never a second image of the first
+        (equal distances by name). ``indices`` are those nearest rows."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         q = _as_matrix(vectors, self.dim)
+        qn = np.einsum("ij,ij->i", q, q)[:, None]
         kept = min(k, len(self._people))
         indices = np.full((len(q), k), -1, np.int64)
         distances = np.full((len(q), k), np.inf, np.float32)
-        order = np.arange(len(self)) if self._order is None else self._order
-        # Each group's last row (exclusive end) for the argmin inside the group.
+        if not kept:
+            return Matches(indices, distances, self._names(indices, self.identities))
+        vectors_g, norms_g = self._grouped
         ends = np.r_[self._starts[1:], len(self)]
-        for start, d in self._distance_blocks(q):
-            if not kept:
-                continue
-            grouped = d if self._order is None else d[:, self._order]
-            per_person = np.minimum.reduceat(grouped, self._starts, axis=1)  # (B, people)
-            top = _top_k(per_person, kept)
-            rows = np.empty_like(top)
-            for j in range(kept):  # the nearest row of each chosen person: an argmin over its group
-                s, e = self._starts[top[:, j]], ends[top[:, j]]
-                for b in range(len(top)):
-                    rows[b, j] = order[s[b] + int(np.argmin(grouped[b, s[b] : e[b]]))]
-            indices[start : start + len(d), :kept] = rows
-            distances[start : start + len(d), :kept] = np.take_along_axis(per_person, top, axis=1)
+        for start, tiles in self._tiles(q, self._bounds(self._starts), vectors_g, norms_g):
+            best_d, best_p = None, None
+            for a, d in tiles:
+                first = int(np.searchsorted(self._starts, a))  # the chunk's first person
+                last = int(np.searchsorted(self._starts, a + d.shape[1]))
+                per_person = np.minimum.reduceat(d, self._starts[first:last] - a, axis=1)  # (B, its people)
+                top = _top_k(per_person, min(kept, per_person.shape[1]))
+                best_d, best_p = _merge(best_d, best_p, np.take_along_axis(per_person, top, axis=1), top + first, kept)
+            stop = start + len(best_d)
+            # The nearest row of each chosen person: an argmin over its few rows.
+            for b in range(len(best_p)):
+                for j, person in enumerate(best_p[b]):
+                    s, e = self._starts[person], ends[person]
+                    rows = norms_g[s:e] - 2 * (vectors_g[s:e] @ q[start + b])
+                    indices[start + b, j] = self._order[s + int(np.argmin(rows))]
+            distances[start:stop, :kept] = _finish(best_d, qn[start:stop])
         return Matches(indices, distances, self._names(indices, self.identities))
 
     @staticmethod
@@ -178,8 +215,24 @@ class Gallery:
         return names
 
 
+def _finish(partial: np.ndarray, qn: np.ndarray) -> np.ndarray:
+    """Squared distances from ``Gallery._tiles``' values: the query's norm added, and rounding's
+    -1e-7 (a vector and itself) clipped to 0."""
+    return np.maximum(partial + qn, 0)
+
+
+def _merge(best_d, best_i, d, i, k: int):
+    """The k smallest of two candidate sets (values, indices), smallest first, ties by index."""
+    if best_d is not None:
+        d, i = np.concatenate([best_d, d], axis=1), np.concatenate([best_i, i], axis=1)
+    order = np.lexsort((i, d), axis=1)[:, :k]
+    return np.take_along_axis(d, order, axis=1), np.take_along_axis(i, order, axis=1)
+
+
 def _top_k(d: np.ndarray, k: int) -> np.ndarray:
     """Column indices of the k smallest values of each row of ``d``, smallest first (ties by column)."""
+    if k == 1:  # argmin takes the first of equal values: no tie to settle
+        return d.argmin(axis=1)[:, None].astype(np.int64)
     if k < d.shape[1]:
         idx = np.argpartition(d, k - 1, axis=1)[:, :k]
         values = np.take_along_axis(d, idx, axis=1)

@@ -149,7 +149,9 @@ def brute_force(gallery_vectors, queries, k):
     return out
 
 
-def test_search_is_exact_against_a_brute_force_loop(monkeypatch):
+@pytest.mark.parametrize("chunk", [1 << 16, 2])  # the gallery in one chunk, or in chunks of 2 rows merged
+def test_search_is_exact_against_a_brute_force_loop(monkeypatch, chunk):
+    monkeypatch.setattr("recognition.gallery.CHUNK_ROWS", chunk)
     gallery = Gallery(HAND, HAND_PEOPLE)
     queries = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], np.float32)
     found = gallery.search(queries, k=3)
@@ -168,7 +170,8 @@ def test_search_is_exact_against_a_brute_force_loop(monkeypatch):
     names = [f"p{i % 37}" for i in rng.permutation(500)]  # rows not grouped by person
     queries = rng.standard_normal((45, 16)).astype(np.float32)
     whole = Gallery(vectors, names)
-    monkeypatch.setattr("recognition.gallery.BLOCK_ELEMENTS", 3000)  # 6 queries a block: 8 blocks
+    monkeypatch.setattr("recognition.gallery.BLOCK_ELEMENTS", 3000)  # several blocks of queries
+    monkeypatch.setattr("recognition.gallery.CHUNK_ROWS", 64 if chunk == 2 else chunk)  # and of gallery rows
     for g, r in ((whole, whole.search(queries, k=5)),):
         for (idx, dist), got_i, got_d in zip(brute_force(vectors, queries, 5), r.indices, r.distances):
             assert got_i.tolist() == idx and np.allclose(got_d, dist, rtol=1e-5, atol=1e-4)
