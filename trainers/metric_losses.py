@@ -3,7 +3,8 @@ softmaxes (ArcFace, CosFace) that current face recognition trains with.
 
 Each is one module, made by ``build_loss(cfg, classes)``: ``loss(embeddings, labels)`` (the net's
 features before their normalisation) returns the loss and its step sums, and ``loss.columns(sums)``
-/ ``loss.postfix(sums)`` turn an epoch's sums into its own log columns and progress figures. A new
+/ ``loss.postfix(sums)`` turn an epoch's sums into its own log columns and progress figures
+(``ShareLoss``: one column, a share of two sums). A new
 loss is one such class and its line in ``LOSS_CLASSES``.
 
 Distances are squared Euclidean distances of unit vectors (``2 - 2 cos``), as in FaceNet.
@@ -64,11 +65,27 @@ def triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float =
     return TripletTerms(hinge.mean(), (hinge > 0).sum().float(), torch.tensor(float(hinge.numel())))
 
 
-class TripletLoss(nn.Module):
+class ShareLoss(nn.Module):
+    """An embedder loss whose one log column, ``column``, is the epoch's share ``hits / count`` of
+    its two step sums ``sums`` (``short`` on the progress bar)."""
+
+    sums: tuple[str, str]
+    column: str
+    short: str
+
+    def columns(self, s: dict) -> dict:
+        hits, count = self.sums
+        return {self.column: s[hits] / max(1.0, s[count])}
+
+    def postfix(self, s: dict) -> dict:
+        return {self.short: f"{self.columns(s)[self.column]:.3f}"}
+
+
+class TripletLoss(ShareLoss):
     """``triplet_loss`` of the unit vectors; its column is the share of (anchor, positive) pairs
     whose hinge is positive (``train_active``)."""
 
-    sums = ("active", "pairs")
+    sums, column, short = ("active", "pairs"), "train_active", "active"
 
     def __init__(self, margin: float = 0.2):
         super().__init__()
@@ -82,22 +99,14 @@ class TripletLoss(nn.Module):
         terms = triplet_loss(F.normalize(embeddings.float(), dim=1), labels, self.margin)
         return terms.loss, {"active": terms.active, "pairs": terms.pairs}
 
-    @staticmethod
-    def columns(s: dict) -> dict:
-        return {"train_active": s["active"] / max(1.0, s["pairs"])}
 
-    @staticmethod
-    def postfix(s: dict) -> dict:
-        return {"active": f"{s['active'] / max(1.0, s['pairs']):.3f}"}
-
-
-class MarginSoftmax(nn.Module):
+class MarginSoftmax(ShareLoss):
     """A cosine classifier over the training identities with an additive margin on the true class:
     ArcFace (Deng et al. 2019) ``s cos(theta + m)``, CosFace (Wang et al. 2018) ``s (cos theta - m)``.
     The class centres are trained with the net and dropped after training; its column is the
     accuracy of the plain cosines (``train_acc``)."""
 
-    sums = ("correct", "n")
+    sums, column, short = ("correct", "n"), "train_acc", "acc"
 
     def __init__(self, dim: int, classes: int, kind: str = "arcface", margin: float = 0.5, scale: float = 32.0):
         super().__init__()
@@ -129,14 +138,6 @@ class MarginSoftmax(nn.Module):
         """(cross-entropy with the margin, {correct predictions without it, samples})."""
         margin_logits, plain = self.logits(features, labels)
         return F.cross_entropy(margin_logits, labels), {"correct": (plain.argmax(1) == labels).sum(), "n": len(labels)}
-
-    @staticmethod
-    def columns(s: dict) -> dict:
-        return {"train_acc": s["correct"] / max(1.0, s["n"])}
-
-    @staticmethod
-    def postfix(s: dict) -> dict:
-        return {"acc": f"{s['correct'] / max(1.0, s['n']):.3f}"}
 
 
 LOSS_CLASSES = {"triplet": TripletLoss, "arcface": MarginSoftmax, "cosface": MarginSoftmax}
