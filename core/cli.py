@@ -89,9 +89,12 @@ def _default_text(value) -> str:
     return _NONE if value is None else str(value)
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls, seen: dict | None = None, defaults=None) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, cls, seen: dict | None = None, defaults=None,
+                         prefix: str = "", flags: dict | None = None) -> None:
     """Add one option per field of ``cls`` (and of its nested config dataclasses) to ``parser``;
-    ``defaults``, an instance of ``cls``, gives the options' defaults in place of the class's."""
+    ``defaults``, an instance of ``cls``, gives the options' defaults in place of the class's; a
+    nested config's ``prefix`` (its field's ``metadata``) goes before each of its fields' names, and
+    its ``flags`` name some of its options otherwise."""
     seen = {} if seen is None else seen
     docs = field_docs(cls)
     for f, tp in _cli_fields(cls):
@@ -104,9 +107,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, seen: dict | None
         if dataclasses.is_dataclass(inner):
             # The outer field's default is the nested options' (two stages may nest one config with
             # other defaults, as the trainers do OptimConfig).
-            add_config_arguments(parser, inner, seen, default if isinstance(default, inner) else None)
+            add_config_arguments(parser, inner, seen, default if isinstance(default, inner) else None,
+                                 f.metadata.get("prefix", ""), f.metadata.get("flags"))
             continue
-        dest = f.name
+        dest = prefix + f.name
         if dest in seen:
             raise TypeError(f"{cls.__name__}.{dest} clashes with {seen[dest]}.{dest} on the command line")
         seen[dest] = cls.__name__
@@ -133,10 +137,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, seen: dict | None
                 kwargs["required"] = True
             if optional:
                 kwargs["help"] += f"; '{_NONE}' for None"
-        parser.add_argument(_flag(f), **kwargs)
+        flag = (flags or {}).get(f.name) or ("--" + dest.replace("_", "-") if prefix else _flag(f))
+        parser.add_argument(flag, **kwargs)
 
 
-def config_from_namespace(cls, ns: argparse.Namespace, **overrides):
+def config_from_namespace(cls, ns: argparse.Namespace, _prefix: str = "", **overrides):
     """Build ``cls`` (and its nested configs) from parsed options; ``overrides`` win."""
     values = {}
     for f, tp in _cli_fields(cls):
@@ -144,9 +149,9 @@ def config_from_namespace(cls, ns: argparse.Namespace, **overrides):
         if f.name in overrides:
             values[f.name] = overrides[f.name]
         elif dataclasses.is_dataclass(inner):
-            values[f.name] = config_from_namespace(inner, ns)
-        elif hasattr(ns, f.name):
-            value = getattr(ns, f.name)
+            values[f.name] = config_from_namespace(inner, ns, f.metadata.get("prefix", ""))
+        elif hasattr(ns, _prefix + f.name):
+            value = getattr(ns, _prefix + f.name)
             values[f.name] = tuple(value) if isinstance(value, list) else value
     return cls(**values)
 

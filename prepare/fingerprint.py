@@ -26,7 +26,8 @@ from prepare.mining import mining_stages
 
 # Settings of a build (``prepare.generate.GenerateConfig``'s fields) that do not decide the
 # samples; the input files enter by content.
-NOT_DECIDING = ("out", "workers", "wider_txt", "wider_images", "landmarks", "mine_with", "mine_device")
+NOT_DECIDING = ("out", "workers", "wider_txt", "wider_images", "landmarks", "mine_with", "mine_device",
+                "mine_batch_size")
 
 # The code that decides a build's bytes (paths relative to the project root), in digest order: the
 # import closure of prepare.generate, computed by core.make_deps as make's prerequisites are (the
@@ -73,6 +74,8 @@ def build_fingerprint(settings: Mapping[str, object]) -> tuple[str, dict]:
     names a folder of mining nets, the nets that mine ``net_sizes[0]`` px samples. Every other
     field except ``NOT_DECIDING`` enters as it is (the ``mine_*`` ones only for mined builds)."""
     described = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else dict(settings)
+    # The mining cascade's settings (a nested DetectorConfig) enter flat, named as their options are.
+    described.update({f"mine_{k}": v for k, v in (described.pop("mine", None) or {}).items()})
     wider_txt, landmarks, mine_with = described["wider_txt"], described["landmarks"], described["mine_with"]
     for key in NOT_DECIDING:
         described.pop(key)

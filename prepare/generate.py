@@ -77,6 +77,8 @@ from prepare.pool import ordered_map
 from prepare.sampling import SamplingConfig, sample_image_crops
 
 LANDMARK_PARTS = ("train", "holdout")
+# The cascade that mines: the detector's settings, P-Net's offsets scaled as our nets are trained.
+MINING_DETECTOR = DetectorConfig(pnet_regression="inclusive")
 
 
 @dataclass(frozen=True)
@@ -110,14 +112,14 @@ class GenerateConfig:
     """Hard-example mining: a folder with the earlier stages' weights (pnet.pt [, rnet.pt]), to mine
     24 px (P-Net) or 48 px (P-Net then R-Net) samples from their detections. Without one: random
     crops (P-Net data, held-out evaluation samples)."""
-    mine_thresholds: tuple[float, float, float] = DetectorConfig().thresholds
-    """Mining: the cascade's P-, R- and O-Net score thresholds (the detector's by default)."""
-    mine_min_face: float = DetectorConfig().min_face
-    """Mining: the smallest face the cascade looks for, pixels (the detector's by default)."""
+    mine: DetectorConfig = field(default_factory=lambda: MINING_DETECTOR,
+                                 metadata={"prefix": "mine_", "flags": {"device": "--device"}})
+    """Mining: the cascade's settings, the detector's but for P-Net's offsets, scaled as
+    ``regression_targets`` trains them (the nets mining runs are ours); offered as --mine-thresholds,
+    --mine-min-face, ... and --device (where the nets run; it and --mine-batch-size are not part of
+    the fingerprint)."""
     mine_negatives_per_image: int = 60
     """Mining: at most this many negatives (detections overlapping no face) per image."""
-    mine_device: str = field(default="cpu", metadata={"flag": "--device"})
-    """Mining: the device the nets run on (cpu, cuda); not part of the fingerprint."""
     mine_jittered_faces: bool = False
     """Mining: also add each face's jittered positives and part faces (as P-Net's data has them)
     to the labelled detections."""
@@ -127,8 +129,6 @@ class GenerateConfig:
         require(self.workers >= 0, self, "workers", ">= 0 (0: one per CPU)")
         require_fraction(self, "landmark_holdout")
         require(self.limit_images is None or self.limit_images >= 0, self, "limit_images", ">= 0 (or none)")
-        require(all(0 <= t <= 1 for t in self.mine_thresholds), self, "mine_thresholds", "between 0 and 1")
-        require(self.mine_min_face > 0, self, "mine_min_face", "> 0 (pixels)")
         require(self.mine_negatives_per_image >= 0, self, "mine_negatives_per_image", ">= 0")
         if not self.net_sizes or not set(self.net_sizes) <= set(NET_SIZES):
             raise ValueError(f"net sizes must be among {NET_SIZES}, got {self.net_sizes}")
@@ -253,8 +253,7 @@ def item_records(item, rng, cfg: GenerateConfig) -> list[np.ndarray]:
                 records.append(make_records(np.stack(patches), Kind.LANDMARK, landmarks=np.stack(values)))
         return records
     if cfg.mine_with:
-        detector = mining_detector(cfg.mine_with, cfg.net_sizes[0], cfg.mine_min_face, cfg.mine_thresholds,
-                                   cfg.mine_device)
+        detector = mining_detector(cfg.mine_with, cfg.net_sizes[0], cfg.mine)
         crops = mined_crops(rng, image, detector, cfg.net_sizes[0], item.faces, item.all_faces,
                             cfg.mine_negatives_per_image, cfg.sampling, cfg.mine_jittered_faces)
     else:
@@ -282,7 +281,7 @@ def work(task):
     except ImageReadError as e:
         return index, [], e.reason
     except PyramidTooLargeError as e:  # mining only: an image too large for --mine-min-face
-        return index, [], (f"too large for --mine-min-face {cfg.mine_min_face:g} (its first pyramid level would "
+        return index, [], (f"too large for --mine-min-face {cfg.mine.min_face:g} (its first pyramid level would "
                            f"exceed the detector's bound; use --mine-min-face {e.least:g} or more)")
     except cv2.error as e:
         return index, [], f"OpenCV could not process the image ({e.err})"

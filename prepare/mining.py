@@ -32,8 +32,7 @@ def mining_stages(net_size: int) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=2)
-def mining_detector(weights_dir: str, net_size: int, min_face: float, thresholds: tuple[float, float, float],
-                    device: str) -> Detector:
+def mining_detector(weights_dir: str, net_size: int, cfg: DetectorConfig) -> Detector:
     """The cascade that mines ``net_size`` px samples, loaded once per worker process."""
     import torch
 
@@ -41,14 +40,12 @@ def mining_detector(weights_dir: str, net_size: int, min_face: float, thresholds
         # A pool worker: the pool already runs one process per core, and torch's default of a
         # thread per core in each process would oversubscribe them.
         torch.set_num_threads(1)
-    nets = load_nets(Path(weights_dir), device)
+    nets = load_nets(Path(weights_dir), cfg.device)
     stages = mining_stages(net_size)
     missing = [name for name in stages if name not in nets]
     if missing:
         raise FileNotFoundError(f"{weights_dir} lacks {', '.join(m + '.pt' for m in missing)} needed to mine "
                                 f"{net_size} px samples")
-    # P-Net's offsets scaled as regression_targets trains them: the nets mining runs are ours.
-    cfg = DetectorConfig(min_face=min_face, thresholds=thresholds, device=device, pnet_regression="inclusive")
     return Detector({name: nets[name] for name in stages}, cfg)
 
 

@@ -167,10 +167,12 @@ def test_stage_recall_and_landmarks_refuse_an_image_too_large_for_the_min_face(w
 
 
 def test_mining_skips_an_image_too_large_for_the_mining_min_face_with_its_reason(tiny_wider, weights, small_bound):
-    from prepare.generate import build_items, tiny_config, work
+    from dataclasses import replace
+
+    from prepare.generate import MINING_DETECTOR, build_items, tiny_config, work
 
     cfg = tiny_config(tiny_wider.train_txt, tiny_wider.train_images, None, "unused", net_sizes=(24,), workers=1,
-                      mine_with=str(weights), mine_min_face=6)
+                      mine_with=str(weights), mine=replace(MINING_DETECTOR, min_face=6))
     items, _ = build_items(cfg)
     index, records, reason = work((0, items[0], cfg))
     assert records == [] and reason.startswith("too large for --mine-min-face 6 (its first pyramid level would "

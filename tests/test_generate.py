@@ -155,14 +155,14 @@ def test_command_line_matches_the_makefile_and_the_config(tmp_path):
         "t.txt", "im", "l.txt", "o")
     plain = parse_args(paths + ["--net-size", "24", "--mine-with", "w"])
     assert plain == generate.GenerateConfig("t.txt", "im", "o", "l.txt", net_sizes=(24,), mine_with="w")
-    assert plain.mine_thresholds == DetectorConfig().thresholds and plain.mine_min_face == DetectorConfig().min_face
+    assert plain.mine == replace(DetectorConfig(), pnet_regression="inclusive")  # the detector's, nested
     given = parse_args(paths + ["--net-size", "12", "24", "48", "--landmark-part", "holdout", "--tiny",
                                 "--negatives-per-image", "5", "--landmark-samples-per-face", "2", "--shard-mb", "2",
                                 "--mine-thresholds", "0.6", "0.3", "0.7", "--device", "cuda", "--limit-images", "3"])
     assert given.net_sizes == (12, 24, 48) and given.landmark_part == "holdout" and given.limit_images == 3
     assert given.sampling == replace(TINY["sampling"], negatives_per_image=5)  # options given win over --tiny
     assert given.landmark_aug.samples_per_face == 2 and given.writer == WriterConfig(2 << 20, commit_every=50)
-    assert given.mine_thresholds == (0.6, 0.3, 0.7) and given.mine_device == "cuda"
+    assert given.mine.thresholds == (0.6, 0.3, 0.7) and given.mine.device == "cuda"
     with pytest.raises(SystemExit):
         parse_args(paths + ["--net-size", "12", "--mine-with", "w"])  # mining writes 24 or 48 px
 
@@ -222,7 +222,7 @@ def test_onet_landmark_crops_span_the_boxes_rnet_hands_onet(tmp_path, make_dry_r
     assert command[command.index("--config") + 1] == "configs/data-onet.toml"
     monkeypatch.chdir(REPO)
     shipped = parse_args(command[command.index("prepare.generate") + 1:])
-    assert shipped.mine_thresholds == (0.6, 0.3, 0.7)  # R-Net at 0.3 while mining: more negatives
+    assert shipped.mine.thresholds == (0.6, 0.3, 0.7)  # R-Net at 0.3 while mining: more negatives
     cfg = shipped.landmark_aug
     assert (cfg.min_scale, cfg.max_scale, cfg.max_shift, cfg.min_iou) == (0.9, 1.4, 0.15, 0.45)
     face = np.array([100.0, 100.0, 199.0, 199.0])

@@ -12,7 +12,7 @@ from core.imageio import read_image_rgb
 from core.nets import build_net
 from lmdb_builders.reader import ShardDataset, records_to_batch
 from prepare.fingerprint import build_fingerprint
-from prepare.generate import main, tiny_config
+from prepare.generate import MINING_DETECTOR, main, tiny_config
 from prepare.mining import mined_crops, mining_detector, mining_stages
 from prepare.sampling import SamplingConfig, label_detections, with_jittered_faces
 
@@ -78,8 +78,8 @@ def mining_weights(tmp_path_factory):
 @pytest.mark.parametrize("size", [24, 48])
 def test_mined_build_end_to_end(tiny_wider, mining_weights, tmp_path, size):
     cfg = tiny_config(tiny_wider.train_txt, tiny_wider.train_images, tiny_wider.landmarks_txt, tmp_path / "mined",
-                      net_sizes=(size,), workers=1, mine_with=str(mining_weights), mine_thresholds=(0.5, 0.5, 0.5),
-                      mine_min_face=16)
+                      net_sizes=(size,), workers=1, mine_with=str(mining_weights),
+                      mine=replace(MINING_DETECTOR, thresholds=(0.5, 0.5, 0.5), min_face=16))
     manifest = main(cfg)
     counts = manifest["buckets"][str(size)]["counts"]
     assert counts["neg"] > 0 and counts["pos"] + counts["part"] > 0 and counts["landmark"] > 0, counts
@@ -96,10 +96,11 @@ def test_mined_build_end_to_end(tiny_wider, mining_weights, tmp_path, size):
 
 def test_mined_records_carry_finite_box_targets(tiny_wider, mining_weights):
     cfg = tiny_config(tiny_wider.train_txt, tiny_wider.train_images, None, "unused", net_sizes=(24,),
-                      mine_with=str(mining_weights), mine_thresholds=(0.5, 0.5, 0.5), mine_min_face=16)
+                      mine_with=str(mining_weights),
+                      mine=replace(MINING_DETECTOR, thresholds=(0.5, 0.5, 0.5), min_face=16))
     items, _ = generate.build_items(cfg)
     image = read_image_rgb(items[1].path)
-    detector = mining_detector(cfg.mine_with, 24, cfg.mine_min_face, cfg.mine_thresholds, cfg.mine_device)
+    detector = mining_detector(cfg.mine_with, 24, cfg.mine)
     dets = detector.detect_stages(image, mining_stages(24))["pnet"]
     assert len(dets) > 0
     item = items[1]
@@ -125,6 +126,20 @@ def test_retrained_pnet_changes_the_fingerprint(tiny_wider, mining_weights, tmp_
     after = build_fingerprint(tiny_config(tiny_wider.train_txt, tiny_wider.train_images, None, tmp_path,
                                                    net_sizes=(24,), mine_with=str(copy)))[0]
     assert before != after
+
+
+def test_the_mining_cascade_decides_the_fingerprint_but_not_where_or_how_fast_it_runs(tiny_wider, mining_weights,
+                                                                                       tmp_path):
+    cfg = tiny_config(tiny_wider.train_txt, tiny_wider.train_images, None, tmp_path, net_sizes=(24,),
+                      mine_with=str(mining_weights))
+    key, described = build_fingerprint(cfg)
+    # the nested DetectorConfig enters flat, named as its options are (--mine-thresholds, ...)
+    assert described["mine_thresholds"] == cfg.mine.thresholds and "mine" not in described
+    assert "mine_device" not in described and "mine_batch_size" not in described
+    assert build_fingerprint(replace(cfg, mine=replace(cfg.mine, device="cuda", batch_size=16)))[0] == key
+    assert build_fingerprint(replace(cfg, mine=replace(cfg.mine, thresholds=(0.6, 0.3, 0.7))))[0] != key
+    unmined = tiny_config(tiny_wider.train_txt, tiny_wider.train_images, None, tmp_path, net_sizes=(24,))
+    assert not [k for k in build_fingerprint(unmined)[1] if k.startswith("mine")]
 
 
 def test_mining_stages():

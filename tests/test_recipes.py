@@ -38,7 +38,7 @@ def test_the_builds_recipes_are_the_shipped_settings():
     for build in ("pnet", "rnet", "val"):  # the generator's defaults
         assert generate.parse_args([*GENERATE, "--config", str(CONFIGS / f"data-{build}.toml")]) == plain
     onet = generate.parse_args([*GENERATE, "--config", str(CONFIGS / "data-onet.toml")])
-    assert onet.mine_thresholds == (0.6, 0.3, 0.7)
+    assert onet.mine.thresholds == (0.6, 0.3, 0.7)
     lm = onet.landmark_aug
     assert (lm.min_scale, lm.max_scale, lm.max_shift, lm.min_iou) == (0.9, 1.4, 0.15, 0.45)
 
