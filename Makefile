@@ -16,6 +16,7 @@ USER_VARS := PYTHON VENV DATA WIDER WIDER_TXT WIDER_IMAGES LANDMARKS OUT WORKERS
 	IDENTITIES FOLD ONLY_PEOPLE RECOG_OUT RECOG_ALIGN RECOG_SIZE RECOG_ALIGNED RECOG_BUILD EMBED_FLAGS EMBED_OUT EMBEDDER \
 	LFW_FLAGS LFW_OUT CV_OUT CV_FOLDS DEMO DEMO_DATA_FLAGS DEMO_TRAIN_FLAGS DEMO_DETECT_WEIGHTS DEMO_GEN_FLAGS \
 	DEMO_EMBED_FLAGS WIDER_FRACTION PY VENV_STAMP
+USER_VARS += IDENT_OUT IDENT_FLAGS CLUSTER_OUT CLUSTER_FLAGS
 GIVEN_VARS := $(sort $(USER_VARS) $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
 define newline
 
@@ -42,6 +43,7 @@ esc = $(subst $$,$$$$,$(1))
 PATH_VARS := DATA WIDER WIDER_TXT WIDER_IMAGES LANDMARKS OUT VENV VAL_TXT VAL_IMAGES WEIGHTS_DIR GT PRED IMG DETECT_OUT \
 	EXPORT_OUT ALIGN_OUT LM_OUT LANDMARK_LIST STAGE_OUT DEMO LFW LFW_IMAGES PEOPLE PAIRS IDENTITIES ONLY_PEOPLE RECOG_OUT \
 	RECOG_ALIGNED RECOG_BUILD EMBED_OUT EMBEDDER LFW_OUT CV_OUT WEIGHTS_PATH
+PATH_VARS += IDENT_OUT CLUSTER_OUT
 BACKSLASH := \$(strip)
 MAKE_SYNTAX := ; : | = % * ? [ ] \# $(BACKSLASH)
 check_path = $(if $(word 2,$($(1))),$(error $(call shown,$(1))" has a space, and make cannot name such files: use a \
@@ -461,6 +463,39 @@ $(EXPORT_OUT)/embedder.json: $(EXPORT_OUT)/.make-settings-embedder $(CODE_detect
 	$(RUN) detector.export_embedder --embedder $(call q,$(EMBEDDER)) --out $(call q,$(EXPORT_OUT))
 	$(stamp)
 STAMPED += $(EXPORT_OUT)/embedder.json
+
+# eval-ident: identification on the unseen people of LFW fold FOLD= (evaluation/ident.py): gallery = each
+# person's first image, known probes = their others, unknown probes = the one-image people's; closed-set
+# rank-1/5 and open-set DIR at FAR 0.01/0.1 -> IDENT_OUT=results.json and probes.csv (IDENT_FLAGS=, e.g. --fars 0.001 0.01)
+IDENT_OUT ?= $(OUT)/eval-ident/$(subst /,_,$(EMBEDDER))$(if $(FOLD),-fold-$(FOLD))
+IDENT_FLAGS ?=
+.PHONY: eval-ident cluster
+eval-ident: $(IDENT_OUT)/results.json ## rank-1/5 and DIR@FAR 0.01/0.1 of EMBEDDER= on LFW fold FOLD=k's unseen people -> IDENT_OUT=
+
+$(call settings_once,$(IDENT_OUT)/.make-settings,embedder=$(EMBEDDER) people=$(PEOPLE) images=$(LFW_IMAGES) fold=$(FOLD) \
+	$(RECOG_SETTINGS) flags=$(IDENT_FLAGS))
+$(IDENT_OUT)/results.json: $(IDENT_OUT)/.make-settings $(PEOPLE) $(wildcard $(LFW_IMAGES)) $(call embedder_files,$(EMBEDDER)) \
+		$(CODE_evaluation.ident) | $(VENV_STAMP)
+	$(RUN) evaluation.ident --images $(call q,$(LFW_IMAGES)) --people $(call q,$(PEOPLE)) --out $(call q,$(IDENT_OUT)) \
+		--embedder $(call q,$(EMBEDDER)) --aligned $(call q,$(RECOG_ALIGNED)) $(if $(FOLD),--fold $(call q,$(FOLD))) \
+		$(RECOG_ARGS) $(call qw,$(IDENT_FLAGS))
+	$(stamp)
+STAMPED += $(IDENT_OUT)/results.json
+
+# cluster: the faces of IMAGES=folder grouped by person without names (recognition/cluster.py; average-linkage
+# agglomerative below 0.85, chosen on LFW View 1) -> CLUSTER_OUT=clusters.csv and sheets/cluster_NNN.png, the largest
+# first (CLUSTER_FLAGS=, e.g. --largest --threshold 0.9 --method chinese-whispers)
+CLUSTER_OUT ?= $(OUT)/cluster
+CLUSTER_FLAGS ?=
+cluster: $(CLUSTER_OUT)/summary.json ## group the faces of IMAGES=folder by person -> CLUSTER_OUT= (clusters.csv, a contact sheet per cluster)
+
+$(call settings_file,$(CLUSTER_OUT)/.make-settings,images=$(IMAGES) embedder=$(EMBEDDER) $(RECOG_SETTINGS) flags=$(CLUSTER_FLAGS))
+$(CLUSTER_OUT)/summary.json: $(CLUSTER_OUT)/.make-settings $(wildcard $(IMAGES)) $(call embedder_files,$(EMBEDDER)) \
+		$(call weights_files,$(WEIGHTS)) $(CODE_recognition.cluster) | $(VENV_STAMP)
+	$(RUN) recognition.cluster --images $(call q,$(IMAGES)) --out $(call q,$(CLUSTER_OUT)) --embedder $(call q,$(EMBEDDER)) \
+		$(RECOG_ARGS) $(call qw,$(CLUSTER_FLAGS))
+	$(stamp)
+STAMPED += $(CLUSTER_OUT)/summary.json
 
 ##@ Demo
 # -- demo: the whole job on a tiny data set built from images shipped with scikit-image ------

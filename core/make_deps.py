@@ -47,6 +47,8 @@ STAGES = {
     "detector.export_embedder": (),
     "recognition.enroll": (),
     "recognition.identify": (),
+    "recognition.cluster": (),
+    "evaluation.ident": (),
     "demo.data": (),
     "demo.identities": (),
 }
