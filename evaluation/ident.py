@@ -8,8 +8,8 @@ probes** are those people's other images, the **unknown probes** the images of t
 one image. Faces are detected and aligned as ``make eval-lfw`` does (one face per image, the
 largest and most central; ``--aligned`` is the shared crops folder), embedded with the mirror
 image added, and each probe compared with every gallery face by squared distance (exact, every
-pair: ``distance_matrix``, numpy through ``core.verification``; ``recognition.gallery``'s search is
-the same sum).
+pair: ``recognition.gallery.Gallery.search`` over the whole gallery, ``gallery_distances``; it
+agrees with ``distance_matrix``, eval-lfw's ``core.verification`` sum, to float32 rounding).
 
 * **Closed set** (known probes): rank-k, the share of known probes whose own person is among the
   k nearest gallery people (``ranks``: ties counted against the probe).
@@ -56,6 +56,7 @@ from detector.align import ALIGN_MODES, INDEX_NAME, AlignConfig, read_index
 from detector.align import main as align_main
 from detector.cascade import DetectorConfig
 from evaluation.lfw import UNKNOWN_TRAINING, training_summary
+from recognition.gallery import Gallery
 
 PROG = "python -m evaluation.ident"
 RESULT_KEYS = ("gallery", "known_probes", "unknown_probes", "rank", "dir", "embedder_sha256")
@@ -86,6 +87,17 @@ def distance_matrix(probes: np.ndarray, gallery: np.ndarray) -> np.ndarray:
     if not len(p) or not len(g):
         return np.zeros((len(p), len(g)))
     return squared_distances(np.repeat(p, len(g), axis=0), np.tile(g, (len(p), 1))).reshape(len(p), len(g))
+
+
+def gallery_distances(gallery: Gallery, probes: np.ndarray) -> np.ndarray:
+    """(P, G) squared distances of every probe to every gallery row, by the gallery's exact search
+    (``make identify``'s): its k = G nearest rows, put back in row order."""
+    out = np.full((len(probes), len(gallery)), np.nan)
+    if not len(probes) or not len(gallery):
+        return out
+    found = gallery.search(probes, k=len(gallery))
+    np.put_along_axis(out, found.indices, found.distances.astype(np.float64), axis=1)
+    return out
 
 
 def ranks(dist: np.ndarray, gallery_people, probe_people) -> np.ndarray:
@@ -287,7 +299,8 @@ def main(cfg: IdentEvalConfig) -> dict:
         probes = known + unknown
         dim = embedder.dim
         p_vec = np.stack([vectors.get(p, np.zeros(dim)) for p in probes]) if probes else np.zeros((0, dim))
-        dist = distance_matrix(p_vec, np.stack([vectors[g] for g in enrolled]) if enrolled else np.zeros((0, dim)))
+        gallery_vectors = np.stack([vectors[g] for g in enrolled]) if enrolled else np.zeros((0, dim), np.float32)
+        dist = gallery_distances(Gallery(gallery_vectors, g_people, np.array(enrolled)), p_vec)
         no_face = np.array([p not in vectors for p in probes])
         dist[no_face] = np.nan
         p_people = [p.split("/")[0] for p in probes]

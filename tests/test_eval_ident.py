@@ -11,7 +11,8 @@ import pytest
 
 from annotations.lfw import Person
 from evaluation.ident import (IdentEvalConfig, cli, dir_at, distance_matrix, false_alarm_rate, figures,
-                              figures_from_csv, main, open_set_threshold, rank_k, ranks, split)
+                              figures_from_csv, gallery_distances, main, open_set_threshold, rank_k, ranks, split)
+from recognition.gallery import Gallery
 from test_recognition import fold2, people, trained  # noqa: F401  (the session fixtures)
 
 # Gallery people A, B, C. Probe 0 (A) is nearest A; probe 1 (A) is nearer B; probe 2 (B) ties B with C
@@ -35,6 +36,16 @@ def test_distance_matrix_is_every_probe_against_every_gallery_face():
     # (0.6 - 1)^2 + 0.8^2 = 0.8, 0.6^2 + (0.8 - 1)^2 = 0.4
     d = distance_matrix(np.array([[1.0, 0.0], [0.6, 0.8]]), np.array([[1.0, 0.0], [0.0, 1.0]]))
     assert d == pytest.approx(np.array([[0.0, 2.0], [0.8, 0.4]]))
+
+
+def test_the_gallery_search_gives_every_distance_in_row_order():
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(5, 8)).astype(np.float32)
+    q = rng.normal(size=(3, 8)).astype(np.float32)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    d = gallery_distances(Gallery(g, list("abcde")), q)
+    assert d.shape == (3, 5) and np.allclose(d, distance_matrix(q, g), atol=1e-5)
 
 
 def test_ranks_count_ties_against_the_probe_and_a_failed_probe_is_never_found():
