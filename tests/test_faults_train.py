@@ -206,6 +206,29 @@ def test_a_rerun_over_checkpoints_is_refused_unless_it_resumes_or_restarts(build
     assert load_checkpoint(checkpoint)["config"]["seed"] == 1 and sha256(out / "pnet.pt") != before[out / "pnet.pt"]
 
 
+def test_a_fresh_run_never_deletes_files_of_its_names_that_no_run_wrote(build, tmp_path, run, work):
+    # A fresh run clears log.csv, loss_curve.png and <net>.pt of an earlier run: only a run's own.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "log.csv").write_text("my notes\n")
+    (out / "pnet.pt").write_bytes(b"my weights")
+    work["epochs"] = 0
+    code, lines = run(*pnet_args(build, out))
+    line = one_line_error(code, lines)
+    assert line == (f"{PREFIX}{out} holds log.csv, pnet.pt, which no training run wrote there: give another --out, "
+                    f"or --restart to delete them")
+    assert (out / "log.csv").read_text() == "my notes\n" and (out / "pnet.pt").read_bytes() == b"my weights"
+    assert work["epochs"] == 0
+    own = tmp_path / "own"
+    code, lines = run(*pnet_args(build, own))
+    assert code == 0, lines
+    for name in ("checkpoints",):  # the run's own files, checkpoints gone: a fresh run takes them over
+        for f in (own / name).glob("*"):
+            f.unlink()
+    code, lines = run(*pnet_args(build, own))
+    assert code == 0 and work["epochs"] == 2, lines
+
+
 def test_a_damaged_checkpoint_to_resume_from_is_one_line(build, tmp_path, run, work):
     out = tmp_path / "out"
     code, lines = run(*pnet_args(build, out, "--epochs", "2", "--stop-after-epochs", "1"))

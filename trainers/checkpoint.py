@@ -111,11 +111,31 @@ def cpu_state(model: nn.Module) -> dict:
     return {k: v.detach().float().cpu().contiguous().clone() for k, v in model.state_dict().items()}
 
 
+def run_files(out: Path, net: str) -> list[Path]:
+    """The files a training run writes in ``out`` under its own names (what a fresh run removes)."""
+    return [*(out / "checkpoints").glob("epoch-*.pt"), out / "log.csv", out / "loss_curve.png", out / f"{net}.pt",
+            out / f"{net}.pt{DIGEST_SUFFIX}"]
+
+
+def foreign_files(out: Path, net: str) -> list[Path]:
+    """The files of ``run_files`` present in ``out`` that no training run wrote there: a ``<net>.pt``
+    without the digest a run records beside it (or another), a ``log.csv`` without the log's
+    header, and the curve and digest of those. A fresh run must not delete a user's files."""
+    weights, digest, log = out / f"{net}.pt", out / f"{net}.pt{DIGEST_SUFFIX}", out / "log.csv"
+    try:
+        own_weights = weights.is_file() and digest.is_file() and digest.read_text().split()[:1] == [
+            hashlib.sha256(weights.read_bytes()).hexdigest()]
+        own_log = log.is_file() and log.read_text(errors="replace").startswith("epoch,")
+    except OSError:
+        own_weights = own_log = False
+    own = {weights: own_weights, digest: own_weights, log: own_log, out / "loss_curve.png": own_log}
+    return [f for f in run_files(out, net) if f.is_file() and not own.get(f, True)]
+
+
 def clean_out(out: Path, net: str) -> None:
     """A fresh run (``--restart``, or no checkpoint to protect): remove what an earlier run left in
     its own file names."""
-    for old in [*(out / "checkpoints").glob("epoch-*.pt"), out / "log.csv", out / "loss_curve.png", out / f"{net}.pt",
-                out / f"{net}.pt{DIGEST_SUFFIX}"]:
+    for old in run_files(out, net):
         if old.is_file():
             old.unlink()
 

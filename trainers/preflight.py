@@ -19,7 +19,7 @@ from core.atomic import ensure_writable_folder
 from core.outputs import OutputError, check_not_shipped, check_output_apart, real_path
 from core.nets import EXTRA_HEAD_PREFIX
 from lmdb_builders.schema import KIND_NAMES, Kind
-from trainers.checkpoint import latest_epoch
+from trainers.checkpoint import foreign_files, latest_epoch
 from trainers.config import TrainConfig
 
 
@@ -78,6 +78,10 @@ def check_earlier_run(cfg: TrainConfig) -> None:
     if epoch is not None and not (cfg.resume or cfg.restart):
         raise PreflightError(f"{cfg.out} holds checkpoints of an earlier run (epoch {epoch}): continue it with "
                              f"RESUME=1 (--resume) or start over with RESTART=1 (--restart)")
+    foreign = foreign_files(Path(cfg.out), cfg.net) if epoch is None and not cfg.restart else []
+    if foreign:  # a fresh run deletes the files of its names: only its own
+        raise PreflightError(f"{cfg.out} holds {', '.join(f.name for f in foreign)}, which no training run wrote "
+                             f"there: give another --out, or --restart to delete {'it' if len(foreign) == 1 else 'them'}")
 
 
 def trains_landmarks(cfg: TrainConfig) -> bool:
