@@ -15,7 +15,7 @@ USER_VARS := PYTHON VENV DATA WIDER WIDER_TXT WIDER_IMAGES LANDMARKS OUT WORKERS
 	BACKEND EXPORT_OUT ALIGN_OUT ALIGN LARGEST LANDMARK_LIST LM_PART LM_OUT STAGE_OUT LFW LFW_IMAGES PEOPLE PAIRS \
 	IDENTITIES FOLD ONLY_PEOPLE RECOG_OUT RECOG_ALIGN RECOG_SIZE RECOG_ALIGNED RECOG_BUILD EMBED_FLAGS EMBED_OUT EMBEDDER \
 	LFW_FLAGS LFW_OUT CV_OUT CV_FOLDS DEMO DEMO_DATA_FLAGS DEMO_TRAIN_FLAGS DEMO_DETECT_WEIGHTS DEMO_GEN_FLAGS \
-	DEMO_EMBED_FLAGS WIDER_FRACTION PY VENV_STAMP
+	DEMO_EMBED_FLAGS WIDER_FRACTION PY VENV_STAMP GALLERY GALLERY_OUT REBUILD THRESHOLD IDENTIFY_OUT
 USER_VARS += IDENT_OUT IDENT_FLAGS CLUSTER_OUT CLUSTER_FLAGS
 GIVEN_VARS := $(sort $(USER_VARS) $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
 define newline
@@ -42,7 +42,7 @@ esc = $(subst $$,$$$$,$(1))
 # value reaches its command as one argument (q above).
 PATH_VARS := DATA WIDER WIDER_TXT WIDER_IMAGES LANDMARKS OUT VENV VAL_TXT VAL_IMAGES WEIGHTS_DIR GT PRED IMG DETECT_OUT \
 	EXPORT_OUT ALIGN_OUT LM_OUT LANDMARK_LIST STAGE_OUT DEMO LFW LFW_IMAGES PEOPLE PAIRS IDENTITIES ONLY_PEOPLE RECOG_OUT \
-	RECOG_ALIGNED RECOG_BUILD EMBED_OUT EMBEDDER LFW_OUT CV_OUT WEIGHTS_PATH
+	RECOG_ALIGNED RECOG_BUILD EMBED_OUT EMBEDDER LFW_OUT CV_OUT WEIGHTS_PATH GALLERY GALLERY_OUT IDENTIFY_OUT
 PATH_VARS += IDENT_OUT CLUSTER_OUT
 BACKSLASH := \$(strip)
 MAKE_SYNTAX := ; : | = % * ? [ ] \# $(BACKSLASH)
@@ -147,13 +147,13 @@ STAMPED :=
 # It is remade as the Makefile is read (a rule for it would make `make -q` report every target out of
 # date once after each edit of a source).
 CODE_DEPS := build/make/code.mk
-CODE_PACKAGES := core annotations lmdb_builders detector prepare trainers evaluation demo benchmarks
+CODE_PACKAGES := core annotations lmdb_builders detector prepare trainers recognition evaluation demo benchmarks
 ifneq ($(if $(wildcard $(CODE_DEPS)),$(shell find $(CODE_PACKAGES) -name '*.py' -newer $(CODE_DEPS) -print -quit),stale),)
 $(shell $(call q,$(PYTHON)) core/make_deps.py --out $(CODE_DEPS))
 endif
 include $(CODE_DEPS)
 
-.PHONY: recog-data train-embed eval-lfw cv-lfw compare export-embedder help setup pnet-data rnet-data onet-data val-data train-pnet train-rnet train-onet roc eval-wider eval-landmarks stage-recall detect \
+.PHONY: recog-data train-embed eval-lfw cv-lfw compare export-embedder enroll identify help setup pnet-data rnet-data onet-data val-data train-pnet train-rnet train-onet roc eval-wider eval-landmarks stage-recall detect \
 	export align FORCE \
 	stats demo test test-fast bench clean-demo original-weights
 
@@ -464,6 +464,35 @@ $(EXPORT_OUT)/embedder.json: $(EXPORT_OUT)/.make-settings-embedder $(CODE_detect
 	$(stamp)
 STAMPED += $(EXPORT_OUT)/embedder.json
 
+# enroll: the faces of GALLERY=<root>/<identity>/<image> (one per image, aligned as recog-data aligns),
+# embedded by EMBEDDER= into GALLERY_OUT/gallery.npz; enrolling again embeds only new or changed photos
+# and drops removed ones (REBUILD=1: every photo again, also for another embedder)
+GALLERY ?=
+GALLERY_OUT ?= $(OUT)/gallery
+REBUILD ?=
+# identify: the squared distance at or above which a face is unknown (0-4); empty: the embedder
+# record's threshold, else the shipped embedder card's
+THRESHOLD ?=
+IDENTIFY_OUT ?= $(OUT)/identify
+enroll: $(GALLERY_OUT)/gallery.npz ## embed the faces of GALLERY=<root>/<identity>/<image> -> GALLERY_OUT= (again: new photos only)
+
+$(call settings_file,$(GALLERY_OUT)/.make-settings,embedder=$(EMBEDDER) $(RECOG_SETTINGS) rebuild=$(REBUILD))
+$(GALLERY_OUT)/gallery.npz: $(GALLERY_OUT)/.make-settings $(wildcard $(GALLERY)) $(call embedder_files,$(EMBEDDER)) \
+		$(call weights_files,$(WEIGHTS)) $(CODE_recognition.enroll) | $(VENV_STAMP)
+	@test -n $(call q,$(GALLERY)) || { echo "usage: make enroll GALLERY=<root>/<identity>/<image> [GALLERY_OUT=folder] [EMBEDDER=shipped] [REBUILD=1]" >&2; exit 2; }
+	$(RUN) recognition.enroll --gallery $(call q,$(GALLERY)) --out $(call q,$(GALLERY_OUT)) --embedder $(call q,$(EMBEDDER)) \
+		$(RECOG_ARGS) $(if $(filter-out 0,$(REBUILD)),--rebuild)
+	$(stamp)
+STAMPED += $(GALLERY_OUT)/gallery.npz
+# A failed enroll leaves the gallery whole (the old one, or the faces embedded so far): make must not
+# delete it as .DELETE_ON_ERROR would, since the next enroll goes on from it.
+.PRECIOUS: $(GALLERY_OUT)/gallery.npz
+
+identify: | $(VENV_STAMP) ## name every face in IMAGES= (files or folders) against GALLERY_OUT= -> IDENTIFY_OUT= (THRESHOLD=)
+	$(RUN) recognition.identify --images $(call qw,$(IMAGES)) --gallery $(call q,$(GALLERY_OUT)/gallery.npz) \
+		--out $(call q,$(IDENTIFY_OUT)) --embedder $(call q,$(EMBEDDER)) $(RECOG_ARGS) \
+		$(if $(THRESHOLD),--threshold $(call q,$(THRESHOLD)))
+
 # eval-ident: identification on the unseen people of LFW fold FOLD= (evaluation/ident.py): gallery = each
 # person's first image, known probes = their others, unknown probes = the one-image people's; closed-set
 # rank-1/5 and open-set DIR at FAR 0.01/0.1 -> IDENT_OUT=results.json and probes.csv (IDENT_FLAGS=, e.g. --fars 0.001 0.01)
@@ -576,7 +605,7 @@ test: $(VENV_STAMP) ## run the test suite (tests that need ../shared/data skip w
 test-fast: $(VENV_STAMP) ## the tests without those marked slow
 	$(PY) -m pytest -q -m "not slow"
 
-bench: $(VENV_STAMP) ## benchmarks: data stage time/RSS, LMDB read, training samples/s (nets, embedder), detector images/s
+bench: $(VENV_STAMP) ## benchmarks: data stage time/RSS, LMDB read, training samples/s (nets, embedder), detector images/s, gallery search
 	$(RUN) benchmarks.bench_data --wider $(call q,$(WIDER)) --landmarks $(call q,$(LANDMARKS)) --workers $(call q,$(WORKERS)) \
 		$(if $(wildcard $(OUT)/pnet/manifest.json),--verify-builds $(call q,$(OUT)/pnet))
 	$(RUN) benchmarks.bench_train
@@ -585,6 +614,7 @@ bench: $(VENV_STAMP) ## benchmarks: data stage time/RSS, LMDB read, training sam
 		$(if $(wildcard $(ORIGINAL)/onet.pt),--weights original:$(ORIGINAL),--weights shipped) \
 		$(if $(wildcard $(FACENET_PKG)/facenet_pytorch),--facenet $(FACENET_PKG))
 	$(RUN) benchmarks.bench_backends --images $(call q,$(VAL_IMAGES)) $(MIN_FACE_ARG)
+	$(RUN) benchmarks.bench_gallery
 
 $(foreach v,$(PATH_VARS),$(call check_path,$(v)))
 
