@@ -33,10 +33,11 @@ from core.atomic import atomic_write_bytes
 from core.cli import parse_config
 from core.imageio import ImageReadError, encode_image, read_image_rgb
 from core.outputs import check_names_free, check_output_apart, weights_folder
-from core.stage import run_stage
+from core.stage import error_line, run_stage
 from detector.cascade import Detections, DetectorConfig, check_pyramid, load_detector
 
 EXIT_BAD_INPUT = 2
+PROG = "python -m detector.detect"
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ def main(cfg: DetectConfig) -> int:
     try:
         image = read_image_rgb(cfg.image)
     except ImageReadError as err:
-        print(f"error: cannot read image {err.path}: {err.reason}", file=sys.stderr)
+        print(error_line(PROG, f"cannot read image {err.path}: {err.reason}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -135,7 +136,7 @@ def main(cfg: DetectConfig) -> int:
         check_outputs(cfg)  # (OutputError is a ValueError)
         check_pyramid(*image.shape[:2], cfg.detector.min_face)  # a --min-face too small for this image's size
     except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(error_line(PROG, err), file=sys.stderr)
         return EXIT_BAD_INPUT
     dets = detector.detect(image)
     out = Path(cfg.out)
@@ -155,4 +156,4 @@ def parse_args(argv=None) -> DetectConfig:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(DetectConfig, main, prog="python -m detector.detect", parse=parse_args))
+    sys.exit(run_stage(DetectConfig, main, prog=PROG, parse=parse_args))

@@ -149,11 +149,7 @@ def main(cfg: ClusterScoreConfig) -> dict:
 
 
 if __name__ == "__main__":
-    from core.cli import parse_config
+    from core.stage import run_stage
 
-    config = parse_config(ClusterScoreConfig, prog="python -m evaluation.cluster_eval", description=__doc__.split("\n\n")[0])
-    try:
-        main(config)
-    except (ValueError, OSError) as error:
-        print(f"python -m evaluation.cluster_eval: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_stage(ClusterScoreConfig, main, prog="python -m evaluation.cluster_eval",
+                       description=__doc__.split("\n\n")[0]))

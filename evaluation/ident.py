@@ -52,6 +52,7 @@ from core.lock import folder_lock
 from core.outputs import check_names_free, check_output_apart, json_holding, weights_folder
 from core.verification import squared_distances
 from core.weights import SHIPPED_WEIGHTS_DIR
+from core.stage import run_stage
 from detector.align import ALIGN_MODES, INDEX_NAME, AlignConfig, read_index
 from detector.align import main as align_main
 from detector.cascade import DetectorConfig
@@ -343,16 +344,7 @@ def main(cfg: IdentEvalConfig) -> dict:
 
 
 def cli(argv=None) -> int:
-    from core.cli import parse_config
-    from core.lock import FolderLockedError
-
-    cfg = parse_config(IdentEvalConfig, prog=PROG, description=__doc__.split("\n\n")[0], argv=argv)
-    try:
-        main(cfg)
-    except (ValueError, OSError, FolderLockedError) as e:
-        print(f"{PROG}: error: {(str(e).splitlines() or [type(e).__name__])[0]}", file=sys.stderr)
-        return 2
-    return 0
+    return run_stage(IdentEvalConfig, main, prog=PROG, description=__doc__.split("\n\n")[0], argv=argv)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ from core.imageio import encode_image, read_image_rgb
 from core.lock import folder_lock
 from core.outputs import check_names_free, check_output_apart, json_holding, weights_folder
 from core.weights import SHIPPED_WEIGHTS_DIR
+from core.stage import run_stage
 from detector.align import ALIGN_MODES, INDEX_NAME, AlignConfig, list_images, read_index
 from detector.align import main as align_main
 from detector.cascade import DetectorConfig
@@ -308,17 +309,7 @@ def main(cfg: ClusterConfig) -> dict:
 
 
 def cli(argv=None) -> int:
-    from core.cli import parse_config
-    from core.device import DeviceError
-    from core.lock import FolderLockedError
-
-    cfg = parse_config(ClusterConfig, prog=PROG, description=__doc__.split("\n\n")[0], argv=argv)
-    try:
-        main(cfg)
-    except (ValueError, OSError, DeviceError, FolderLockedError) as e:
-        print(f"{PROG}: error: {(str(e).splitlines() or [type(e).__name__])[0]}", file=sys.stderr)
-        return 2
-    return 0
+    return run_stage(ClusterConfig, main, prog=PROG, description=__doc__.split("\n\n")[0], argv=argv)
 
 
 if __name__ == "__main__":

@@ -33,13 +33,12 @@ import torch
 from tqdm import tqdm
 
 from core.atomic import ensure_writable_folder
-from core.cli import parse_config
-from core.device import DeviceError
 from core.embedder import embed, load_embedder
 from core.imageio import ImageReadError, read_image_rgb
-from core.lock import FolderLockedError, folder_lock
+from core.lock import folder_lock
 from core.outputs import check_output_apart, file_sha256, weights_folder
-from core.weights import SHIPPED_WEIGHTS_DIR, WeightsError
+from core.weights import SHIPPED_WEIGHTS_DIR
+from core.stage import run_stage
 from detector.align import ALIGN_MODES, AlignConfig, align_image, list_images
 from detector.cascade import DetectorConfig, load_detector
 from recognition.gallery import (Gallery, GalleryError, detector_fingerprint, embedder_fingerprint,
@@ -240,13 +239,7 @@ def _enroll(cfg, root: Path, path: Path, sources, earlier, meta, embedder, detec
 
 
 def cli(argv=None) -> int:
-    cfg = parse_config(EnrollConfig, argv, prog=PROG, description=__doc__.split("\n\n")[0])
-    try:
-        main(cfg)
-    except (FileNotFoundError, ValueError, WeightsError, DeviceError, FolderLockedError, OSError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_stage(EnrollConfig, main, prog=PROG, description=__doc__.split("\n\n")[0], argv=argv)
 
 
 if __name__ == "__main__":

@@ -38,13 +38,11 @@ import torch
 from tqdm import tqdm
 
 from core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from core.cli import parse_config
-from core.device import DeviceError
 from core.embedder import embed, load_embedder
 from core.imageio import ImageReadError, read_image_rgb
-from core.lock import FolderLockedError, folder_lock
+from core.lock import folder_lock
 from core.outputs import check_names_free, check_output_apart, weights_folder
-from core.weights import WeightsError
+from core.stage import run_stage
 from detector.align import ALIGN_MODES, IMAGE_SUFFIXES, AlignConfig, align_image, list_images
 from detector.cascade import Detections, DetectorConfig, load_detector
 from recognition.enroll import embedder_input
@@ -277,13 +275,7 @@ def main(cfg: IdentifyConfig) -> dict:
 
 
 def cli(argv=None) -> int:
-    cfg = parse_config(IdentifyConfig, argv, prog=PROG, description=__doc__.split("\n\n")[0])
-    try:
-        main(cfg)
-    except (FileNotFoundError, ValueError, WeightsError, DeviceError, FolderLockedError, OSError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_stage(IdentifyConfig, main, prog=PROG, description=__doc__.split("\n\n")[0], argv=argv)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,6 @@ from __future__ import annotations
 import re
 import subprocess
 
-# detector.detect's main still prints its own refusals of an image or weights without its name (its body
-# belongs to the DetectorConfig refactor under way); what reaches its run_stage tail has the prefix.
-OWN_LINES = {"detector.detect": "error: "}
 
 
 def stage_of(proc: subprocess.CompletedProcess) -> str:
@@ -27,6 +24,5 @@ def stage_of(proc: subprocess.CompletedProcess) -> str:
 
 
 def has_prefix(proc: subprocess.CompletedProcess, line: str) -> bool:
-    """``line`` starts with the stage's prefix (for detector.detect: either spelling, see OWN_LINES)."""
-    stage = stage_of(proc)
-    return line.startswith(f"python -m {stage}: error: ") or line.startswith(OWN_LINES.get(stage, "\0"))
+    """``line`` starts with the stage's prefix."""
+    return line.startswith(f"python -m {stage_of(proc)}: error: ")

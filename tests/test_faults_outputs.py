@@ -126,7 +126,7 @@ def test_an_output_folder_that_is_holds_or_lies_inside_an_input_is_refused(tmp_p
 def _refused(code_err, *says):
     code, err = code_err
     lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("python -m detector.detect: error: "), err
     assert all(text in lines[0] for text in says), lines[0]
 
 
