@@ -124,3 +124,24 @@ def no_network(monkeypatch):
     """Every test runs with outgoing connections refused, loopback and Unix sockets excepted."""
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
+
+
+@pytest.fixture
+def wider_set(tmp_path):
+    """Two 64x80 WIDER val images with one face each, and their ground truth: what ``make eval-wider``
+    reads, as (images folder, ground-truth folder)."""
+    import cv2
+    import numpy as np
+
+    from annotations.wider_mat import GtImage, write_ground_truth
+    from evaluation.wider_eval import SETTINGS
+
+    gt = write_ground_truth(tmp_path / "gt", [
+        GtImage("0--Parade", name, np.array([[10.0, 10.0, 30.0, 30.0]]), {s: np.array([0]) for s in SETTINGS})
+        for name in ("0_a", "0_b")])
+    images = tmp_path / "images"
+    (images / "0--Parade").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("0_a", "0_b"):
+        cv2.imwrite(str(images / "0--Parade" / f"{name}.jpg"), rng.integers(0, 255, (64, 80, 3), dtype=np.uint8))
+    return images, gt

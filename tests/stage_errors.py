@@ -26,3 +26,20 @@ def stage_of(proc: subprocess.CompletedProcess) -> str:
 def has_prefix(proc: subprocess.CompletedProcess, line: str) -> bool:
     """``line`` starts with the stage's prefix."""
     return line.startswith(f"python -m {stage_of(proc)}: error: ")
+
+
+def one_line_error(proc: subprocess.CompletedProcess, *says: str) -> str:
+    """Exit code 2 and one ``python -m <stage>: error: ...`` line holding every ``says``; the line."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and has_prefix(proc, lines[0]) and "Traceback" not in proc.stderr, proc.stderr
+    for text in says:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+def usage_error(proc: subprocess.CompletedProcess, *says: str) -> None:
+    """argparse's usage error: exit code 2, the last line ``prog: error: ...`` naming ``says``, no traceback."""
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "error: " in last and all(text in last for text in says), proc.stderr

@@ -26,12 +26,11 @@ import pytest
 import torch
 
 import detector.cascade
-from annotations.wider_mat import GtImage, write_ground_truth
 from child_env import REPO, child_env
+from stage_errors import one_line_error as _one_line_error, usage_error as _usage_error
 from core.nets import build_net
 from core.outputs import OutputError
 from detector import DetectorConfig
-from evaluation.wider_eval import SETTINGS
 from lmdb_builders.schema import SCHEMA_VERSION
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -51,19 +50,8 @@ def _cli(module: str, *args, patch: str = "", timeout: int = 240) -> subprocess.
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _one_line_error(proc: subprocess.CompletedProcess, *says: str) -> str:
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2, proc.stderr
-    assert len(lines) == 1 and "error: " in lines[0] and "Traceback" not in proc.stderr, proc.stderr
-    for text in says:
-        assert text in lines[0], lines[0]
-    return lines[0]
 
 
-def _usage_error(proc: subprocess.CompletedProcess, *says: str) -> None:
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
-    assert "error: " in last and all(text in last for text in says), proc.stderr
 
 
 def _nets(folder: Path, names=("pnet", "rnet", "onet")) -> Path:
@@ -84,19 +72,6 @@ def weights(tmp_path_factory) -> Path:
 def small_bound(monkeypatch):
     monkeypatch.setattr(detector.cascade, "MAX_PYRAMID_PIXELS", BOUND)
 
-
-@pytest.fixture
-def wider_set(tmp_path):
-    """Two 64x80 WIDER val images with one face each, and their ground truth."""
-    gt = write_ground_truth(tmp_path / "gt", [
-        GtImage("0--Parade", name, np.array([[10.0, 10.0, 30.0, 30.0]]), {s: np.array([0]) for s in SETTINGS})
-        for name in ("0_a", "0_b")])
-    images = tmp_path / "images"
-    (images / "0--Parade").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in ("0_a", "0_b"):
-        cv2.imwrite(str(images / "0--Parade" / f"{name}.jpg"), rng.integers(0, 255, (64, 80, 3), dtype=np.uint8))
-    return images, gt
 
 
 # -- an image too large for --min-face ---------------------------------------------------------------

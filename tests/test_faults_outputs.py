@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from child_env import REPO, child_env
-from stage_errors import has_prefix
+from stage_errors import one_line_error as _one_line_error, usage_error as _usage_error
 from core.nets import NET_NAMES, build_net
 from core.outputs import OutputError, check_output_apart
 from core.weights import SHIPPED_WEIGHTS_DIR
@@ -32,21 +32,8 @@ def _cli(module: str, *args, timeout: int = 240) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _one_line_error(proc: subprocess.CompletedProcess, *says: str) -> str:
-    """Exit code 2 and one ``python -m <stage>: error: ...`` line holding every ``says``."""
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2, proc.stderr
-    assert len(lines) == 1 and has_prefix(proc, lines[0]) and "Traceback" not in proc.stderr, proc.stderr
-    for text in says:
-        assert text in lines[0], lines[0]
-    return lines[0]
 
 
-def _usage_error(proc: subprocess.CompletedProcess, *says: str) -> None:
-    """argparse's usage error: exit code 2, the last line ``prog: error: ...`` naming ``says``, no traceback."""
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
-    assert "error: " in last and all(text in last for text in says), proc.stderr
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import torch
 
-from annotations.wider_mat import SETTINGS, GtImage, write_ground_truth
 from core.atomic import DiskFullError, NotWritableError, atomic_write_bytes, ensure_writable_folder
 from core.device import DeviceError, resolve_device
 from core.lock import folder_lock
@@ -134,19 +131,6 @@ def val_build(tiny_wider, tmp_path_factory):
 def random_weights(tmp_path_factory) -> Path:
     return _save_random_nets(tmp_path_factory.mktemp("faults") / "weights")
 
-
-@pytest.fixture
-def wider_set(tmp_path):
-    """Ground truth of two images (one face each) and the images: what ``make eval-wider`` reads."""
-    gt = write_ground_truth(tmp_path / "gt", [
-        GtImage("0--Parade", name, np.array([[10.0, 10.0, 30.0, 30.0]]), {s: np.array([0]) for s in SETTINGS})
-        for name in ("0_a", "0_b")])
-    images = tmp_path / "images"
-    (images / "0--Parade").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in ("0_a", "0_b"):
-        cv2.imwrite(str(images / "0--Parade" / f"{name}.jpg"), rng.integers(0, 255, (64, 80, 3), dtype=np.uint8))
-    return images, gt
 
 
 # -- 1. weights files ---------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import core.embedder
 import core.weights
 from annotations.lfw import parse_pairs
 from child_env import REPO, child_env
-from stage_errors import has_prefix
+from stage_errors import one_line_error as _one_line_error
 from core.embedder import load_embedder
 from core.weights import (SUMS_FILE, WeightsError, file_sha256, load_weights, pack_weights, read_sums,
                           write_digest)
@@ -58,13 +58,6 @@ def _cli(module: str, args: list, patch: str = "") -> subprocess.CompletedProces
                           capture_output=True, text=True, timeout=180)
 
 
-def _one_line_error(proc: subprocess.CompletedProcess, *says: str) -> str:
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2, proc.stderr
-    assert len(lines) == 1 and has_prefix(proc, lines[0]) and "Traceback" not in proc.stderr, proc.stderr
-    for text in says:
-        assert text in lines[0], lines[0]
-    return lines[0]
 
 
 def _tensors(path: Path) -> dict:
