@@ -459,7 +459,8 @@ def test_make_retrains_when_the_training_flags_change_and_not_otherwise(build, t
     flags = f"TRAIN_FLAGS={' '.join(TINY)}"
     first = make("train-pnet", flags)
     assert first.returncode == 0, first.stderr
-    assert (out / "train" / "pnet" / "flags.txt").read_text() == f"device=cpu seed=0 flags=--no-flip {' '.join(TINY)}\n"
+    assert (out / "train" / "pnet" / "flags.txt").read_text() == (f"device=cpu seed=0 recipe=configs/pnet.toml "
+                                                                   f"flags={' '.join(TINY)}\n")
     assert make("-q", "train-pnet", flags).returncode == 0  # unchanged: up to date
     assert make("-q", "train-pnet", f"{flags} --lr 0.05").returncode == 1
     assert make("-q", "train-pnet", flags, "SEED=1").returncode == 1

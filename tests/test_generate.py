@@ -211,7 +211,7 @@ def test_makefile_rebuilds_when_an_input_changes(tiny_wider, tmp_path):
     assert subprocess.run(make + ["-q", "pnet-data", "GEN_FLAGS=--tiny --negatives-per-image 3"]).returncode == 1
     assert subprocess.run(make + ["-q", "pnet-data", "GEN_FLAGS_pnet=--negatives-per-image 3"]).returncode == 1
     assert subprocess.run(make + ["-q", "pnet-data", "WORKERS=2"]).returncode == 0
-    assert (tmp_path / "out" / "settings" / "pnet.txt").read_text() == "seed=0 flags=--tiny\n"
+    assert (tmp_path / "out" / "settings" / "pnet.txt").read_text() == "seed=0 recipe=configs/data-pnet.toml flags=--tiny\n"
 
 
 def test_onet_landmark_crops_span_the_boxes_rnet_hands_onet(tmp_path, make_dry_run, monkeypatch):
