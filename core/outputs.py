@@ -97,6 +97,7 @@ def check_not_shipped(path, option: str, allowed: bool = False) -> None:
 
 
 def file_sha256(path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

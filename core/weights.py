@@ -38,6 +38,7 @@ from torch import nn
 
 from core.atomic import atomic_write_text
 from core.device import resolve_device
+from core.outputs import file_sha256  # noqa: F401  (core.weights.file_sha256, as before)
 from core.nets import NET_NAMES, build_net, has_landmark_head, load_state
 
 SHIPPED = "shipped"
@@ -180,15 +181,6 @@ def check_fits(name: str, state: dict, path) -> None:
         others = [n for n in NET_NAMES if n != name and not _fit_problems(n, state)]
         detail = f"they fit {others[0]} ({others[0]}'s file under another name?)" if others else "; ".join(problems)
         raise WeightsError(f"{path}: weights do not fit {name}: {detail}")
-
-
-def file_sha256(path) -> str:
-    """The SHA-256 of a file's bytes (hex), read in blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 _SUMS_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)")

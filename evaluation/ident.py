@@ -53,9 +53,9 @@ from core.outputs import check_names_free, check_output_apart, json_holding, wei
 from core.verification import squared_distances
 from core.weights import SHIPPED_WEIGHTS_DIR
 from core.stage import run_stage
-from detector.align import ALIGN_MODES, INDEX_NAME, AlignConfig, read_index
+from detector.align import INDEX_NAME, AlignConfig, read_index
 from detector.align import main as align_main
-from detector.cascade import DetectorConfig
+from recognition.inputs import FaceCrops
 from evaluation.lfw import UNKNOWN_TRAINING, training_summary
 from recognition.gallery import Gallery
 
@@ -191,16 +191,8 @@ class IdentEvalConfig:
     """The open-set false alarm rates at which DIR is reported."""
     aligned: str | None = None
     """Folder of aligned crops (resumable; shared with eval-lfw and recog-data). None: <out>/aligned."""
-    weights: str = "shipped"
-    """The detector: shipped | original:PATH | a folder with pnet.pt rnet.pt onet.pt."""
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    """The cascade's settings (--min-face, --thresholds, --device, ...)."""
-    align: str = field(default="similarity", metadata={"choices": ALIGN_MODES})
-    """similarity or margin: as the embedder's training build."""
-    image_size: int = 64
-    """Side of the aligned crops, as the embedder's training build."""
-    margin: int = 32
-    """margin mode: pixels added around the box in total."""
+    crops: FaceCrops = field(default_factory=FaceCrops)
+    """The detector and the alignment of the crops (--weights, --min-face, ..., --align, --image-size, --margin)."""
     allow_missing: bool = False
     """Count an image the people list names but --images lacks as a face not found (reported) instead
     of refusing (the 150 px snapshot lacks Betsy_Coffin_0001)."""
@@ -218,9 +210,7 @@ class IdentEvalConfig:
             raise ValueError("--ranks must be >= 1 and --fars between 0 and 1")
 
     def align_config(self) -> AlignConfig:
-        return AlignConfig(images=self.images, out=self.aligned or str(Path(self.out) / "aligned"), weights=self.weights,
-                           detector=self.detector, largest=True, align=self.align, margin=self.margin,
-                           image_size=self.image_size, progress=self.progress)
+        return self.crops.align_config(self.images, self.aligned or str(Path(self.out) / "aligned"), largest=True, progress=self.progress)
 
 
 def fold_people(people: list[Person], fold: int | None, path) -> list[Person]:
@@ -271,7 +261,7 @@ def main(cfg: IdentEvalConfig) -> dict:
     images, out = Path(cfg.images), Path(cfg.out)
     if not images.is_dir():
         raise FileNotFoundError(f"images folder {images} does not exist")
-    inputs = {"--images": images, "--people": cfg.people, "--weights": weights_folder(cfg.weights),
+    inputs = {"--images": images, "--people": cfg.people, "--weights": weights_folder(cfg.crops.weights),
               "--embedder": SHIPPED_WEIGHTS_DIR / "embedder.pt" if cfg.embedder == "shipped" else cfg.embedder}
     check_output_apart(out, inputs)
     align_cfg = cfg.align_config()
@@ -332,7 +322,8 @@ def main(cfg: IdentEvalConfig) -> dict:
                    "embedder": str(embedder.path),
                    "embedder_sha256": hashlib.sha256(embedder.path.read_bytes()).hexdigest(),
                    "embedder_training": training_summary(embedder.record),
-                   "settings": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "detector")},
+                   "settings": {**{k: v for k, v in asdict(cfg).items() if k not in ("progress", "crops")},
+                                **cfg.crops.settings()},
                    "align_settings": align_cfg.settings()}
         atomic_write_json(out / "results.json", results)
     dirs = ", ".join(f"DIR@FAR {f} {v['dir']:.4f} (t {v['threshold'] if v['threshold'] is None else round(v['threshold'], 4)},"

@@ -49,9 +49,10 @@ from core.outputs import check_names_free, check_output_apart, json_holding, wei
 from core.stage import run_stage
 from core.verification import (auc, eer, kfold_accuracy, kfold_val_far, roc, squared_distances, worst_case)
 from core.weights import SHIPPED_WEIGHTS_DIR
-from detector.align import ALIGN_MODES, INDEX_NAME, AlignConfig, read_index
+from detector.align import INDEX_NAME, AlignConfig, read_index
 from detector.align import main as align_main
-from detector.cascade import DetectorConfig, check_image_pyramids
+from detector.cascade import check_image_pyramids
+from recognition.inputs import FaceCrops
 
 PROG = "python -m evaluation.lfw"
 SUBFOLDS = 10
@@ -76,16 +77,8 @@ class LfwEvalConfig:
     """The false accept rate at which VAL is reported."""
     aligned: str | None = None
     """Folder of aligned crops (resumable; shared with make recog-data on the same images). None: <out>/aligned."""
-    weights: str = "shipped"
-    """The detector: shipped | original:PATH | a folder with pnet.pt rnet.pt onet.pt."""
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    """The cascade's settings (--min-face, --thresholds, --device, ...)."""
-    align: str = field(default="similarity", metadata={"choices": ALIGN_MODES})
-    """similarity or margin: as the embedder's training build."""
-    image_size: int = 64
-    """Side of the aligned crops, as the embedder's training build."""
-    margin: int = 32
-    """margin mode: pixels added around the box in total."""
+    crops: FaceCrops = field(default_factory=FaceCrops)
+    """The detector and the alignment of the crops (--weights, --min-face, ..., --align, --image-size, --margin)."""
     allow_missing: bool = False
     """Count a pair naming an image that is not in --images as an error (reported) instead of refusing
     the pairs file (the 150 px snapshot lacks Betsy_Coffin_0001, which View 1's pairsDevTest names)."""
@@ -104,9 +97,7 @@ class LfwEvalConfig:
             raise ValueError(f"--far must be between 0 and 1, got {self.far}")
 
     def align_config(self) -> AlignConfig:
-        return AlignConfig(images=self.images, out=self.aligned or str(Path(self.out) / "aligned"), weights=self.weights,
-                           detector=self.detector, largest=True, align=self.align, margin=self.margin,
-                           image_size=self.image_size, progress=self.progress)
+        return self.crops.align_config(self.images, self.aligned or str(Path(self.out) / "aligned"), largest=True, progress=self.progress)
 
 
 def select_pairs(pairs: list[Pair], fold: int | None, path) -> list[Pair]:
@@ -223,7 +214,7 @@ def main(cfg: LfwEvalConfig) -> dict:
     images, out = Path(cfg.images), Path(cfg.out)
     if not images.is_dir():
         raise FileNotFoundError(f"images folder {images} does not exist")
-    inputs = {"--images": images, "--pairs": cfg.pairs, "--weights": weights_folder(cfg.weights),
+    inputs = {"--images": images, "--pairs": cfg.pairs, "--weights": weights_folder(cfg.crops.weights),
               "--embedder": SHIPPED_WEIGHTS_DIR / "embedder.pt" if cfg.embedder == "shipped" else cfg.embedder}
     check_output_apart(out, inputs)
     check_output_apart(cfg.align_config().out, inputs, "--aligned")
@@ -267,7 +258,8 @@ def main(cfg: LfwEvalConfig) -> dict:
                    "the pairs file's folds", **figures,
                    "embedder": str(embedder.path), "embedder_sha256": hashlib.sha256(embedder.path.read_bytes()).hexdigest(),
                    "embedder_training": training_summary(embedder.record),
-                   "settings": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "detector")},
+                   "settings": {**{k: v for k, v in asdict(cfg).items() if k not in ("progress", "crops")},
+                                **cfg.crops.settings()},
                    "align_settings": align_cfg.settings()}
         atomic_write_json(out / "results.json", results)
     print(f"LFW{f' fold {cfg.fold}' if cfg.fold else ''}{unknown}: {len(pairs)} pairs ({int(failed.sum())} with a face not "

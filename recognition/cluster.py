@@ -49,9 +49,9 @@ from core.lock import folder_lock
 from core.outputs import check_names_free, check_output_apart, json_holding, weights_folder
 from core.weights import SHIPPED_WEIGHTS_DIR
 from core.stage import run_stage
-from detector.align import ALIGN_MODES, INDEX_NAME, AlignConfig, list_images, read_index
+from detector.align import INDEX_NAME, AlignConfig, list_images, read_index
 from detector.align import main as align_main
-from detector.cascade import DetectorConfig
+from recognition.inputs import FaceCrops
 
 PROG = "python -m recognition.cluster"
 METHODS = ("agglomerative", "chinese-whispers", "hdbscan")
@@ -93,16 +93,8 @@ class ClusterConfig:
     """Add the embedding of each crop's mirror image."""
     aligned: str | None = None
     """Folder of aligned crops (resumable; shared with eval-lfw on the same images). None: <out>/aligned."""
-    weights: str = "shipped"
-    """The detector: shipped | original:PATH | a folder with pnet.pt rnet.pt onet.pt."""
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    """The cascade's settings (--min-face, --thresholds, --device, ...)."""
-    align: str = field(default="similarity", metadata={"choices": ALIGN_MODES})
-    """similarity or margin: as the embedder's training build."""
-    image_size: int = 64
-    """Side of the aligned crops, as the embedder's training build."""
-    margin: int = 32
-    """margin mode: pixels added around the box in total."""
+    crops: FaceCrops = field(default_factory=FaceCrops)
+    """The detector and the alignment of the crops (--weights, --min-face, ..., --align, --image-size, --margin)."""
     sheet_faces: int = 48
     """Crops shown per contact sheet (the first faces of the cluster)."""
     sheet_columns: int = 8
@@ -126,9 +118,7 @@ class ClusterConfig:
             raise ValueError("--sheet-faces and --sheet-columns must be >= 1")
 
     def align_config(self) -> AlignConfig:
-        return AlignConfig(images=self.images, out=self.aligned or str(Path(self.out) / "aligned"), weights=self.weights,
-                           detector=self.detector, largest=self.largest, align=self.align, margin=self.margin,
-                           image_size=self.image_size, progress=self.progress)
+        return self.crops.align_config(self.images, self.aligned or str(Path(self.out) / "aligned"), largest=self.largest, progress=self.progress)
 
     def parameters(self) -> dict:
         """The method's own parameters (what summary.json and the docs record of the choice)."""
@@ -244,7 +234,7 @@ def main(cfg: ClusterConfig) -> dict:
     if not images.is_dir():
         raise FileNotFoundError(f"images folder {images} does not exist")
     align_cfg = cfg.align_config()
-    inputs = {"--images": images, "--weights": weights_folder(cfg.weights),
+    inputs = {"--images": images, "--weights": weights_folder(cfg.crops.weights),
               "--embedder": SHIPPED_WEIGHTS_DIR / "embedder.pt" if cfg.embedder == "shipped" else cfg.embedder}
     check_output_apart(out, {**inputs, **({"--aligned": cfg.aligned} if cfg.aligned else {})})
     check_output_apart(align_cfg.out, inputs, "--aligned")
@@ -280,7 +270,7 @@ def main(cfg: ClusterConfig) -> dict:
             for old in sheets.glob("cluster_*.png"):
                 if old.name not in sheet_names(n_clusters):
                     old.unlink()
-        small = [cv2.resize(c, (cfg.image_size, cfg.image_size)) if c.shape[0] != cfg.image_size else c for c in crops]
+        small = [cv2.resize(c, (cfg.crops.image_size, cfg.crops.image_size)) if c.shape[0] != cfg.crops.image_size else c for c in crops]
         for number in [*range(n_clusters), UNCLUSTERED]:
             members = np.flatnonzero(labels == number)
             name = f"cluster_{number:03d}.png" if number >= 0 else "unclustered.png"
@@ -298,7 +288,8 @@ def main(cfg: ClusterConfig) -> dict:
                    "cluster_sizes": sizes.tolist(), **cfg.parameters(), "parameters": cfg.parameters(),
                    "embedder": str(embedder.path),
                    "embedder_sha256": hashlib.sha256(embedder.path.read_bytes()).hexdigest(),
-                   "settings": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "detector")},
+                   "settings": {**{k: v for k, v in asdict(cfg).items() if k not in ("progress", "crops")},
+                                **cfg.crops.settings()},
                    "align_settings": align_cfg.settings()}
         atomic_write_json(out / SUMMARY_NAME, summary)
     print(f"{len(faces)} faces in {len(sources)} images ({summary['images_without_face']} without a face): "

@@ -39,8 +39,9 @@ from core.lock import folder_lock
 from core.outputs import check_output_apart, file_sha256, weights_folder
 from core.weights import SHIPPED_WEIGHTS_DIR
 from core.stage import run_stage
-from detector.align import ALIGN_MODES, AlignConfig, align_image, list_images
-from detector.cascade import DetectorConfig, load_detector
+from detector.align import AlignConfig, align_image, list_images
+from detector.cascade import load_detector
+from recognition.inputs import FaceCrops
 from recognition.gallery import (Gallery, GalleryError, detector_fingerprint, embedder_fingerprint,
                                  fingerprint_problem, gallery_path, load_gallery, save_gallery)
 
@@ -57,16 +58,8 @@ class EnrollConfig:
     """Output folder of gallery.npz (apart from --gallery)."""
     embedder: str = "shipped"
     """shipped (weights/embedder.pt), a weights file, or a folder holding embedder.pt."""
-    weights: str = "shipped"
-    """The detector: shipped | original:PATH | a folder with pnet.pt rnet.pt onet.pt."""
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    """The cascade's settings (--min-face, --thresholds, --device, ...)."""
-    align: str = field(default="similarity", metadata={"choices": ALIGN_MODES})
-    """similarity or margin, as the embedder's training build."""
-    image_size: int = 64
-    """Side of the aligned crops, as the embedder's training build."""
-    margin: int = 32
-    """margin mode: pixels added around the box in total."""
+    crops: FaceCrops = field(default_factory=FaceCrops)
+    """The detector and the alignment of the crops (--weights, --min-face, ..., --align, --image-size, --margin)."""
     flip: bool = True
     """Add the mirror image's embedding (as make eval-lfw and make compare do)."""
     batch_images: int = 16
@@ -81,12 +74,11 @@ class EnrollConfig:
     def __post_init__(self):
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"--threads must be >= 1 or none, got {self.threads}")
-        if self.batch_images < 1 or self.image_size < 1 or self.margin < 0:
+        if self.batch_images < 1 or self.crops.image_size < 1 or self.crops.margin < 0:
             raise ValueError("--batch-images and --image-size must be >= 1, --margin >= 0")
 
     def align_config(self) -> AlignConfig:
-        return AlignConfig(images=self.gallery, out=self.out, weights=self.weights, detector=self.detector, largest=True,
-                           align=self.align, margin=self.margin, image_size=self.image_size, progress=False)
+        return self.crops.align_config(self.gallery, self.out, largest=True, progress=False)
 
 
 def embedder_input(spec: str):
@@ -130,7 +122,7 @@ def main(cfg: EnrollConfig) -> dict:
     root, out = Path(cfg.gallery), Path(cfg.out)
     if not root.is_dir():
         raise FileNotFoundError(f"gallery folder {root} does not exist (give --gallery <root>/<identity>/<image>)")
-    check_output_apart(out, {"--gallery": root, "--weights": weights_folder(cfg.weights),
+    check_output_apart(out, {"--gallery": root, "--weights": weights_folder(cfg.crops.weights),
                              "--embedder": embedder_input(cfg.embedder)})
     sources = list_images(root, exclude=out)
     if not sources:
@@ -138,13 +130,13 @@ def main(cfg: EnrollConfig) -> dict:
                            f"be empty")
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    embedder = load_embedder(cfg.embedder, cfg.detector.device)
-    detector = load_detector(cfg.weights, cfg.detector)
+    embedder = load_embedder(cfg.embedder, cfg.crops.detector.device)
+    detector = load_detector(cfg.crops.weights, cfg.crops.detector)
     align_cfg = cfg.align_config()
-    if cfg.align == "similarity" and "onet" not in detector.stages:
-        raise ValueError(f"similarity alignment needs O-Net's landmarks; {cfg.weights} has no onet")
-    meta = {"embedder": embedder_fingerprint(embedder), "detector": detector_fingerprint(cfg.weights, align_cfg, cfg.flip),
-            "cascade": cfg.detector.result_settings()}
+    if cfg.crops.align == "similarity" and "onet" not in detector.stages:
+        raise ValueError(f"similarity alignment needs O-Net's landmarks; {cfg.crops.weights} has no onet")
+    meta = {"embedder": embedder_fingerprint(embedder), "detector": detector_fingerprint(cfg.crops.weights, align_cfg, cfg.flip),
+            "cascade": cfg.crops.detector.result_settings()}
     path = gallery_path(out)
     ensure_writable_folder(out)
     with folder_lock(out, PROG):

@@ -43,8 +43,9 @@ from core.imageio import ImageReadError, read_image_rgb
 from core.lock import folder_lock
 from core.outputs import check_names_free, check_output_apart, weights_folder
 from core.stage import run_stage
-from detector.align import ALIGN_MODES, IMAGE_SUFFIXES, AlignConfig, align_image, list_images
-from detector.cascade import Detections, DetectorConfig, load_detector
+from detector.align import IMAGE_SUFFIXES, AlignConfig, align_image, list_images
+from detector.cascade import Detections, load_detector
+from recognition.inputs import FaceCrops
 from recognition.enroll import embedder_input
 from recognition.gallery import (Gallery, GalleryError, detector_fingerprint, embedder_fingerprint,
                                  fingerprint_problem, gallery_path, load_gallery)
@@ -82,16 +83,8 @@ class IdentifyConfig:
     threshold, else the shipped embedder card's 1.35."""
     embedder: str = "shipped"
     """shipped (weights/embedder.pt), a weights file, or a folder holding embedder.pt: the gallery's."""
-    weights: str = "shipped"
-    """The detector: shipped | original:PATH | a folder with pnet.pt rnet.pt onet.pt: the gallery's."""
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    """The cascade's settings (--min-face, --thresholds, --device, ...)."""
-    align: str = field(default="similarity", metadata={"choices": ALIGN_MODES})
-    """similarity or margin: as the gallery was enrolled."""
-    image_size: int = 64
-    """Side of the aligned crops: as the gallery was enrolled."""
-    margin: int = 32
-    """margin mode: pixels added around the box in total."""
+    crops: FaceCrops = field(default_factory=FaceCrops)
+    """The detector and the alignment of the crops (--weights, --min-face, ..., --align, --image-size, --margin)."""
     flip: bool = True
     """Add the mirror image's embedding: as the gallery was enrolled."""
     batch_images: int = 8
@@ -106,12 +99,11 @@ class IdentifyConfig:
             _check_threshold(self.threshold, "--threshold")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"--threads must be >= 1 or none, got {self.threads}")
-        if self.batch_images < 1 or self.image_size < 1 or self.margin < 0:
+        if self.batch_images < 1 or self.crops.image_size < 1 or self.crops.margin < 0:
             raise ValueError("--batch-images and --image-size must be >= 1, --margin >= 0")
 
     def align_config(self) -> AlignConfig:
-        return AlignConfig(images=".", out=self.out, weights=self.weights, detector=self.detector, largest=False,
-                           align=self.align, margin=self.margin, image_size=self.image_size, progress=False)
+        return self.crops.align_config(".", self.out, largest=False, progress=False)
 
 
 def resolve_threshold(given: float | None, record: dict | None) -> tuple[float, str]:
@@ -211,7 +203,7 @@ def main(cfg: IdentifyConfig) -> dict:
     images = list_inputs(cfg.images)
     path = gallery_path(cfg.gallery)
     out = Path(cfg.out)
-    check_output_apart(out, {"--images": list(cfg.images), "--gallery": path, "--weights": weights_folder(cfg.weights),
+    check_output_apart(out, {"--images": list(cfg.images), "--gallery": path, "--weights": weights_folder(cfg.crops.weights),
                              "--embedder": embedder_input(cfg.embedder)})
     check_names_free(out, [CSV_NAME, *(n for p in images for n in (f"{p.stem}.json", f"{p.stem}.jpg"))], STAGE,
                      is_own_output, avoid=images)
@@ -220,11 +212,11 @@ def main(cfg: IdentifyConfig) -> dict:
         raise GalleryError(f"gallery {path} holds no face: enroll some (make enroll GALLERY=<root>/<identity>/<image>)")
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    embedder = load_embedder(cfg.embedder, cfg.detector.device)
-    detector = load_detector(cfg.weights, cfg.detector)
+    embedder = load_embedder(cfg.embedder, cfg.crops.detector.device)
+    detector = load_detector(cfg.crops.weights, cfg.crops.detector)
     align_cfg = cfg.align_config()
     problem = fingerprint_problem(gallery.meta, embedder_fingerprint(embedder),
-                                  detector_fingerprint(cfg.weights, align_cfg, cfg.flip))
+                                  detector_fingerprint(cfg.crops.weights, align_cfg, cfg.flip))
     if problem:
         raise GalleryError(f"gallery {path} {problem}; identify with the gallery's (--embedder, --weights, --align, "
                            f"--image-size as enrolled) or enroll it again with these")
