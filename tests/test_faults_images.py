@@ -111,7 +111,8 @@ def test_the_detect_command_refuses_a_tiny_min_face_in_one_line(astronaut, tmp_p
     for min_face, expected, usage in (
             ("0.5", "python -m detector.detect: error: min_face (--min-face, MIN_FACE=) must be >= 6 pixels, got 0.5",
              True),
-            ("6", "error: --min-face (MIN_FACE=) 6 would scale this 4000x4000 image's first pyramid level", False)):
+            ("6", "python -m detector.detect: error: --min-face (MIN_FACE=) 6 would scale this 4000x4000 image's "
+                  "first pyramid level", False)):
         proc = subprocess.run([sys.executable, "-m", "detector.detect", "--image", str(image), "--out",
                                str(tmp_path / "out"), "--weights", "shipped", "--min-face", min_face], cwd=REPO,
                               env=child_env(), capture_output=True, text=True, timeout=300)
