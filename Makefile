@@ -452,15 +452,15 @@ STAMPED += $(foreach k,$(CV_FOLDS),$(RECOG_OUT)/fold-$(k)/manifest.json $(OUT)/t
 	$(CV_OUT)/fold-$(k)/results.json) $(CV_OUT)/results.json
 
 compare: | $(VENV_STAMP) ## squared distances between the faces of IMAGES="a.jpg b.jpg ..." (EMBEDDER=, WEIGHTS=)
-	$(RUN) detector.compare --images $(call qw,$(IMAGES)) --embedder $(call q,$(EMBEDDER)) --weights $(call q,$(WEIGHTS)) \
+	$(RUN) recognition.compare --images $(call qw,$(IMAGES)) --embedder $(call q,$(EMBEDDER)) --weights $(call q,$(WEIGHTS)) \
 		--align $(call q,$(RECOG_ALIGN)) --image-size $(call q,$(RECOG_SIZE))
 
 export-embedder: $(EXPORT_OUT)/embedder.json ## EMBEDDER= as ONNX (embedder.onnx, checked against torch) + embedder.json
 
 $(call settings_file,$(EXPORT_OUT)/.make-settings-embedder,embedder=$(EMBEDDER))
-$(EXPORT_OUT)/embedder.json: $(EXPORT_OUT)/.make-settings-embedder $(CODE_detector.export_embedder) \
+$(EXPORT_OUT)/embedder.json: $(EXPORT_OUT)/.make-settings-embedder $(CODE_recognition.export_embedder) \
 		$(call embedder_files,$(EMBEDDER)) | $(VENV_STAMP)
-	$(RUN) detector.export_embedder --embedder $(call q,$(EMBEDDER)) --out $(call q,$(EXPORT_OUT))
+	$(RUN) recognition.export_embedder --embedder $(call q,$(EMBEDDER)) --out $(call q,$(EXPORT_OUT))
 	$(stamp)
 STAMPED += $(EXPORT_OUT)/embedder.json
 

@@ -49,7 +49,7 @@ def bench_training(data: Path, work: Path, loss: str, steps: int, device: str) -
 
 
 def bench_inference(net: EmbedNet, batch: int = 256, repeats: int = 5) -> dict:
-    from core.embedder import FaceEmbedder, embed
+    from recognition.embedder import FaceEmbedder, embed
 
     embedder = FaceEmbedder(net.eval(), torch.device("cpu"), Path("-"))
     crops = np.random.default_rng(0).integers(0, 256, (batch, net.spec.input_size, net.spec.input_size, 3), np.uint8)

@@ -105,7 +105,7 @@ def bench_identify(faces: int, size: int, threads: int) -> None:
     import cv2
     import torch
 
-    from core.embedder import embed, load_embedder
+    from recognition.embedder import embed, load_embedder
     from core.imageio import read_image_rgb
     from detector.align import align_image
     from detector.cascade import load_detector

@@ -44,7 +44,7 @@ STAGES = {
     "trainers.embed": (),
     "evaluation.lfw": (),
     "evaluation.lfw_cv": (),
-    "detector.export_embedder": (),
+    "recognition.export_embedder": (),
     "recognition.enroll": (),
     "recognition.identify": (),
     "recognition.cluster": (),

@@ -46,7 +46,6 @@ import numpy as np
 
 from annotations.lfw import Person, image_path, parse_people
 from core.atomic import atomic_write_json, atomic_write_text
-from core.embedder import embed, load_embedder
 from core.imageio import read_image_rgb
 from core.lock import folder_lock
 from core.outputs import check_names_free, check_output_apart, json_holding, weights_folder
@@ -55,6 +54,7 @@ from core.weights import SHIPPED_WEIGHTS_DIR
 from core.stage import run_stage
 from detector.align import INDEX_NAME, AlignConfig, read_index
 from detector.align import main as align_main
+from recognition.embedder import embed, load_embedder
 from recognition.inputs import FaceCrops
 from evaluation.lfw import UNKNOWN_TRAINING, training_summary
 from recognition.gallery import Gallery

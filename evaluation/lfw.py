@@ -19,7 +19,7 @@ many is reported. A pairs file naming an image that is not in ``--images`` is on
 ``--allow-missing`` such pairs count as errors too.
 
 The people the embedder trained on are read from its weights file (the training record stored in
-it, ``core.embedder.FaceEmbedder.record``), and pairs of any of them are refused. A file without a
+it, ``recognition.embedder.FaceEmbedder.record``), and pairs of any of them are refused. A file without a
 record (a plain state dict, from outside or from before records were stored inside) is refused too,
 unless ``--unknown-embedder``, which scores it and labels the results "embedder of unknown training
 data" (``results.json``'s ``embedder_training`` and the printed line).
@@ -42,7 +42,6 @@ import numpy as np
 from annotations.errors import AnnotationError
 from annotations.lfw import Pair, parse_pairs
 from core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from core.embedder import FaceEmbedder, embed, load_embedder
 from core.imageio import read_image_rgb
 from core.lock import folder_lock
 from core.outputs import check_names_free, check_output_apart, json_holding, weights_folder
@@ -52,6 +51,7 @@ from core.weights import SHIPPED_WEIGHTS_DIR
 from detector.align import INDEX_NAME, AlignConfig, read_index
 from detector.align import main as align_main
 from detector.cascade import check_image_pyramids
+from recognition.embedder import FaceEmbedder, embed, load_embedder
 from recognition.inputs import FaceCrops
 
 PROG = "python -m evaluation.lfw"

@@ -43,7 +43,6 @@ import cv2
 import numpy as np
 
 from core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from core.embedder import embed, load_embedder
 from core.imageio import encode_image, read_image_rgb
 from core.lock import folder_lock
 from core.outputs import check_names_free, check_output_apart, json_holding, weights_folder
@@ -51,6 +50,7 @@ from core.weights import SHIPPED_WEIGHTS_DIR
 from core.stage import run_stage
 from detector.align import INDEX_NAME, AlignConfig, list_images, read_index
 from detector.align import main as align_main
+from recognition.embedder import embed, load_embedder
 from recognition.inputs import FaceCrops
 
 PROG = "python -m recognition.cluster"

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from recognition.embedder import embed, load_embedder
 from tqdm import tqdm
 
 from core.atomic import ensure_writable_folder
-from core.embedder import embed, load_embedder
 from core.imageio import ImageReadError, read_image_rgb
 from core.lock import folder_lock
 from core.outputs import check_output_apart, file_sha256, weights_folder

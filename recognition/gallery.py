@@ -4,7 +4,7 @@ A gallery is one file, ``gallery.npz`` (numpy's uncompressed zip of arrays, read
 ``allow_pickle=False`` so that a file can never run code), written whole or not at all
 (``core.atomic``). Its arrays, one row per enrolled face:
 
-* ``vectors``: float32 (N, dim), the embedder's unit vectors (``core.embedder.embed``);
+* ``vectors``: float32 (N, dim), the embedder's unit vectors (``recognition.embedder.embed``);
 * ``identities``: the person's name (the image's folder under the gallery root);
 * ``sources``: the image's path relative to the gallery root;
 * ``sha256``: the image file's SHA-256, so that enrolling again embeds only new or changed files;
@@ -13,7 +13,7 @@ A gallery is one file, ``gallery.npz`` (numpy's uncompressed zip of arrays, read
   face (with their SHA-256, so that they are not detected again while unchanged).
 
 Distances are squared L2 distances, ``|q|^2 + |g|^2 - 2 q.g`` (0 to 4 for unit vectors, as
-``evaluation.lfw`` and ``detector.compare`` score pairs). Search is exact: one float32 matrix
+``evaluation.lfw`` and ``recognition.compare`` score pairs). Search is exact: one float32 matrix
 product per tile of queries x gallery rows (about ``BLOCK_ELEMENTS`` distances, so memory stays
 bounded whatever the number of queries or faces) and ``argpartition`` for each tile's top k,
 merged over the gallery's chunks. ``make bench``

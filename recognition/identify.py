@@ -18,6 +18,7 @@ best match and runner-up) and ``OUT/<stem>.jpg`` (the photo with boxes and names
 image without a face). An image without a face is counted, an unreadable one is counted and
 named in one line and has no output. A gallery of another embedder, detector or alignment, an
 empty gallery and a threshold outside (0, 4) are one line and exit code 2; ``OUT`` must be apart
+from recognition.embedder import embed, load_embedder
 from the images, the gallery and the weights, and names taken by files this stage did not write are
 refused.
 """
@@ -38,7 +39,6 @@ import torch
 from tqdm import tqdm
 
 from core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from core.embedder import embed, load_embedder
 from core.imageio import ImageReadError, read_image_rgb
 from core.lock import folder_lock
 from core.outputs import check_names_free, check_output_apart, weights_folder

@@ -28,7 +28,7 @@ OUTPUTS = {
     "trainers.embed": ("--out", "embedder.pt"),
     "evaluation.lfw": ("--out", "results.json"),
     "evaluation.lfw_cv": ("--out", ""),
-    "detector.export_embedder": ("--out", "embedder.json"),
+    "recognition.export_embedder": ("--out", "embedder.json"),
     "demo.data": ("--out", "wider_face_split/wider_face_train_bbx_gt.txt"),
     "demo.identities": ("--out", "pairs.txt"),
 }

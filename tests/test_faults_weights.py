@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 import torch
 
-import core.embedder
 import core.weights
+import recognition.embedder
 from annotations.lfw import parse_pairs
 from child_env import REPO, child_env
+from recognition.embedder import load_embedder
 from stage_errors import one_line_error as _one_line_error
-from core.embedder import load_embedder
 from core.weights import (SUMS_FILE, WeightsError, file_sha256, load_weights, pack_weights, read_sums,
                           write_digest)
 from demo.identities import DemoIdentitiesConfig, build
@@ -93,7 +93,7 @@ def _shipped_copy(tmp_path: Path, monkeypatch) -> Path:
     for name in (*SHIPPED_FILES, SUMS_FILE):
         shutil.copy(SHIPPED / name, folder / name)
     monkeypatch.setattr(core.weights, "SHIPPED_WEIGHTS_DIR", folder)
-    monkeypatch.setattr(core.embedder, "SHIPPED_DIR", folder)
+    monkeypatch.setattr(recognition.embedder, "SHIPPED_DIR", folder)
     return folder
 
 
@@ -278,6 +278,6 @@ def test_an_embedder_of_other_shapes_is_one_line_naming_what_does_not_fit(tmp_pa
     with pytest.raises(WeightsError, match="missing head.4.running_var"):
         load_embedder(str(bad))
     torch.save(grown, bad)
-    done = _cli("detector.compare", ["--images", people / "images/Demo_Person_00/Demo_Person_00_0001.jpg",
+    done = _cli("recognition.compare", ["--images", people / "images/Demo_Person_00/Demo_Person_00_0001.jpg",
                                      people / "images/Demo_Person_00/Demo_Person_00_0002.jpg", "--embedder", bad])
     _one_line_error(done, f"{bad}: weights do not fit", "stages.0.body.4.weight is (48, 48, 5, 5)")

@@ -26,7 +26,7 @@ TARGETS = {
     "evaluation.roc": "roc", "evaluation.wider_eval": "eval-wider", "evaluation.landmarks": "eval-landmarks",
     "evaluation.stage_recall": "stage-recall", "detector.export": "export", "prepare.identities": "recog-data",
     "trainers.embed": "train-embed", "evaluation.lfw": "eval-lfw", "evaluation.lfw_cv": "cv-lfw",
-    "detector.export_embedder": "export-embedder",
+    "recognition.export_embedder": "export-embedder",
 }
 
 

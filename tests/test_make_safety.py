@@ -206,8 +206,8 @@ def test_the_demo_passes_its_folder_to_every_stage_as_one_argument(make, tmp_pat
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr
     modules = [call[0] for call in make.calls()]
     assert {"prepare.generate", "trainers.train", "evaluation.roc", "detector.detect", "trainers.embed",
-            "evaluation.lfw", "detector.compare"} <= set(modules)
-    assert all(any(str(demo) in a for a in call) for call in make.calls() if call[0] != "detector.compare")
+            "evaluation.lfw", "recognition.compare"} <= set(modules)
+    assert all(any(str(demo) in a for a in call) for call in make.calls() if call[0] != "recognition.compare")
     assert f"demo done (everything under {demo}):" in done.stdout
 
 

@@ -20,7 +20,6 @@ import torch
 
 from annotations.lfw import parse_pairs
 from child_env import REPO, child_env
-from core.embedder import embed, load_embedder
 from core.weights import pack_weights
 from demo.identities import DemoIdentitiesConfig, build
 from evaluation.lfw import LfwEvalConfig, check_unseen, score, subfolds
@@ -30,6 +29,7 @@ from evaluation.lfw_cv import combine
 from prepare.identities import IdentityDataConfig
 from prepare.identities import cli as identities_cli
 from prepare.identities import main as identities_main
+from recognition.embedder import embed, load_embedder
 from trainers.embed_config import EmbedConfig
 from trainers.embed_task import embed_parts
 from trainers.train import main as train_main
@@ -190,8 +190,8 @@ def test_cross_validation_combines_one_result_per_fold():
 
 
 def test_compare_prints_a_symmetric_matrix_and_skips_an_image_without_a_face(trained, people, tmp_path, capsys):
-    from detector.compare import CompareConfig
-    from detector.compare import main as compare_main
+    from recognition.compare import CompareConfig
+    from recognition.compare import main as compare_main
 
     blank = tmp_path / "blank.png"
     import cv2
@@ -205,8 +205,8 @@ def test_compare_prints_a_symmetric_matrix_and_skips_an_image_without_a_face(tra
 
 
 def test_export_embedder_matches_torch(trained, tmp_path):
-    from detector.export_embedder import EmbedExportConfig
-    from detector.export_embedder import main as export_main
+    from recognition.export_embedder import EmbedExportConfig
+    from recognition.export_embedder import main as export_main
 
     described = export_main(EmbedExportConfig(out=str(tmp_path), embedder=str(trained)))
     assert described["max_difference_to_torch"] < 1e-4

@@ -75,7 +75,7 @@ def test_each_stage_refuses_a_bad_input_in_one_line_with_its_name(tmp_path):
         "evaluation.lfw_cv": ["--out", tmp_path / "cv.json", "--folds", absent / "results.json"],
         "evaluation.roc": ["--val-data", absent, "--weights", "shipped", "--out", tmp_path / "roc"],
         "detector.export": ["--weights", absent, "--out", tmp_path / "export"],
-        "detector.export_embedder": ["--embedder", absent, "--out", tmp_path / "export"],
+        "recognition.export_embedder": ["--embedder", absent, "--out", tmp_path / "export"],
         "trainers.train": ["--net", "pnet", "--data", absent, "--out", tmp_path / "train"],
     }
     procs = {module: subprocess.Popen([sys.executable, "-m", "core.launch", module, *map(str, args)], cwd=REPO,

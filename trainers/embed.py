@@ -9,7 +9,7 @@ parts (``trainers.embed_task``): P x K batches, the triplet loss with semi-hard 
 softmax, verification of held-out identities after every epoch. The result, ``<out>/embedder.pt``,
 is the net's state dict packed with its training record (the build, the people it learnt, the LFW
 fold left out: ``core.weights.pack_weights``), so that the record travels with the file;
-``core.embedder.load_embedder`` reads it (its shapes give the net), ``embedder.pt.sha256`` holds its
+``recognition.embedder.load_embedder`` reads it (its shapes give the net), ``embedder.pt.sha256`` holds its
 SHA-256 and ``embedder.json`` a readable copy of the record.
 Failures with an outside cause end with one line and exit code 2, as ``trainers.train``'s do.
 """

@@ -1,6 +1,6 @@
 """Using a trained face embedder: ``load_embedder(...)`` and ``embed(embedder, crops)``.
 
-    from core.embedder import load_embedder, embed
+    from recognition.embedder import load_embedder, embed
     embedder = load_embedder("shipped")              # weights/embedder.pt, or a file, or a folder holding embedder.pt
     vectors = embed(embedder, crops, flip=True)      # crops: uint8 RGB (N, S, S, 3), aligned as make recog-data aligns
     distance = ((vectors[0] - vectors[1]) ** 2).sum()  # squared distance: small for one person, 0 to 4

@@ -1,6 +1,6 @@
 """The distance matrix of the faces in a few images: ``make compare IMAGES="a.jpg b.jpg ..."`` (facenet's ``compare.py``).
 
-    python -m detector.compare --images a.jpg b.jpg c.jpg [--embedder shipped] [--weights shipped]
+    python -m recognition.compare --images a.jpg b.jpg c.jpg [--embedder shipped] [--weights shipped]
 
 Each image's one face (the largest and most central) is detected and aligned as ``make recog-data``
 aligns (``--align``, ``--image-size``), embedded with its mirror image added, and the squared
@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.embedder import embed, load_embedder
 from core.imageio import ImageReadError, read_image_rgb
 from core.stage import run_stage
 from core.verification import squared_distances
 from detector.align import ALIGN_MODES, AlignConfig, align_image
 from detector.cascade import DetectorConfig, load_detector
+from recognition.embedder import embed, load_embedder
 
 
 @dataclass(frozen=True)
@@ -83,4 +83,4 @@ def main(cfg: CompareConfig) -> np.ndarray:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(CompareConfig, main, prog="python -m detector.compare", description=__doc__.split("\n\n")[0]))
+    sys.exit(run_stage(CompareConfig, main, prog="python -m recognition.compare", description=__doc__.split("\n\n")[0]))

@@ -1,6 +1,6 @@
 """Export the face embedder to ONNX: ``make export-embedder [EMBEDDER=...] [EXPORT_OUT=build/export]``.
 
-    python -m detector.export_embedder --embedder shipped --out build/export
+    python -m recognition.export_embedder --embedder shipped --out build/export
 
 Writes ``embedder.onnx`` (input ``images`` (N, 3, S, S) float32 RGB normalised as
 ``(x - 127.5) / 128``, dynamic batch; output ``embedding`` (N, dim), unit length) and then
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from core.atomic import atomic_write_bytes, atomic_write_json
-from core.embedder import load_embedder
 from core.nets import PIXEL_MEAN, PIXEL_SCALE, normalize_images
 from core.outputs import check_names_free, check_output_apart
 from core.stage import run_stage
+from recognition.embedder import load_embedder
 
 TOLERANCE = 1e-4
 INPUT_NAME, OUTPUT_NAME = "images", "embedding"
@@ -89,7 +89,7 @@ def main(cfg: EmbedExportConfig) -> dict:
     out = Path(cfg.out)
     check_output_apart(out, {"--embedder": embedder.path})
     own = is_export_folder(out)
-    check_names_free(out, ["embedder.onnx", "embedder.json"], "detector.export_embedder", lambda path: own)
+    check_names_free(out, ["embedder.onnx", "embedder.json"], "recognition.export_embedder", lambda path: own)
     model = export_embedder(embedder.net, cfg.opset)
     worst = max_difference(embedder.net, model)
     if worst > TOLERANCE:
@@ -114,5 +114,5 @@ def main(cfg: EmbedExportConfig) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(EmbedExportConfig, main, prog="python -m detector.export_embedder",
+    sys.exit(run_stage(EmbedExportConfig, main, prog="python -m recognition.export_embedder",
                        description=__doc__.split("\n\n")[0]))
