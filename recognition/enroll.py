@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from recognition.embedder import embed, load_embedder
 from tqdm import tqdm
 
 from core.atomic import ensure_writable_folder
@@ -42,6 +41,7 @@ from core.stage import run_stage
 from detector.align import AlignConfig, align_image, list_images
 from detector.cascade import load_detector
 from recognition.inputs import FaceCrops
+from recognition.embedder import embed, load_embedder
 from recognition.gallery import (Gallery, GalleryError, detector_fingerprint, embedder_fingerprint,
                                  fingerprint_problem, gallery_path, load_gallery, save_gallery)
 

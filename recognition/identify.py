@@ -18,7 +18,6 @@ best match and runner-up) and ``OUT/<stem>.jpg`` (the photo with boxes and names
 image without a face). An image without a face is counted, an unreadable one is counted and
 named in one line and has no output. A gallery of another embedder, detector or alignment, an
 empty gallery and a threshold outside (0, 4) are one line and exit code 2; ``OUT`` must be apart
-from recognition.embedder import embed, load_embedder
 from the images, the gallery and the weights, and names taken by files this stage did not write are
 refused.
 """
@@ -45,6 +44,7 @@ from core.outputs import check_names_free, check_output_apart, weights_folder
 from core.stage import run_stage
 from detector.align import IMAGE_SUFFIXES, AlignConfig, align_image, list_images
 from detector.cascade import Detections, load_detector
+from recognition.embedder import embed, load_embedder
 from recognition.inputs import FaceCrops
 from recognition.enroll import embedder_input
 from recognition.gallery import (Gallery, GalleryError, detector_fingerprint, embedder_fingerprint,
