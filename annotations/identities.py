@@ -3,7 +3,9 @@
 Every image below an identity's folder belongs to it (sub-folders included); images lying in
 ``root`` itself belong to nobody and are counted, not used. Identities and images are sorted, so
 an identity's number is the same on every machine. One image file (by content) under two
-identities is refused: it would carry two labels.
+identities would carry two labels: every copy of it is left out, and the copies are listed
+(``IdentityFolder.ambiguous``) for the build's report. LFW itself holds such files (the same press
+photo filed under two people), so refusing them would refuse LFW.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ class IdentityFolder:
     """(identity number, path relative to ``root`` in posix form), sorted by path."""
     loose: int
     """Images directly in ``root``, outside any identity folder (not used)."""
+    ambiguous: tuple[str, ...] = ()
+    """Paths (relative to ``root``) of images whose content is also filed under another identity:
+    left out of ``images``, since each would carry two labels."""
 
     def without(self, names: set[str]) -> "IdentityFolder":
         """The same folder less the identities in ``names`` (renumbered)."""
@@ -33,7 +38,7 @@ class IdentityFolder:
         images = tuple((number[self.identities[i]], r) for i, r in self.images if self.identities[i] in number)
         if not images:
             raise ValueError(f"{self.root}: no identity is left once {len(names)} are left out")
-        return IdentityFolder(self.root, keep, images, self.loose)
+        return IdentityFolder(self.root, keep, images, self.loose, self.ambiguous)
 
     def counts(self) -> list[int]:
         """Images per identity, by identity number."""
@@ -49,28 +54,25 @@ def identity_of(relative: str) -> str | None:
     return parts[0] if len(parts) > 1 else None
 
 
-def check_one_label_per_image(root: Path, found: list[tuple[str, str]]) -> None:
-    """Refuse (ValueError, one line naming both paths) one image file under two identities, compared by
-    content: it would carry two labels. Files are sized first; only those whose size another
-    identity's file shares are read and digested."""
+def two_label_images(root: Path, found: list[tuple[str, str]]) -> set[str]:
+    """The paths of ``found`` ((identity, relative path) pairs) whose content is also filed under
+    another identity: every copy of such a file, since each would carry two labels. Files are sized
+    first; only those whose size another identity's file shares are read and digested."""
     by_size: dict[int, list[tuple[str, str]]] = {}
     for identity, relative in found:
         by_size.setdefault(os.stat(root / relative).st_size, []).append((identity, relative))
-    clashes = []
+    ambiguous: set[str] = set()
     for size, group in by_size.items():
         if not size or len({identity for identity, _ in group}) < 2:  # empty files are no image (unreadable)
             continue
-        by_digest: dict[str, tuple[str, str]] = {}
-        for identity, relative in sorted(group, key=lambda t: t[1]):
+        by_digest: dict[str, list[tuple[str, str]]] = {}
+        for identity, relative in group:
             with open(root / relative, "rb") as handle:
-                digest = hashlib.file_digest(handle, "sha256").hexdigest()
-            first = by_digest.setdefault(digest, (identity, relative))
-            if first[0] != identity:
-                clashes.append((first[1], relative))
-    if clashes:
-        (a, b), more = min(clashes), len(clashes) - 1
-        raise ValueError(f"{root}: {a} and {b} are the same image under two identities, so it would carry two "
-                         f"labels{f' ({more} more such pairs)' if more else ''}: keep it in one identity's folder")
+                by_digest.setdefault(hashlib.file_digest(handle, "sha256").hexdigest(), []).append((identity, relative))
+        for copies in by_digest.values():
+            if len({identity for identity, _ in copies}) > 1:
+                ambiguous |= {relative for _, relative in copies}
+    return ambiguous
 
 
 def read_identity_folder(root: str | os.PathLike) -> IdentityFolder:
@@ -95,8 +97,11 @@ def read_identity_folder(root: str | os.PathLike) -> IdentityFolder:
     if not found:
         raise ValueError(f"{root}: no images in <identity>/<image> folders"
                          f"{f' ({loose} images lie in the folder itself)' if loose else ''}")
-    check_one_label_per_image(root, found)
+    ambiguous = two_label_images(root, found)
+    found = [(i, r) for i, r in found if r not in ambiguous]
+    if not found:
+        raise ValueError(f"{root}: every image is filed under two identities ({len(ambiguous)} files)")
     names = tuple(sorted({identity for identity, _ in found}))
     number = {name: k for k, name in enumerate(names)}
     images = tuple(sorted(((number[i], r) for i, r in found), key=lambda t: t[1]))
-    return IdentityFolder(root, names, images, loose)
+    return IdentityFolder(root, names, images, loose, tuple(sorted(ambiguous)))

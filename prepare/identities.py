@@ -168,13 +168,15 @@ def main(cfg: IdentityDataConfig) -> dict:
             "images": [s for _, s in items],
             "report": {"images": len(sources), "faces": len(items), "no_face": no_face, "unreadable": unreadable,
                        "too_large": too_large, "too_few_images": too_few, "loose_images": folder.loose,
+                       "under_two_identities": list(everyone.ambiguous),
                        "excluded_people": len(excluded), "align": align_summary},
         })
     print(f"{len(sources)} images of {len(folder.identities)} identities"
           f"{f' (fold {cfg.fold} left out: {len(excluded)} people)' if cfg.fold else ''}: "
           f"{len(items)} faces of {len(kept)} identities -> {out}; no face in {len(no_face)}, "
           f"unreadable {len(unreadable)}{f', too large for --min-face {len(too_large)}' if too_large else ''}, "
-          f"{len(too_few)} identities with fewer than {cfg.min_images} faces left out")
+          f"{len(too_few)} identities with fewer than {cfg.min_images} faces left out"
+          f"{f', {len(everyone.ambiguous)} images filed under two identities left out' if everyone.ambiguous else ''}")
     return manifest
 
 

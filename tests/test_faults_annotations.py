@@ -125,20 +125,21 @@ def test_a_landmark_image_listed_under_two_spellings_is_one_line(tmp_path):
     assert str(err.value) == f"{path}:3: image lfw/a.jpg is listed twice (first at line 1); remove one of the two lines"
 
 
-def test_one_image_under_two_identities_is_one_line_naming_both(tmp_path):
+def test_one_image_under_two_identities_is_left_out_of_both_and_listed(tmp_path):
     rng = np.random.default_rng(0)
     photo, other = rng.bytes(500), rng.bytes(500)  # same size, other bytes: not the same image
     for rel, data in (("Ann/1.jpg", photo), ("Ann/2.jpg", other), ("Bob/1.jpg", other[:-1] + b"x"),
-                      ("Bob/2.jpg", rng.bytes(300)), ("Cid/x.jpg", photo)):
+                      ("Bob/2.jpg", rng.bytes(300)), ("Cid/x.jpg", photo), ("Cid/y.jpg", rng.bytes(200))):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(data)
-    with pytest.raises(ValueError) as err:
-        read_identity_folder(tmp_path)
-    assert str(err.value) == (f"{tmp_path}: Ann/1.jpg and Cid/x.jpg are the same image under two identities, so it "
-                              "would carry two labels: keep it in one identity's folder")
+    folder = read_identity_folder(tmp_path)
+    assert folder.ambiguous == ("Ann/1.jpg", "Cid/x.jpg")
+    assert [r for _, r in folder.images] == ["Ann/2.jpg", "Bob/1.jpg", "Bob/2.jpg", "Cid/y.jpg"]
+    assert folder.without({"Bob"}).ambiguous == folder.ambiguous
     (tmp_path / "Cid" / "x.jpg").unlink()
-    (tmp_path / "Ann" / "3.jpg").write_bytes(photo)  # twice in one identity: one label, allowed
-    assert read_identity_folder(tmp_path).counts() == [3, 2]
+    (tmp_path / "Ann" / "3.jpg").write_bytes(photo)  # twice in one identity: one label, kept
+    folder = read_identity_folder(tmp_path)
+    assert folder.ambiguous == () and folder.counts() == [3, 2, 1]
 
 
 @pytest.mark.parametrize("value", ["1e30", "99999999999999999999", "-2000000"])
