@@ -192,4 +192,4 @@ def main(cfg: StatsConfig) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(StatsConfig, main, prog="python -m annotations.stats", description=__doc__.split("\n\n")[0]))
+    sys.exit(run_stage(StatsConfig, main))

@@ -59,4 +59,4 @@ def main(cfg: SubsetConfig) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(SubsetConfig, main, prog="python -m annotations.subset", description=__doc__.split("\n\n")[0]))
+    sys.exit(run_stage(SubsetConfig, main))

@@ -118,5 +118,4 @@ def main(cfg: BenchBackendsConfig) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(BenchBackendsConfig, main, prog="python -m benchmarks.bench_backends",
-                       description=__doc__.split("\n\n")[0]))
+    sys.exit(run_stage(BenchBackendsConfig, main))

@@ -218,4 +218,4 @@ def main(cfg: BenchConfig) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(BenchConfig, main, prog="python -m benchmarks.bench_data", description=__doc__.split("\n\n")[0]))
+    sys.exit(run_stage(BenchConfig, main))

@@ -205,4 +205,4 @@ def parse_args(argv=None) -> BenchConfig:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(BenchConfig, main, prog="python -m benchmarks.bench_detector", parse=parse_args))
+    sys.exit(run_stage(BenchConfig, main, parse=parse_args))

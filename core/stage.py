@@ -1,8 +1,13 @@
 """The one command-line tail of every stage: parse its config, run ``main``, and end a failure with a
 cause outside the code in one line.
 
+    cli = stage_cli(StatsConfig, main)      # cli(argv) -> exit code, for tests and __main__
+
     if __name__ == "__main__":
-        sys.exit(run_stage(StatsConfig, main, prog=PROG, description=__doc__.split("\\n\\n")[0]))
+        sys.exit(cli())
+
+The program's name is ``python -m <the stage's module>`` and its ``--help`` text the first paragraph
+of the module's docstring, both found from ``main``, so no stage spells either again.
 
 A usage error is argparse's (``<prog>: error: ...``, exit code 2, after the usage line); a failure
 of the run whose cause is outside the code ends with the same prefix on one line of stderr, no
@@ -40,6 +45,8 @@ def run_stage(config_cls, main: Callable, prog: str | None = None, description: 
     when it returns an int, else 0, and 2 after one ``<prog>: error: ...`` line for a known error
     (``KNOWN_ERRORS`` + ``errors``; ``describe(err)``, when given, is the message)."""
     prog = prog or f"python -m {_module_name(main)}"
+    if description is None:
+        description = _module_summary(main)
     cfg = parse(argv) if parse is not None else parse_config(config_cls, argv, prog=prog, description=description)
     try:
         code = main(cfg)
@@ -47,6 +54,21 @@ def run_stage(config_cls, main: Callable, prog: str | None = None, description: 
         print(error_line(prog, describe(err) if describe is not None else err), file=sys.stderr)
         return EXIT_BAD_INPUT
     return code if isinstance(code, int) and not isinstance(code, bool) else 0
+
+
+def stage_cli(config_cls, main: Callable, **options) -> Callable[[Sequence[str] | None], int]:
+    """The stage's command line as a function: ``cli(argv=None)`` is ``run_stage(config_cls, main,
+    argv=argv, **options)`` (the tests call it with a list; ``__main__`` with none, for sys.argv)."""
+    def cli(argv: Sequence[str] | None = None) -> int:
+        return run_stage(config_cls, main, argv=argv, **options)
+    return cli
+
+
+def _module_summary(main: Callable) -> str | None:
+    """The first paragraph of the docstring of ``main``'s module (the stage's ``--help`` text)."""
+    module = sys.modules.get(getattr(main, "__module__", None) or "__main__")
+    doc = getattr(module, "__doc__", None)
+    return doc.split("\n\n")[0] if doc else None
 
 
 def _module_name(main: Callable) -> str:

@@ -400,4 +400,4 @@ def main(cfg: DemoConfig) -> DemoPaths:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(DemoConfig, main, prog="python -m demo.data", description=__doc__.split("\n\n")[0]))
+    sys.exit(run_stage(DemoConfig, main))

@@ -107,5 +107,4 @@ def main(config: DemoIdentitiesConfig) -> Path:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(DemoIdentitiesConfig, main, prog="python -m demo.identities",
-                       description=__doc__.split("\n\n")[0]))
+    sys.exit(run_stage(DemoIdentitiesConfig, main))

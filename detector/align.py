@@ -473,4 +473,4 @@ def main(cfg: AlignConfig, sources: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(AlignConfig, main, prog="python -m detector.align", description=__doc__.split("\n\n")[0]))
+    sys.exit(run_stage(AlignConfig, main))

@@ -156,4 +156,4 @@ def parse_args(argv=None) -> DetectConfig:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(DetectConfig, main, prog=PROG, parse=parse_args))
+    sys.exit(run_stage(DetectConfig, main, parse=parse_args))

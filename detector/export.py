@@ -227,4 +227,4 @@ def main(cfg: ExportConfig) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(ExportConfig, main, prog=PROG, description=__doc__.split("\n\n")[0]))
+    sys.exit(run_stage(ExportConfig, main))

@@ -151,5 +151,4 @@ def main(cfg: ClusterScoreConfig) -> dict:
 if __name__ == "__main__":
     from core.stage import run_stage
 
-    sys.exit(run_stage(ClusterScoreConfig, main, prog="python -m evaluation.cluster_eval",
-                       description=__doc__.split("\n\n")[0]))
+    sys.exit(run_stage(ClusterScoreConfig, main))

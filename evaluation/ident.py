@@ -51,7 +51,7 @@ from core.lock import folder_lock
 from core.outputs import check_names_free, check_output_apart, json_holding, weights_folder
 from core.verification import squared_distances
 from core.weights import SHIPPED_WEIGHTS_DIR
-from core.stage import run_stage
+from core.stage import stage_cli
 from detector.align import INDEX_NAME, AlignConfig, read_index
 from detector.align import main as align_main
 from recognition.embedder import embed, load_embedder
@@ -334,9 +334,7 @@ def main(cfg: IdentEvalConfig) -> dict:
     return results
 
 
-def cli(argv=None) -> int:
-    return run_stage(IdentEvalConfig, main, prog=PROG, description=__doc__.split("\n\n")[0], argv=argv)
-
+cli = stage_cli(IdentEvalConfig, main)
 
 if __name__ == "__main__":
     sys.exit(cli())

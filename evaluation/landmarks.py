@@ -239,5 +239,4 @@ def format_results(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(LandmarkEvalConfig, main, prog="python -m evaluation.landmarks",
-                       description=__doc__.split("\n\n")[0]))
+    sys.exit(run_stage(LandmarkEvalConfig, main))

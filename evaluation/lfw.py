@@ -45,7 +45,7 @@ from core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from core.imageio import read_image_rgb
 from core.lock import folder_lock
 from core.outputs import check_names_free, check_output_apart, json_holding, weights_folder
-from core.stage import run_stage
+from core.stage import stage_cli
 from core.verification import (auc, eer, kfold_accuracy, kfold_val_far, roc, squared_distances, worst_case)
 from core.weights import SHIPPED_WEIGHTS_DIR
 from detector.align import INDEX_NAME, AlignConfig, read_index
@@ -270,9 +270,7 @@ def main(cfg: LfwEvalConfig) -> dict:
     return results
 
 
-def cli(argv=None) -> int:
-    return run_stage(LfwEvalConfig, main, prog=PROG, description=__doc__.split("\n\n")[0], argv=argv)
-
+cli = stage_cli(LfwEvalConfig, main)
 
 if __name__ == "__main__":
     sys.exit(cli())

@@ -102,4 +102,4 @@ def main(cfg: CrossValConfig) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(CrossValConfig, main, prog="python -m evaluation.lfw_cv", description=__doc__.split("\n\n")[0]))
+    sys.exit(run_stage(CrossValConfig, main))

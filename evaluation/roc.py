@@ -239,4 +239,4 @@ def parse_args(argv=None) -> RocConfig:
 
 if __name__ == "__main__":
     # lmdb.Error: a shard LMDB cannot open (a corrupt header); the rest are ValueError or OSError
-    sys.exit(run_stage(RocConfig, main, prog="python -m evaluation.roc", parse=parse_args, errors=(lmdb.Error,)))
+    sys.exit(run_stage(RocConfig, main, parse=parse_args, errors=(lmdb.Error,)))

@@ -166,5 +166,4 @@ def format_table(results: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(StageRecallConfig, main, prog="python -m evaluation.stage_recall",
-                       description=__doc__.split("\n\n")[0]))
+    sys.exit(run_stage(StageRecallConfig, main))

@@ -419,4 +419,4 @@ def parse_args(argv=None) -> WiderEvalConfig:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(WiderEvalConfig, main, prog="python -m evaluation.wider_eval", parse=parse_args))
+    sys.exit(run_stage(WiderEvalConfig, main, parse=parse_args))

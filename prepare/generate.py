@@ -453,4 +453,4 @@ def parse_args(argv=None) -> GenerateConfig:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(GenerateConfig, main, prog="python -m prepare.generate", parse=parse_args))
+    sys.exit(run_stage(GenerateConfig, main, parse=parse_args))

@@ -34,7 +34,7 @@ from annotations.lfw import fold_people, parse_people
 from core.imageio import read_image_rgb
 from core.lock import folder_lock
 from core.outputs import check_names_free, check_output_apart, weights_folder
-from core.stage import run_stage
+from core.stage import stage_cli
 from detector.align import ALIGN_MODES, INDEX_NAME, AlignConfig, read_index
 from detector.align import main as align_main
 from detector.cascade import DetectorConfig
@@ -180,9 +180,7 @@ def main(cfg: IdentityDataConfig) -> dict:
     return manifest
 
 
-def cli(argv=None) -> int:
-    return run_stage(IdentityDataConfig, main, prog=PROG, description=__doc__.split("\n\n")[0], argv=argv)
-
+cli = stage_cli(IdentityDataConfig, main)
 
 if __name__ == "__main__":
     sys.exit(cli())

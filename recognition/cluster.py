@@ -47,7 +47,7 @@ from core.imageio import encode_image, read_image_rgb
 from core.lock import folder_lock
 from core.outputs import check_names_free, check_output_apart, json_holding, weights_folder
 from core.weights import SHIPPED_WEIGHTS_DIR
-from core.stage import run_stage
+from core.stage import stage_cli
 from detector.align import INDEX_NAME, AlignConfig, list_images, read_index
 from detector.align import main as align_main
 from recognition.embedder import embed, load_embedder
@@ -299,9 +299,7 @@ def main(cfg: ClusterConfig) -> dict:
     return summary
 
 
-def cli(argv=None) -> int:
-    return run_stage(ClusterConfig, main, prog=PROG, description=__doc__.split("\n\n")[0], argv=argv)
-
+cli = stage_cli(ClusterConfig, main)
 
 if __name__ == "__main__":
     sys.exit(cli())

@@ -83,4 +83,4 @@ def main(cfg: CompareConfig) -> np.ndarray:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(CompareConfig, main, prog="python -m recognition.compare", description=__doc__.split("\n\n")[0]))
+    sys.exit(run_stage(CompareConfig, main))

@@ -37,7 +37,7 @@ from core.imageio import ImageReadError, read_image_rgb
 from core.lock import folder_lock
 from core.outputs import check_output_apart, file_sha256, weights_folder
 from core.weights import SHIPPED_WEIGHTS_DIR
-from core.stage import run_stage
+from core.stage import stage_cli
 from detector.align import AlignConfig, align_image, list_images
 from detector.cascade import load_detector
 from recognition.inputs import FaceCrops
@@ -230,9 +230,7 @@ def _enroll(cfg, root: Path, path: Path, sources, earlier, meta, embedder, detec
     return summary
 
 
-def cli(argv=None) -> int:
-    return run_stage(EnrollConfig, main, prog=PROG, description=__doc__.split("\n\n")[0], argv=argv)
-
+cli = stage_cli(EnrollConfig, main)
 
 if __name__ == "__main__":
     sys.exit(cli())

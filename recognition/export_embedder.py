@@ -114,5 +114,4 @@ def main(cfg: EmbedExportConfig) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(EmbedExportConfig, main, prog="python -m recognition.export_embedder",
-                       description=__doc__.split("\n\n")[0]))
+    sys.exit(run_stage(EmbedExportConfig, main))

@@ -41,7 +41,7 @@ from core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from core.imageio import ImageReadError, read_image_rgb
 from core.lock import folder_lock
 from core.outputs import check_names_free, check_output_apart, weights_folder
-from core.stage import run_stage
+from core.stage import stage_cli
 from detector.align import IMAGE_SUFFIXES, AlignConfig, align_image, list_images
 from detector.cascade import Detections, load_detector
 from recognition.embedder import embed, load_embedder
@@ -266,9 +266,7 @@ def main(cfg: IdentifyConfig) -> dict:
     return summary
 
 
-def cli(argv=None) -> int:
-    return run_stage(IdentifyConfig, main, prog=PROG, description=__doc__.split("\n\n")[0], argv=argv)
-
+cli = stage_cli(IdentifyConfig, main)
 
 if __name__ == "__main__":
     sys.exit(cli())

@@ -15,7 +15,7 @@ import pytest
 
 from child_env import REPO, child_env
 from core.lock import FolderLockedError
-from core.stage import run_stage
+from core.stage import run_stage, stage_cli
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,21 @@ def test_a_bug_keeps_its_traceback_and_main_gives_the_exit_code(capsys):
     assert run_stage(Toy, lambda cfg: 3, prog="toy", argv=[]) == 3
     assert run_stage(Toy, lambda cfg: {"a": 1}, prog="toy", argv=["--path", "y"]) == 0  # a result, not a code
     assert run_stage(None, lambda cfg: 0 if cfg == "parsed" else 1, prog="toy", parse=lambda argv: "parsed") == 0
+
+
+def test_stage_cli_names_the_program_and_help_after_mains_module(capsys, tmp_path):
+    from recognition import identify
+
+    cli = stage_cli(identify.IdentifyConfig, identify.main)
+    with pytest.raises(SystemExit):
+        cli(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m recognition.identify ")
+    assert identify.__doc__.split("\n\n")[0] in out
+    (tmp_path / "a.jpg").write_bytes(b"")
+    assert cli(["--images", str(tmp_path / "a.jpg"), "--gallery", str(tmp_path / "none"), "--out",
+                str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.startswith("python -m recognition.identify: error: ")
 
 
 def test_a_message_of_several_lines_is_cut_to_its_first_or_described(capsys):

@@ -99,5 +99,4 @@ def main(cfg: OriginalWeightsConfig) -> list[Path]:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(OriginalWeightsConfig, main, prog="python -m trainers.original_weights",
-                         description=__doc__.split("\n\n")[0], errors=(OriginalWeightsError,)))
+    sys.exit(run_stage(OriginalWeightsConfig, main, errors=(OriginalWeightsError,)))
