@@ -36,28 +36,20 @@ def test_people_and_pairs_files_with_their_folds(tmp_path):
     assert [p.name for p in parse_people(write(tmp_path, "devpeople.txt", "2\nAnn\t2\nBob\t1\n"))] == ["Ann", "Bob"]
 
 
-@pytest.mark.parametrize("text, where, message", [
-    ("2\n2\nAnn\t2\nAnn\t1\n1\nCid\t3\n", ":4:", "person Ann is listed twice (first at line 3)"),
-    ("2\n2\nAnn\t2\nBob\tx\n1\nCid\t3\n", ":4:", "expected a number of images (integers), got 'x'"),
-    ("2\n3\nAnn\t2\nBob\t1\n1\nCid\t3\n", ":5:", "expected 'name  number_of_images', got '1'"),
-    ("2\n2\nAnn\t2\nBob\t1\n", ":1:", "declares 2 folds but the file ends after 1"),
+@pytest.mark.parametrize("parse, text, where, message", [
+    (parse_people, "2\n2\nAnn\t2\nAnn\t1\n1\nCid\t3\n", ":4:", "person Ann is listed twice (first at line 3)"),
+    (parse_people, "2\n2\nAnn\t2\nBob\tx\n1\nCid\t3\n", ":4:", "expected a number of images (integers), got 'x'"),
+    (parse_people, "2\n3\nAnn\t2\nBob\t1\n1\nCid\t3\n", ":5:", "expected 'name  number_of_images', got '1'"),
+    (parse_people, "2\n2\nAnn\t2\nBob\t1\n", ":1:", "declares 2 folds but the file ends after 1"),
+    (parse_pairs, "2\t1\nAnn\t1\t2\nAnn\t1\tBob\t1\nAnn\t1\t2\nCid\t2\tAnn\t2\n", ":4:",
+     "pair Ann/Ann_0001.jpg Ann/Ann_0002.jpg is listed twice (first at line 2)"),
+    (parse_pairs, "2\t1\nAnn\t1\t2\nAnn\t1\tBob\t1\nCid\t1\t3\n", ":1:", "(4 lines) but 3 follow"),
+    (parse_pairs, "1\t1\nAnn\t1\tBob\t1\nAnn\t1\t2\n", ":2:", "expected 'name  i  j' (a matched pair) in fold 1"),
 ])
-def test_a_malformed_people_list_is_one_line_naming_its_line(tmp_path, text, where, message):
-    path = write(tmp_path, "people.txt", text)
+def test_a_malformed_people_list_or_pairs_file_is_one_line_naming_its_line(tmp_path, parse, text, where, message):
+    path = write(tmp_path, f"{parse.__name__}.txt", text)
     with pytest.raises(AnnotationError) as err:
-        parse_people(path)
-    assert str(err.value).startswith(f"{path}{where}") and message in str(err.value)
-
-
-@pytest.mark.parametrize("text, where, message", [
-    ("2\t1\nAnn\t1\t2\nAnn\t1\tBob\t1\nAnn\t1\t2\nCid\t2\tAnn\t2\n", ":4:", "pair Ann/Ann_0001.jpg Ann/Ann_0002.jpg is listed twice (first at line 2)"),
-    ("2\t1\nAnn\t1\t2\nAnn\t1\tBob\t1\nCid\t1\t3\n", ":1:", "(4 lines) but 3 follow"),
-    ("1\t1\nAnn\t1\tBob\t1\nAnn\t1\t2\n", ":2:", "expected 'name  i  j' (a matched pair) in fold 1"),
-])
-def test_a_malformed_pairs_file_is_one_line_naming_its_line(tmp_path, text, where, message):
-    path = write(tmp_path, "pairs.txt", text)
-    with pytest.raises(AnnotationError) as err:
-        parse_pairs(path)
+        parse(path)
     assert str(err.value).startswith(f"{path}{where}") and message in str(err.value)
 
 
