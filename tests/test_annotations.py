@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,14 @@ def assert_error_at(err: AnnotationError, path: Path, line: int | None) -> None:
     assert err.line == line
     prefix = f"{path}:{line}:" if line is not None else f"{path}:"
     assert str(err).startswith(prefix), str(err)
+
+
+def assert_refused_at(parse: Callable[[], object], path: Path, line: int | None, words: str) -> None:
+    """``parse()`` raises an AnnotationError naming ``path`` and ``line`` whose message holds ``words``."""
+    with pytest.raises(AnnotationError) as caught:
+        parse()
+    assert_error_at(caught.value, path, line)
+    assert words in str(caught.value)
 
 
 # ---------------------------------------------------------------- AnnotationError
@@ -169,10 +178,7 @@ def test_drop_order_negative_width_and_float_integers(tmp_path):
 )
 def test_malformed_wider_file_names_file_and_line(tmp_path, text, line, words):
     path = write(tmp_path / "bad_bbx_gt.txt", text)
-    with pytest.raises(AnnotationError) as caught:
-        parse_wider(path)
-    assert_error_at(caught.value, path, line)
-    assert words in str(caught.value)
+    assert_refused_at(lambda: parse_wider(path), path, line, words)
 
 
 def test_undecodable_bytes_name_the_line(tmp_path):
@@ -322,10 +328,7 @@ def test_landmark_holdout_is_fixed_by_position():
 )
 def test_malformed_facepoint_names_file_and_line(tmp_path, text, line, words):
     path = write(tmp_path / "list.txt", text)
-    with pytest.raises(AnnotationError) as caught:
-        parse_facepoint(path)
-    assert_error_at(caught.value, path, line)
-    assert words in str(caught.value)
+    assert_refused_at(lambda: parse_facepoint(path), path, line, words)
 
 
 CELEBA_BBOX = "3\nimage_id x_1 y_1 width height\n000001.jpg    95  71 226 313\n000002.jpg    72  94 221 306\n000003.jpg   216  59  91 126\n"
@@ -369,10 +372,7 @@ def test_parse_celeba_joins_on_image_id(tmp_path):
 def test_malformed_celeba_names_file_and_line(tmp_path, bbox_text, landmarks_text, bad_file, line, words):
     bbox = write(tmp_path / "list_bbox_celeba.txt", bbox_text)
     landmarks = write(tmp_path / "list_landmarks_celeba.txt", landmarks_text)
-    with pytest.raises(AnnotationError) as caught:
-        parse_celeba(bbox, landmarks)
-    assert_error_at(caught.value, bbox if bad_file == "bbox" else landmarks, line)
-    assert words in str(caught.value)
+    assert_refused_at(lambda: parse_celeba(bbox, landmarks), bbox if bad_file == "bbox" else landmarks, line, words)
 
 
 def test_load_landmarks_dispatch(tmp_path):
