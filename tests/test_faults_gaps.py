@@ -154,18 +154,25 @@ def test_mining_skips_an_image_too_large_for_the_mining_min_face_with_its_reason
                                                "exceed the detector's bound; use --mine-min-face ")
 
 
-def test_eval_lfw_refuses_an_image_too_large_for_the_min_face(weights, tmp_path, small_bound, capsys):
+def _eval_lfw(tmp_path: Path, weights: Path, image_shape: tuple, *args: str) -> int:
+    """evaluation.lfw's exit code on three blank images of ``image_shape`` (A twice, B once) and one
+    pair of each kind, written to ``tmp_path / "lfw"``."""
     from evaluation.lfw import cli as lfw_cli
 
     people = tmp_path / "people"
     (people / "A").mkdir(parents=True)
     (people / "B").mkdir()
     for name in ("A/A_0001", "A/A_0002", "B/B_0001"):
-        cv2.imwrite(str(people / f"{name}.jpg"), np.zeros((64, 80, 3), np.uint8))
+        cv2.imwrite(str(people / f"{name}.jpg"), np.zeros(image_shape, np.uint8))
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("1 1\nA 1 2\nA 1 B 1\n")
-    assert lfw_cli(["--images", str(people), "--pairs", str(pairs), "--out", str(tmp_path / "lfw"), "--weights",
-                    str(weights), "--min-face", "6", "--no-progress"]) == 2
+    return lfw_cli(["--images", str(people), "--pairs", str(pairs), "--out", str(tmp_path / "lfw"), "--weights",
+                    str(weights), "--no-progress", *args])
+
+
+def test_eval_lfw_refuses_an_image_too_large_for_the_min_face(weights, tmp_path, small_bound, capsys):
+    people = tmp_path / "people"
+    assert _eval_lfw(tmp_path, weights, (64, 80, 3), "--min-face", "6") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{people / 'A' / 'A_0001.jpg'}: --min-face (MIN_FACE=) 6" in err, err
     assert "(3 of the 3 images are too large for it)" in err
@@ -211,7 +218,6 @@ def test_wider_eval_and_stage_recall_refuse_a_results_file_they_did_not_write(wi
 
 def test_roc_landmarks_and_lfw_refuse_a_results_file_they_did_not_write(weights, tmp_path, capsys):
     from evaluation.landmarks import LandmarkEvalConfig, main as landmarks_main
-    from evaluation.lfw import cli as lfw_cli
 
     (tmp_path / "roc").mkdir()
     (tmp_path / "roc" / "summary.json").write_text(json.dumps([{"stage": "pnet"}]))  # not roc's: no AUC
@@ -228,17 +234,9 @@ def test_roc_landmarks_and_lfw_refuse_a_results_file_they_did_not_write(weights,
             landmarks_main(LandmarkEvalConfig(landmarks=str(data / "list.txt"), weights=str(weights),
                                               out=str(tmp_path / "lm"), part="all", progress=False))
         _refused_names(err.value, tmp_path / "lm" / "results.json", "evaluation.landmarks")
-    people = tmp_path / "people"
-    (people / "A").mkdir(parents=True)
-    (people / "B").mkdir()
-    for name in ("A/A_0001", "A/A_0002", "B/B_0001"):
-        cv2.imwrite(str(people / f"{name}.jpg"), np.zeros((40, 40, 3), np.uint8))
-    pairs = tmp_path / "pairs.txt"
-    pairs.write_text("1 1\nA 1 2\nA 1 B 1\n")
     (tmp_path / "lfw").mkdir()
     (tmp_path / "lfw" / "results.json").write_text(FOREIGN["a user's"])
-    assert lfw_cli(["--images", str(people), "--pairs", str(pairs), "--out", str(tmp_path / "lfw"), "--weights",
-                    str(weights), "--no-progress"]) == 2
+    assert _eval_lfw(tmp_path, weights, (40, 40, 3)) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{tmp_path / 'lfw' / 'results.json'} exists and was not written" in err, err
     assert (tmp_path / "lfw" / "results.json").read_text() == FOREIGN["a user's"]
