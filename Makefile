@@ -41,7 +41,7 @@ esc = $(subst $$,$$$$,$(1))
 # or a rule that means something else. Quotes, `&`, `$`, backquotes and brackets are fine: every
 # value reaches its command as one argument (q above).
 PATH_VARS := DATA WIDER WIDER_TXT WIDER_IMAGES LANDMARKS OUT VENV VAL_TXT VAL_IMAGES WEIGHTS_DIR GT PRED IMG DETECT_OUT \
-	EXPORT_OUT ALIGN_OUT LM_OUT LANDMARK_LIST STAGE_OUT DEMO LFW LFW_IMAGES PEOPLE PAIRS IDENTITIES ONLY_PEOPLE RECOG_OUT \
+	EXPORT_OUT ALIGN_OUT LM_OUT LANDMARK_LIST STAGE_OUT DEMO LFW LFW_IMAGES PEOPLE PAIRS ONLY_PEOPLE RECOG_OUT \
 	RECOG_ALIGNED RECOG_BUILD EMBED_OUT EMBEDDER LFW_OUT CV_OUT WEIGHTS_PATH GALLERY GALLERY_OUT IDENTIFY_OUT
 PATH_VARS += IDENT_OUT CLUSTER_OUT
 BACKSLASH := \$(strip)
@@ -64,6 +64,11 @@ $(foreach v,$(PATH_VARS),$(if $(filter command line environment environment over
 # -- environment ----------------------------------------------------------------------------
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
+# IDENTITIES is a list of paths (identity roots, spaces between them): each path is checked so.
+PATH_LIST_VARS := IDENTITIES
+$(foreach v,$(PATH_LIST_VARS),$(if $(filter command line environment environment override,$(origin $(v))),$(foreach \
+	w,$($(v)),$(foreach c,$(MAKE_SYNTAX),$(if $(findstring $(c),$(w)),$(error $(v)="$($(v))" holds '$(c)' (in $(w)), \
+	which make cannot have in a file name: use a path without it (a symbolic link to it works)))))))
 PY := $(VENV)/bin/python
 # Every stage runs through core.launch: Ctrl-C, during its imports too, ends it with one line.
 RUN := $(call q,$(PY)) -m core.launch
@@ -342,7 +347,9 @@ LFW ?= $(DATA)/lfw
 LFW_IMAGES ?= $(LFW)/images
 PEOPLE ?= $(LFW)/people.txt
 PAIRS ?= $(LFW)/pairs.txt
-# The identity folder <root>/<identity>/<image> to train on (CASIA-WebFace, VGGFace2, ...; LFW by default)
+# The identity folders <root>/<identity>/<image> to train on, LFW's first (LFW by default): IDENTITIES="lfw/images
+# outside/set" adds an outside set, whose identities are <its folder's name>/<name> (python -m prepare.identity_links
+# makes one of CelebA's flat folder and identity list)
 IDENTITIES ?= $(LFW_IMAGES)
 # FOLD=k: leave out the people of LFW fold k (1-10) when building, score only fold k's pairs when evaluating
 FOLD ?=
@@ -383,7 +390,7 @@ recog-data: $(RECOG_BUILD)/manifest.json ## detect + align one face per image of
 $(call settings_once,$(RECOG_BUILD)/.make-settings,$(call recog_build_settings,$(FOLD),$(ONLY_PEOPLE)))
 $(RECOG_BUILD)/manifest.json: $(RECOG_BUILD)/.make-settings $(wildcard $(IDENTITIES)) $(if $(FOLD),$(PEOPLE)) $(ONLY_PEOPLE) \
 		$(CODE_prepare.identities) | $(VENV_STAMP)
-	$(RUN) prepare.identities --images $(call q,$(IDENTITIES)) --out $(call q,$(RECOG_BUILD)) \
+	$(RUN) prepare.identities --images $(call qw,$(IDENTITIES)) --out $(call q,$(RECOG_BUILD)) \
 		--aligned $(call q,$(RECOG_ALIGNED)) $(if $(FOLD),--people $(call q,$(PEOPLE)) --fold $(call q,$(FOLD))) \
 		$(if $(ONLY_PEOPLE),--only-people $(call q,$(ONLY_PEOPLE))) $(RECOG_ARGS)
 	$(stamp)
@@ -427,7 +434,7 @@ $(foreach k,$(CV_FOLDS),$(eval $(call esc,$(RECOG_OUT)/fold-$(k)/manifest.json $
 
 $(RECOG_OUT)/fold-%/manifest.json: $(RECOG_OUT)/fold-%/.make-settings $(wildcard $(IDENTITIES)) $(PEOPLE) $(CODE_prepare.identities) \
 		| $(VENV_STAMP)
-	$(RUN) prepare.identities --images $(call q,$(IDENTITIES)) --out $(call q,$(@D)) --aligned $(call q,$(RECOG_ALIGNED)) \
+	$(RUN) prepare.identities --images $(call qw,$(IDENTITIES)) --out $(call q,$(@D)) --aligned $(call q,$(RECOG_ALIGNED)) \
 		--people $(call q,$(PEOPLE)) --fold $* $(RECOG_ARGS)
 	$(stamp)
 

@@ -6,12 +6,21 @@ an identity's number is the same on every machine. One image file (by content) u
 identities would carry two labels: every copy of it is left out, and the copies are listed
 (``IdentityFolder.ambiguous``) for the build's report. LFW itself holds such files (the same press
 photo filed under two people), so refusing them would refuse LFW.
+
+A build may read several such folders ("roots") at once: ``root_labels`` names each by its folder's
+name, and ``namespaced`` keeps their identities apart (the first root's names stay as they are,
+LFW's, which people lists and pairs files name; another root's ``Ann`` is ``<label>/Ann``, and no
+folder name holds a ``/``). ``normalised_name`` is how one person's name is compared across data
+sets that spell it differently.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,3 +114,31 @@ def read_identity_folder(root: str | os.PathLike) -> IdentityFolder:
     number = {name: k for k, name in enumerate(names)}
     images = tuple(sorted(((number[i], r) for i, r in found), key=lambda t: t[1]))
     return IdentityFolder(root, names, images, loose, tuple(sorted(ambiguous)))
+
+
+def normalised_name(name: str) -> str:
+    """A person's name as compared across data sets: case folded, accents stripped (NFKD, the
+    combining marks dropped) and each run of spaces, underscores and hyphens one space, so that
+    "José_Maria Aznar", "jose maria aznar" and "JOSE-MARIA  AZNAR" are one name."""
+    bare = "".join(c for c in unicodedata.normalize("NFKD", name.casefold()) if not unicodedata.combining(c))
+    return " ".join(t for t in re.split(r"[\s_\-]+", bare) if t)
+
+
+def root_labels(roots: Sequence[str | os.PathLike]) -> list[str]:
+    """Each identity root's label: its folder's name as given (a symbolic link names it otherwise).
+    ValueError when two roots share one: their identities and aligned crops would mix."""
+    labels = [Path(r).name or Path(r).resolve().name for r in roots]
+    for k, label in enumerate(labels):
+        if not label:
+            raise ValueError(f"identity folder {roots[k]} has no name to label its identities with; name it by a "
+                             f"symbolic link")
+        if label in labels[:k]:
+            raise ValueError(f"identity folders {roots[labels.index(label)]} and {roots[k]} are both named {label!r}, "
+                             f"which labels their identities; give one another name (a symbolic link)")
+    return labels
+
+
+def namespaced(k: int, label: str, name: str) -> str:
+    """The name of identity ``name`` of root number ``k`` (0-based) in a build of several roots:
+    the first root's as it is, another's ``<label>/<name>``."""
+    return name if k == 0 else f"{label}/{name}"

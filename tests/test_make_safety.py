@@ -161,6 +161,26 @@ def test_a_make_function_in_a_value_is_text_on_the_command_line_and_in_the_envir
     done = make("cv-lfw", *assign(base), f"OUT={tmp_path / 'o'}", "CV_FOLDS=1", f"EMBED_FLAGS={flags}")
     assert done.returncode == 0, done.stderr
     done = make("-n", "pnet-data", *assign(base), env_extra={"OUT": f"{tmp_path}/$(shell touch {canary})"})
+def test_identity_roots_reach_prepare_identities_each_as_one_argument(make, tmp_path):
+    """IDENTITIES is a list: LFW's root and an outside set's, each its own argument after --images."""
+    canary = tmp_path / "pwned"
+    base = data_tree(tmp_path / "data")
+    roots = []
+    for kind in ("backquotes", "single-quote"):
+        root = tmp_path / "in" / f"root-{HOSTILE[kind].replace('CANARY', str(canary))}"
+        (root / "a").mkdir(parents=True, exist_ok=True)
+        (root / "a" / "a_0001.jpg").write_bytes(b"jpeg")
+        roots.append(str(root))
+    for target in ("recog-data", "cv-lfw"):
+        make.reset()
+        done = make(target, *assign({**base, "IDENTITIES": " ".join(roots)}), f"OUT={tmp_path / target}", "FOLD=2",
+                    "CV_FOLDS=2")
+        assert done.returncode == 0 and not canary.exists(), done.stderr
+        call = next(c for c in make.calls() if c[0] == "prepare.identities")
+        start = call.index("--images") + 1
+        assert call[start : start + 3] == [*roots, "--out"], target
+
+
     assert not canary.exists()
     embed = [call for call in make.calls() if call[0] == "trainers.embed"]
     assert embed and embed[0][-3:] == ["--epochs=$(shell", "touch", f"{canary})"]

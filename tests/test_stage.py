@@ -95,6 +95,7 @@ def test_each_stage_refuses_a_bad_input_in_one_line_with_its_name(tmp_path):
     }
     procs = {module: subprocess.Popen([sys.executable, "-m", "core.launch", module, *map(str, args)], cwd=REPO,
                                       env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        "prepare.identity_links": ["--images", absent, "--list", absent / "list.txt", "--out", tmp_path / "links"],
              for module, args in runs.items()}
     for module, proc in procs.items():
         _, err = proc.communicate(timeout=300)
