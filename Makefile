@@ -16,6 +16,7 @@ USER_VARS := PYTHON VENV DATA WIDER WIDER_TXT WIDER_IMAGES LANDMARKS OUT WORKERS
 	IDENTITIES FOLD ONLY_PEOPLE RECOG_OUT RECOG_ALIGN RECOG_SIZE RECOG_ALIGNED RECOG_BUILD EMBED_FLAGS EMBED_OUT EMBEDDER \
 	LFW_FLAGS LFW_OUT CV_OUT CV_FOLDS DEMO DEMO_DATA_FLAGS DEMO_TRAIN_FLAGS DEMO_DETECT_WEIGHTS DEMO_GEN_FLAGS \
 	DEMO_EMBED_FLAGS WIDER_FRACTION PY VENV_STAMP GALLERY GALLERY_OUT REBUILD THRESHOLD IDENTIFY_OUT
+USER_VARS += PAIRS_CSV IMAGES_ROOT EVAL_PAIRS_OUT EVAL_PAIRS_FLAGS PAIRS_CSV_OUT
 USER_VARS += IDENT_OUT IDENT_FLAGS CLUSTER_OUT CLUSTER_FLAGS
 GIVEN_VARS := $(sort $(USER_VARS) $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
 define newline
@@ -43,6 +44,7 @@ esc = $(subst $$,$$$$,$(1))
 PATH_VARS := DATA WIDER WIDER_TXT WIDER_IMAGES LANDMARKS OUT VENV VAL_TXT VAL_IMAGES WEIGHTS_DIR GT PRED IMG DETECT_OUT \
 	EXPORT_OUT ALIGN_OUT LM_OUT LANDMARK_LIST STAGE_OUT DEMO LFW LFW_IMAGES PEOPLE PAIRS ONLY_PEOPLE RECOG_OUT \
 	RECOG_ALIGNED RECOG_BUILD EMBED_OUT EMBEDDER LFW_OUT CV_OUT WEIGHTS_PATH GALLERY GALLERY_OUT IDENTIFY_OUT
+PATH_VARS += PAIRS_CSV IMAGES_ROOT EVAL_PAIRS_OUT PAIRS_CSV_OUT
 PATH_VARS += IDENT_OUT CLUSTER_OUT
 BACKSLASH := \$(strip)
 MAKE_SYNTAX := ; : | = % * ? [ ] \# $(BACKSLASH)
@@ -418,6 +420,37 @@ $(LFW_OUT)/results.json: $(LFW_OUT)/.make-settings $(PAIRS) $(wildcard $(LFW_IMA
 		$(RECOG_ARGS) $(call qw,$(LFW_FLAGS))
 	$(stamp)
 STAMPED += $(LFW_OUT)/results.json
+
+# eval-pairs: the same scoring on any pairs list (evaluation/pairs.py): PAIRS_CSV= is a CSV first,second,same[,fold]
+# of image paths relative to IMAGES_ROOT= (annotations/pairs_csv.py); with a fold column k-fold over its folds, without
+# ten folds made with SEED= (stratified); EVAL_PAIRS_FLAGS=, e.g. --num-folds 5 --allow-missing. A CSV names no people,
+# so nothing refuses pairs of people EMBEDDER= learnt: results.json says what it was trained on.
+PAIRS_CSV ?=
+IMAGES_ROOT ?=
+EVAL_PAIRS_FLAGS ?=
+EVAL_PAIRS_OUT ?= $(OUT)/eval-pairs/$(basename $(notdir $(PAIRS_CSV)))-$(subst /,_,$(EMBEDDER))
+.PHONY: eval-pairs pairs-csv
+eval-pairs: $(EVAL_PAIRS_OUT)/results.json ## eval-lfw's protocol on any PAIRS_CSV= (first,second,same[,fold]) under IMAGES_ROOT= -> EVAL_PAIRS_OUT=
+
+$(call settings_once,$(EVAL_PAIRS_OUT)/.make-settings,embedder=$(EMBEDDER) pairs=$(PAIRS_CSV) images=$(IMAGES_ROOT) \
+	seed=$(SEED) $(RECOG_SETTINGS) flags=$(EVAL_PAIRS_FLAGS))
+$(EVAL_PAIRS_OUT)/results.json: $(EVAL_PAIRS_OUT)/.make-settings $(PAIRS_CSV) $(wildcard $(IMAGES_ROOT)) \
+		$(call embedder_files,$(EMBEDDER)) $(CODE_evaluation.pairs) | $(VENV_STAMP)
+	@test -n $(call q,$(PAIRS_CSV)) -a -n $(call q,$(IMAGES_ROOT)) || { echo "usage: make eval-pairs PAIRS_CSV=pairs.csv IMAGES_ROOT=<folder its paths start from> [EMBEDDER=shipped] [EVAL_PAIRS_OUT=folder]" >&2; exit 2; }
+	$(RUN) evaluation.pairs --pairs $(call q,$(PAIRS_CSV)) --images $(call q,$(IMAGES_ROOT)) --out $(call q,$(EVAL_PAIRS_OUT)) \
+		--embedder $(call q,$(EMBEDDER)) --aligned $(call q,$(RECOG_ALIGNED)) --seed $(call q,$(SEED)) $(RECOG_ARGS) \
+		$(call qw,$(EVAL_PAIRS_FLAGS))
+	$(stamp)
+STAMPED += $(EVAL_PAIRS_OUT)/results.json
+
+# pairs-csv: LFW's PAIRS= (pairs.txt, or View 1's pairsDevTrain.txt / pairsDevTest.txt) as a pairs CSV for eval-pairs
+PAIRS_CSV_OUT ?= $(OUT)/pairs-csv/$(basename $(notdir $(PAIRS))).csv
+pairs-csv: $(PAIRS_CSV_OUT) ## LFW's PAIRS= as a pairs CSV (first,second,same[,fold]) -> PAIRS_CSV_OUT=
+
+$(PAIRS_CSV_OUT): $(PAIRS) $(CODE_annotations.pairs_csv) | $(VENV_STAMP)
+	$(RUN) annotations.pairs_csv --lfw $(call q,$(PAIRS)) --out $(call q,$@)
+	$(stamp)
+STAMPED += $(PAIRS_CSV_OUT)
 
 # cv-lfw: ten builds, ten trainings, ten scorings (each a real file, so it resumes fold by fold)
 CV_OUT ?= $(OUT)/cv-lfw

@@ -43,6 +43,8 @@ STAGES = {
     "prepare.identities": (),
     "trainers.embed": (),
     "evaluation.lfw": (),
+    "evaluation.pairs": (),
+    "annotations.pairs_csv": (),
     "evaluation.lfw_cv": (),
     "recognition.export_embedder": (),
     "recognition.enroll": (),

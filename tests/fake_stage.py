@@ -27,6 +27,8 @@ OUTPUTS = {
     "prepare.identities": ("--out", "manifest.json"),
     "trainers.embed": ("--out", "embedder.pt"),
     "evaluation.lfw": ("--out", "results.json"),
+    "evaluation.pairs": ("--out", "results.json"),
+    "annotations.pairs_csv": ("--out", ""),
     "evaluation.lfw_cv": ("--out", ""),
     "recognition.export_embedder": ("--out", "embedder.json"),
     "demo.data": ("--out", "wider_face_split/wider_face_train_bbx_gt.txt"),

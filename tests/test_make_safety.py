@@ -96,6 +96,8 @@ PATH_TARGETS = {
     "cv-lfw": ["LFW_IMAGES", "IDENTITIES", "PEOPLE", "PAIRS", "RECOG_OUT", "RECOG_ALIGNED", "CV_OUT", "OUT"],
     "train-embed": ["IDENTITIES", "PEOPLE", "FOLD", "ONLY_PEOPLE", "RECOG_BUILD", "RECOG_ALIGNED", "EMBED_OUT"],
     "eval-lfw": ["LFW_OUT", "EMBEDDER", "LFW_IMAGES", "PAIRS", "RECOG_ALIGNED"],
+    "eval-pairs": ["PAIRS_CSV", "IMAGES_ROOT", "EVAL_PAIRS_OUT", "EMBEDDER", "RECOG_ALIGNED"],
+    "pairs-csv": ["PAIRS", "PAIRS_CSV_OUT"],
     "export-embedder": ["EMBEDDER", "EXPORT_OUT"],
     "stats": ["WIDER_TXT", "WIDER_IMAGES", "LANDMARKS", "OUT"],
 }
@@ -107,6 +109,7 @@ FLAG_VARS = {
     "cv-lfw": ["EMBED_FLAGS", "RECOG_SIZE", "RECOG_ALIGN", "MIN_FACE"],
     "train-embed": ["EMBED_FLAGS", "SEED"],
     "eval-lfw": ["LFW_FLAGS"],
+    "eval-pairs": ["EVAL_PAIRS_FLAGS", "SEED"],
 }
 
 
@@ -119,10 +122,11 @@ def hostile_values(target: str, kind: str, tmp: Path, canary: Path) -> dict[str,
         if var == "FOLD":  # a number: the value the people list is read with
             values[var] = "3"
             continue
-        if var in ("WIDER_TXT", "LANDMARKS", "VAL_TXT", "PEOPLE", "PAIRS", "LANDMARK_LIST", "ONLY_PEOPLE", "IMG"):
+        if var in ("WIDER_TXT", "LANDMARKS", "VAL_TXT", "PEOPLE", "PAIRS", "LANDMARK_LIST", "ONLY_PEOPLE", "IMG",
+                   "PAIRS_CSV"):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("x\n")
-        elif var in ("WIDER_IMAGES", "VAL_IMAGES", "LFW_IMAGES", "IDENTITIES", "GT", "IMAGES"):
+        elif var in ("WIDER_IMAGES", "VAL_IMAGES", "LFW_IMAGES", "IDENTITIES", "GT", "IMAGES", "IMAGES_ROOT"):
             (path / "a").mkdir(parents=True, exist_ok=True)
             (path / "a" / "a_0001.jpg").write_bytes(b"jpeg")
         elif var in ("WEIGHTS", "EMBEDDER"):
@@ -191,7 +195,8 @@ MAKE_SYNTAX = [";", ":", "|", "=", "%", "#", "*", "?", "[", "\\", "\n", " "]
 PATH_VARS = ["DATA", "WIDER", "WIDER_TXT", "WIDER_IMAGES", "LANDMARKS", "OUT", "VAL_TXT", "VAL_IMAGES", "WEIGHTS_DIR",
              "GT", "PRED", "IMG", "DETECT_OUT", "EXPORT_OUT", "ALIGN_OUT", "LM_OUT", "LANDMARK_LIST", "STAGE_OUT", "DEMO",
              "LFW", "LFW_IMAGES", "PEOPLE", "PAIRS", "IDENTITIES", "ONLY_PEOPLE", "RECOG_OUT", "RECOG_ALIGNED",
-             "RECOG_BUILD", "EMBED_OUT", "EMBEDDER", "LFW_OUT", "CV_OUT"]
+             "RECOG_BUILD", "EMBED_OUT", "EMBEDDER", "LFW_OUT", "CV_OUT", "PAIRS_CSV", "IMAGES_ROOT", "EVAL_PAIRS_OUT",
+             "PAIRS_CSV_OUT"]
 
 
 @pytest.mark.parametrize("var", PATH_VARS)

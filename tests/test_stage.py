@@ -88,6 +88,8 @@ def test_each_stage_refuses_a_bad_input_in_one_line_with_its_name(tmp_path):
         "annotations.subset": ["--wider-txt", absent, "--fraction", "0.5", "--out", tmp_path / "s.txt"],
         "prepare.generate": ["--wider-txt", absent, "--wider-images", tmp_path, "--out", tmp_path / "g"],
         "evaluation.lfw_cv": ["--out", tmp_path / "cv.json", "--folds", absent / "results.json"],
+        "evaluation.pairs": ["--pairs", absent / "pairs.csv", "--images", absent, "--out", tmp_path / "pairs"],
+        "annotations.pairs_csv": ["--lfw", absent / "pairs.txt", "--out", tmp_path / "pairs.csv"],
         "evaluation.roc": ["--val-data", absent, "--weights", "shipped", "--out", tmp_path / "roc"],
         "detector.export": ["--weights", absent, "--out", tmp_path / "export"],
         "recognition.export_embedder": ["--embedder", absent, "--out", tmp_path / "export"],
