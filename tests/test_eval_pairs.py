@@ -64,7 +64,8 @@ BAD = {  # CSV text: (line, the message after "path:line: ")
     "empty path": (HEADER + GOOD + ",a/4.jpg,1,1\n", 6, "empty first image path"),
     "absolute path": (HEADER + "/etc/a.jpg,a/2.jpg,1,1\n", 2, "first image '/etc/a.jpg' is not a /-separated path"),
     "backslashes": (HEADER + "a\\1.jpg,a/2.jpg,1,1\n", 2, "first image 'a\\\\1.jpg' is not a /-separated path"),
-    "leaves the root": (HEADER + "a/1.jpg,a/../../x.jpg,1,1\n", 2, "second image 'a/../../x.jpg' leaves the images root"),
+    "leaves the root": (HEADER + "a/1.jpg,a/../../x.jpg,1,1\n", 2,
+                        "second image 'a/../../x.jpg' leaves the images root"),
     "the root itself": (HEADER + "a/..,a/1.jpg,1,1\n", 2, "first image 'a/..' is the images root, not an image"),
     "fold on some rows": (HEADER + GOOD + "a/3.jpg,a/4.jpg,1,\n", 6, "no fold; the fold column must be given on "
                                                                     "every row or left out"),
@@ -135,17 +136,17 @@ def test_seeded_folds_are_fixed_by_the_seed():
 def test_lfw_pairs_convert_to_a_csv_that_reads_back_as_the_same_pairs(people, tmp_path, capsys):
     out = tmp_path / "pairs.csv"
     pairs = pairs_csv_main(PairsCsvConfig(lfw=str(people / "pairs.txt"), out=str(out)))
-    assert out.read_text().splitlines()[:2] == ["first,second,same,fold",
-                                                "Demo_Person_00/Demo_Person_00_0001.jpg,Demo_Person_00/Demo_Person_00_0002.jpg,1,1"]
+    first = "Demo_Person_00/Demo_Person_00_0001.jpg,Demo_Person_00/Demo_Person_00_0002.jpg,1,1"
+    assert out.read_text().splitlines()[:2] == ["first,second,same,fold", first]
     strip = [(p.fold, p.first, p.second, p.same) for p in pairs]
     assert [(p.fold, p.first, p.second, p.same) for p in read_pairs_csv(out)] == strip
     assert "48 pairs (24 matched), 2 folds ->" in capsys.readouterr().out
     # View 1's files hold one fold: no fold column (one fold is no k-fold), eval-pairs makes ten
     view1 = _csv(tmp_path, "2\nA\t1\t2\nB\t1\t3\nA\t1\tB\t2\nA\t2\tB\t1\n", "pairsDevTest.txt")
     pairs_csv_main(PairsCsvConfig(lfw=str(view1), out=str(tmp_path / "dev.csv")))
-    assert (tmp_path / "dev.csv").read_text().splitlines() == ["first,second,same", "A/A_0001.jpg,A/A_0002.jpg,1",
-                                                              "B/B_0001.jpg,B/B_0003.jpg,1", "A/A_0001.jpg,B/B_0002.jpg,0",
-                                                              "A/A_0002.jpg,B/B_0001.jpg,0"]
+    assert (tmp_path / "dev.csv").read_text().splitlines() == [
+        "first,second,same", "A/A_0001.jpg,A/A_0002.jpg,1", "B/B_0001.jpg,B/B_0003.jpg,1", "A/A_0001.jpg,B/B_0002.jpg,0",
+        "A/A_0002.jpg,B/B_0001.jpg,0"]
     assert pairs_csv_cli(["--lfw", str(view1), "--out", str(view1)]) == 2
     assert capsys.readouterr().err.strip() == (f"python -m annotations.pairs_csv: error: --out {view1} is the pairs "
                                                f"file --lfw: it would be replaced; write the CSV elsewhere")
@@ -238,7 +239,8 @@ def test_eval_pairs_refusals_are_one_line(people, trained, tmp_path, capsys):
 # -- make -------------------------------------------------------------------------------------------
 
 def test_make_eval_pairs_runs_the_stage_and_asks_for_its_inputs(make_dry_run, tmp_path):
-    commands = " ".join(make_dry_run("eval-pairs", "PAIRS_CSV=b/cfp.csv", "IMAGES_ROOT=/cfp", "-o", "b/cfp.csv").split())
+    dry = make_dry_run("eval-pairs", "PAIRS_CSV=b/cfp.csv", "IMAGES_ROOT=/cfp", "-o", "b/cfp.csv")
+    commands = " ".join(dry.split())  # continuation lines joined with their tabs
     assert ("evaluation.pairs --pairs b/cfp.csv --images /cfp --out build/eval-pairs/cfp-shipped --embedder shipped "
             "--aligned build/recog/aligned --seed 0 ") in commands
     commands = make_dry_run("pairs-csv", "PAIRS=/lfw/pairsDevTest.txt", "-o", "/lfw/pairsDevTest.txt")
