@@ -273,7 +273,10 @@ def main(cfg: PairsEvalConfig) -> dict:
     if pairs[0].fold is not None:
         protocol = "the pairs file's folds"
     else:
-        made = seeded_folds([p.same for p in pairs], cfg.num_folds, cfg.seed)
+        try:
+            made = seeded_folds([p.same for p in pairs], cfg.num_folds, cfg.seed)
+        except ValueError as err:
+            raise ValueError(f"{cfg.pairs}: {err}") from None
         pairs = [replace(p, fold=int(k)) for p, k in zip(pairs, made)]
         protocol = f"{cfg.num_folds} folds made with seed {cfg.seed}"
     chosen = ScoredPairs(pairs, np.array([p.fold for p in pairs]), protocol, Path(cfg.pairs).name)

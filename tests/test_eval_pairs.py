@@ -229,7 +229,8 @@ def test_eval_pairs_refusals_are_one_line(people, trained, tmp_path, capsys):
     few = _csv(tmp_path, "first,second,same\nDemo_Person_00/Demo_Person_00_0001.jpg,"
                          "Demo_Person_00/Demo_Person_00_0002.jpg,1\n", "few.csv")
     assert cli(["--pairs", str(few), *args]) == 2
-    assert "10 folds each with a matched and a mismatched pair need 10 of each" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith(f"python -m evaluation.pairs: error: {few}: 10 folds each with a matched "
+                                              f"and a mismatched pair need 10 of each; the pairs hold 1 matched and 0 ")
     with pytest.raises(SystemExit):
         cli(["--pairs", str(few), *args, "--num-folds", "1"])
     assert "--num-folds must be at least 2" in capsys.readouterr().err
