@@ -650,6 +650,7 @@ bench: $(VENV_STAMP) ## benchmarks: data stage time/RSS, LMDB read, training sam
 		$(if $(wildcard $(OUT)/pnet/manifest.json),--verify-builds $(call q,$(OUT)/pnet))
 	$(RUN) benchmarks.bench_train
 	$(RUN) benchmarks.bench_embed
+	$(RUN) benchmarks.bench_backbone
 	$(RUN) benchmarks.bench_detector --images $(call q,$(VAL_IMAGES)) $(MIN_FACE_ARG) \
 		$(if $(wildcard $(ORIGINAL)/onet.pt),--weights original:$(ORIGINAL),--weights shipped) \
 		$(if $(wildcard $(FACENET_PKG)/facenet_pytorch),--facenet $(FACENET_PKG))

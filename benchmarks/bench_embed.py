@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from core.embednet import EmbedNet, count_flops
 from lmdb_builders.faces import FACES, make_face_records
@@ -48,10 +49,11 @@ def bench_training(data: Path, work: Path, loss: str, steps: int, device: str) -
             "data_wait_share": float(np.median([r["data_wait_share"] for r in history[1:]]))}
 
 
-def bench_inference(net: EmbedNet, batch: int = 256, repeats: int = 5) -> dict:
+def bench_inference(net: nn.Module, batch: int = 256, repeats: int = 5, device: torch.device | str = "cpu") -> dict:
+    """``embed``'s crops/s on ``net`` (an ``EmbedNet`` or ``IResNet``), with and without the mirror image."""
     from recognition.embedder import FaceEmbedder, embed
 
-    embedder = FaceEmbedder(net.eval(), torch.device("cpu"), Path("-"))
+    embedder = FaceEmbedder(net.to(device).eval(), torch.device(device), Path("-"))
     crops = np.random.default_rng(0).integers(0, 256, (batch, net.spec.input_size, net.spec.input_size, 3), np.uint8)
     out = {}
     for flip in (False, True):

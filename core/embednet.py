@@ -7,8 +7,10 @@ Input is ``normalize_images``' layout and scale (uint8 NHWC RGB -> (x - 127.5) /
 size divisible by 16; the output has unit length, so the squared distance of two embeddings is
 ``2 - 2 cos``.
 
-``EmbedNet.spec`` (input size, widths, embedding size) is stored beside the weights, so that a
-weights file is loaded into the net it was trained as (``load_embedder``).
+``EmbedNet.spec`` (input size, widths, embedding size) is read back off a state dict's shapes
+(``spec_from_state``), so that a weights file is loaded into the net it was trained as
+(``load_embedder``). The standard backbones beside it (``BACKBONES``: arcface_torch's IResNet,
+``core.iresnet``) are told apart by their parameter names; ``build_net`` makes either from its spec.
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from core.iresnet import IRESNET_LAYERS, IResNet, IResNetSpec, iresnet_spec_from_state
+
+# The embedder's backbones (``trainers.embed --backbone``): this module's small net, the CPU default,
+# and the standard IResNets for a GPU and a large identity set.
+BACKBONES = ("small", *IRESNET_LAYERS)
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,11 @@ class EmbedSpec:
             raise ValueError(f"widths needs 4 and blocks 3 positive values, got {self.widths} {self.blocks}")
         if self.dim < 2 or not 0 <= self.dropout < 1:
             raise ValueError(f"dim must be >= 2 and dropout in [0, 1), got {self.dim} {self.dropout}")
+
+    backbone = "small"
+
+    def describe(self) -> str:
+        return f"{self.input_size} px, widths {list(self.widths)}, blocks {list(self.blocks)}, dim {self.dim}"
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -90,9 +103,27 @@ class EmbedNet(nn.Module):
         return F.normalize(self.features(x), dim=1)
 
 
-def count_flops(net: EmbedNet) -> int:
-    """Multiply-adds of one forward pass on one crop (convolutions and the dense layer), counted
-    from the layer shapes; what a benchmark reports beside samples/s."""
+def build_net(spec: EmbedSpec | IResNetSpec) -> EmbedNet | IResNet:
+    """The embedder's net a spec describes: ``EmbedNet`` or ``IResNet``."""
+    return IResNet(spec) if isinstance(spec, IResNetSpec) else EmbedNet(spec)
+
+
+def check_backbone(backbone: str) -> None:
+    if backbone not in BACKBONES:
+        raise ValueError(f"--backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
+
+
+def iresnet_spec(backbone: str, input_size: int, dim: int, dropout: float) -> IResNetSpec:
+    check_backbone(backbone)
+    return IResNetSpec(layers=IRESNET_LAYERS[backbone], input_size=input_size, dim=dim, dropout=dropout)
+
+
+def count_flops(net: nn.Module, input_size: int | None = None) -> int:
+    """Multiply-adds of one forward pass on one square crop of ``input_size`` px (the net's
+    ``spec.input_size`` by default): the convolutions' and the dense layers', counted from the layer
+    shapes by forward hooks (biases, norms and activations left out); what a benchmark reports
+    beside samples/s."""
+    size = net.spec.input_size if input_size is None else input_size
     total = 0
 
     def hook(module, inputs, output):
@@ -107,17 +138,19 @@ def count_flops(net: EmbedNet) -> int:
     was_training = net.training
     net.eval()
     with torch.no_grad():
-        net(torch.zeros(1, 3, net.spec.input_size, net.spec.input_size))
+        net(torch.zeros(1, 3, size, size))
     net.train(was_training)
     for h in handles:
         h.remove()
     return total
 
 
-def spec_from_state(state: dict) -> EmbedSpec:
-    """The ``EmbedSpec`` a state dict of ``EmbedNet`` was made with, read off its shapes, so that a
-    weights file needs nothing beside it. ValueError when it is not an embedder's."""
+def spec_from_state(state: dict) -> EmbedSpec | IResNetSpec:
+    """The spec a state dict of ``EmbedNet`` or ``IResNet`` was made with, read off its names and
+    shapes, so that a weights file needs nothing beside it. ValueError when it is not an embedder's."""
     try:
+        if "layer1.0.conv1.weight" in state:  # IResNet's names (core.iresnet); EmbedNet's are stem/stages/head
+            return iresnet_spec_from_state(state)
         widths = [int(state["stem.0.weight"].shape[0])]
         blocks, stage_in = [], widths[0]
         k = 0

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from core.device import resolve_device
-from core.embednet import EmbedNet, spec_from_state
+from core.embednet import EmbedNet, build_net, spec_from_state
+from core.iresnet import IResNet
 from core.nets import normalize_images
 from core.weights import WeightsError, load_weights, state_problems
 
@@ -44,7 +45,7 @@ def resolve_embedder(spec: str) -> Path:
 
 @dataclass
 class FaceEmbedder:
-    net: EmbedNet
+    net: EmbedNet | IResNet
     device: torch.device
     path: Path
     record: dict | None = None
@@ -71,14 +72,12 @@ def load_embedder(spec: str = "shipped", device: str = "cpu") -> FaceEmbedder:
     if any(k.startswith("net.") for k in state):  # a training checkpoint's model: the net and its class centres
         state = {k[4:]: v for k, v in state.items() if k.startswith("net.")}
     try:
-        net = EmbedNet(spec_from_state(state))
+        net = build_net(spec_from_state(state))
     except ValueError as e:
         raise WeightsError(f"{path}: {(str(e).splitlines() or [''])[0]}") from None
     problems = state_problems(net.state_dict(), state, "the embedder")
     if problems:
-        described = net.spec
-        raise WeightsError(f"{path}: weights do not fit the embedder their shapes describe ({described.input_size} px, "
-                           f"widths {list(described.widths)}, blocks {list(described.blocks)}, dim {described.dim}): "
+        raise WeightsError(f"{path}: weights do not fit the embedder their shapes describe ({net.spec.describe()}): "
                            f"{'; '.join(problems)}")
     net.load_state_dict(state)
     return FaceEmbedder(net.to(location).eval(), torch.device(location), path, weights.record)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 
 from core.cli import parse_config
-from core.embednet import EmbedSpec
+from core.embednet import BACKBONES, EmbedSpec, iresnet_spec
+from core.iresnet import IResNetSpec
 from trainers.optim_config import OptimConfig, nest_optim
 from trainers.metric_losses import DEFAULT_MARGINS, LOSSES
 
@@ -47,10 +48,16 @@ class EmbedConfig:
     """The optimiser, learning rate, schedule, warm-up and clipping (``trainers.optim_config``; offered
     flat: --optimizer, --lr, --weight-decay, ...); the embedder's defaults: weight decay 5e-4, one
     epoch's warm-up, gradient norm clipped at 5."""
+    backbone: str = field(default="small", metadata={"choices": BACKBONES})
+    """The net: small (``core.embednet``, sized for CPU training; --widths and --blocks shape it) or
+    arcface_torch's iresnet18/34/50/100 (``core.iresnet``, 24-65 M parameters: for a GPU and a large
+    identity set; --dim 512 is arcface_torch's). Every net is built for the build's crop size, so an
+    IResNet at its standard 112 px wants a build made with --image-size 112 (make RECOG_SIZE=112):
+    the crops are not resized in training, since enlarging 64 px crops would add compute but no detail."""
     widths: tuple[int, int, int, int] = (32, 48, 96, 192)
-    """Channels of the stem and the three residual stages (``core.embednet``)."""
+    """The small net: channels of the stem and the three residual stages (``core.embednet``)."""
     blocks: tuple[int, int, int] = _SPEC.blocks
-    """Residual blocks per stage."""
+    """The small net: residual blocks per stage."""
     dim: int = _SPEC.dim
     """Embedding size."""
     dropout: float = _SPEC.dropout
@@ -114,7 +121,9 @@ class EmbedConfig:
     def loss_margin(self) -> float:
         return DEFAULT_MARGINS[self.loss] if self.margin is None else self.margin
 
-    def spec(self, input_size: int) -> EmbedSpec:
+    def spec(self, input_size: int) -> EmbedSpec | IResNetSpec:
+        if self.backbone != "small":
+            return iresnet_spec(self.backbone, input_size, self.dim, self.dropout)
         return EmbedSpec(input_size=input_size, widths=self.widths, blocks=self.blocks, dim=self.dim,
                          dropout=self.dropout)
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.atomic import atomic_write_json
-from core.embednet import EmbedNet
+from core.embednet import EmbedNet, build_net
 from core.nets import normalize_images
 from core.verification import best_threshold, rates, roc, auc, squared_distances
 from lmdb_builders.faces import FACES
@@ -238,7 +238,7 @@ def embed_parts(cfg: EmbedConfig, device: torch.device, dist_info: DistInfo) -> 
     check_identity_split(cfg, manifest, labels, train_idx, val_idx)
     sampler = IdentityBatchSampler(labels, train_idx, cfg.people, cfg.per_person, cfg.seed, cfg.batches_per_epoch)
     torch.manual_seed(cfg.seed)
-    net = EmbedNet(cfg.spec(dataset.size))
+    net = build_net(cfg.spec(dataset.size))  # the build's crop size: EmbedConfig.backbone says why
     loss = build_loss(cfg, len(manifest["identities"]))  # a margin softmax's centres: drawn after the net's weights
     model = Embedder(net, loss).to(device, memory_format=torch.channels_last)
     record = training_record(manifest, cfg)  # inside embedder.pt and every checkpoint; embedder.json: a copy
