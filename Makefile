@@ -18,6 +18,7 @@ USER_VARS := PYTHON VENV DATA WIDER WIDER_TXT WIDER_IMAGES LANDMARKS OUT WORKERS
 	DEMO_EMBED_FLAGS WIDER_FRACTION PY VENV_STAMP GALLERY GALLERY_OUT REBUILD THRESHOLD IDENTIFY_OUT
 USER_VARS += PAIRS_CSV IMAGES_ROOT EVAL_PAIRS_OUT EVAL_PAIRS_FLAGS PAIRS_CSV_OUT
 USER_VARS += IDENT_OUT IDENT_FLAGS CLUSTER_OUT CLUSTER_FLAGS
+USER_VARS += CALIBRATE_OUT CALIBRATE_FAR CALIBRATE_FLAGS
 GIVEN_VARS := $(sort $(USER_VARS) $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
 define newline
 
@@ -46,6 +47,7 @@ PATH_VARS := DATA WIDER WIDER_TXT WIDER_IMAGES LANDMARKS OUT VENV VAL_TXT VAL_IM
 	RECOG_ALIGNED RECOG_BUILD EMBED_OUT EMBEDDER LFW_OUT CV_OUT WEIGHTS_PATH GALLERY GALLERY_OUT IDENTIFY_OUT
 PATH_VARS += PAIRS_CSV IMAGES_ROOT EVAL_PAIRS_OUT PAIRS_CSV_OUT
 PATH_VARS += IDENT_OUT CLUSTER_OUT
+PATH_VARS += CALIBRATE_OUT
 BACKSLASH := \$(strip)
 MAKE_SYNTAX := ; : | = % * ? [ ] \# $(BACKSLASH)
 check_path = $(if $(word 2,$($(1))),$(error $(call shown,$(1))" has a space, and make cannot name such files: use a \
@@ -493,7 +495,7 @@ STAMPED += $(foreach k,$(CV_FOLDS),$(RECOG_OUT)/fold-$(k)/manifest.json $(OUT)/t
 
 compare: | $(VENV_STAMP) ## squared distances between the faces of IMAGES="a.jpg b.jpg ..." (EMBEDDER=, WEIGHTS=)
 	$(RUN) recognition.compare --images $(call qw,$(IMAGES)) --embedder $(call q,$(EMBEDDER)) --weights $(call q,$(WEIGHTS)) \
-		--align $(call q,$(RECOG_ALIGN)) --image-size $(call q,$(RECOG_SIZE))
+		--align $(call q,$(RECOG_ALIGN)) --image-size $(call q,$(RECOG_SIZE)) $(if $(THRESHOLD),--threshold $(call q,$(THRESHOLD)))
 
 export-embedder: $(EXPORT_OUT)/embedder.json ## EMBEDDER= as ONNX (embedder.onnx, checked against torch) + embedder.json
 
@@ -510,8 +512,9 @@ STAMPED += $(EXPORT_OUT)/embedder.json
 GALLERY ?=
 GALLERY_OUT ?= $(OUT)/gallery
 REBUILD ?=
-# identify: the squared distance at or above which a face is unknown (0-4); empty: the embedder
-# record's threshold, else the shipped embedder card's
+# compare / identify: the squared distance at or above which two faces are not one person (0-4); empty: the
+# embedder's calibrated threshold (make calibrate), else 1.35 with a warning; cluster: its linkage threshold
+# (empty: its own 0.85, chosen for clustering on View 1, not the calibrated pair threshold)
 THRESHOLD ?=
 IDENTIFY_OUT ?= $(OUT)/identify
 enroll: $(GALLERY_OUT)/gallery.npz ## embed the faces of GALLERY=<root>/<identity>/<image> -> GALLERY_OUT= (again: new photos only)
@@ -558,13 +561,58 @@ CLUSTER_OUT ?= $(OUT)/cluster
 CLUSTER_FLAGS ?=
 cluster: $(CLUSTER_OUT)/summary.json ## group the faces of IMAGES=folder by person -> CLUSTER_OUT= (clusters.csv, a contact sheet per cluster)
 
-$(call settings_file,$(CLUSTER_OUT)/.make-settings,images=$(IMAGES) embedder=$(EMBEDDER) $(RECOG_SETTINGS) flags=$(CLUSTER_FLAGS))
+$(call settings_file,$(CLUSTER_OUT)/.make-settings,images=$(IMAGES) embedder=$(EMBEDDER) $(RECOG_SETTINGS) \
+	threshold=$(THRESHOLD) flags=$(CLUSTER_FLAGS))
 $(CLUSTER_OUT)/summary.json: $(CLUSTER_OUT)/.make-settings $(wildcard $(IMAGES)) $(call embedder_files,$(EMBEDDER)) \
 		$(call weights_files,$(WEIGHTS)) $(CODE_recognition.cluster) | $(VENV_STAMP)
 	$(RUN) recognition.cluster --images $(call q,$(IMAGES)) --out $(call q,$(CLUSTER_OUT)) --embedder $(call q,$(EMBEDDER)) \
-		$(RECOG_ARGS) $(call qw,$(CLUSTER_FLAGS))
+		$(RECOG_ARGS) $(if $(THRESHOLD),--threshold $(call q,$(THRESHOLD))) $(call qw,$(CLUSTER_FLAGS))
 	$(stamp)
 STAMPED += $(CLUSTER_OUT)/summary.json
+
+# calibrate: the threshold of EMBEDDER= at FAR CALIBRATE_FAR= (CALIBRATE_FLAGS=--best-accuracy: the best accuracy) on
+# all the pairs of PAIRS= (LFW's format, scored by eval-lfw, which refuses pairs of people the embedder learnt) or of
+# PAIRS_CSV= under IMAGES_ROOT= (scored by eval-pairs, which names no people), into $(CALIBRATE_OUT)-scores, less the
+# pairs naming a person of the LFW fold the embedder's record left out (PEOPLE= says who is in which); the calibrated
+# embedder (the same tensors, the threshold and its source in its record) -> CALIBRATE_OUT=embedder.pt, which compare,
+# identify and cluster then use by default (EMBEDDER=$(CALIBRATE_OUT)); never weights/ (that takes
+# python -m evaluation.calibrate --overwrite-shipped, docs/pipeline.md)
+CALIBRATE_PAIRS = $(or $(PAIRS_CSV),$(PAIRS))
+CALIBRATE_OUT ?= $(OUT)/calibrate/$(subst /,_,$(EMBEDDER))-$(basename $(notdir $(CALIBRATE_PAIRS)))
+CALIBRATE_FAR ?= 0.01
+CALIBRATE_FLAGS ?=
+CALIBRATE_SCORES = $(CALIBRATE_OUT)-scores
+ifneq ($(PAIRS_CSV),)
+calibrate_score = $(RUN) evaluation.pairs --pairs $(call q,$(PAIRS_CSV)) --images $(call q,$(IMAGES_ROOT)) \
+	--out $(call q,$(CALIBRATE_SCORES)) --embedder $(call q,$(EMBEDDER)) --aligned $(call q,$(RECOG_ALIGNED)) \
+	--seed $(call q,$(SEED)) $(RECOG_ARGS) $(call qw,$(EVAL_PAIRS_FLAGS))
+calibrate_score_inputs = $(PAIRS_CSV) $(wildcard $(IMAGES_ROOT)) $(CODE_evaluation.pairs)
+calibrate_score_settings = csv=$(PAIRS_CSV) images=$(IMAGES_ROOT) seed=$(SEED) $(RECOG_SETTINGS) flags=$(EVAL_PAIRS_FLAGS)
+else
+calibrate_score = $(RUN) evaluation.lfw --images $(call q,$(LFW_IMAGES)) --pairs $(call q,$(PAIRS)) \
+	--out $(call q,$(CALIBRATE_SCORES)) --embedder $(call q,$(EMBEDDER)) --aligned $(call q,$(RECOG_ALIGNED)) \
+	$(RECOG_ARGS) $(call qw,$(LFW_FLAGS))
+calibrate_score_inputs = $(PAIRS) $(wildcard $(LFW_IMAGES)) $(CODE_evaluation.lfw)
+calibrate_score_settings = $(call lfw_settings,) $(LFW_FLAGS)
+endif
+.PHONY: calibrate
+calibrate: $(CALIBRATE_OUT)/calibration.json ## threshold of EMBEDDER= at FAR CALIBRATE_FAR= on PAIRS= or PAIRS_CSV= -> CALIBRATE_OUT=embedder.pt
+
+$(call settings_once,$(CALIBRATE_SCORES)/.make-settings,embedder=$(EMBEDDER) $(calibrate_score_settings))
+$(CALIBRATE_SCORES)/results.json: $(CALIBRATE_SCORES)/.make-settings $(calibrate_score_inputs) \
+		$(call embedder_files,$(EMBEDDER)) | $(VENV_STAMP)
+	@test -z $(call q,$(PAIRS_CSV)) -o -n $(call q,$(IMAGES_ROOT)) || { echo "usage: make calibrate PAIRS_CSV=pairs.csv IMAGES_ROOT=<folder its paths start from> [EMBEDDER=shipped]" >&2; exit 2; }
+	$(calibrate_score)
+	$(stamp)
+$(call settings_once,$(CALIBRATE_OUT)/.make-settings,embedder=$(EMBEDDER) pairs=$(CALIBRATE_PAIRS) people=$(PEOPLE) \
+	far=$(CALIBRATE_FAR) flags=$(CALIBRATE_FLAGS))
+$(CALIBRATE_OUT)/calibration.json: $(CALIBRATE_OUT)/.make-settings $(CALIBRATE_SCORES)/results.json $(CALIBRATE_PAIRS) \
+		$(PEOPLE) $(call embedder_files,$(EMBEDDER)) $(CODE_evaluation.calibrate) | $(VENV_STAMP)
+	$(RUN) evaluation.calibrate --distances $(call q,$(CALIBRATE_SCORES)/pairs.csv) --pairs $(call q,$(CALIBRATE_PAIRS)) \
+		--embedder $(call q,$(EMBEDDER)) --out $(call q,$(CALIBRATE_OUT)) --people $(call q,$(PEOPLE)) \
+		--far $(call q,$(CALIBRATE_FAR)) $(call qw,$(CALIBRATE_FLAGS))
+	$(stamp)
+STAMPED += $(CALIBRATE_SCORES)/results.json $(CALIBRATE_OUT)/calibration.json
 
 ##@ Demo
 # -- demo: the whole job on a tiny data set built from images shipped with scikit-image ------

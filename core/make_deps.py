@@ -51,6 +51,7 @@ STAGES = {
     "recognition.identify": (),
     "recognition.cluster": (),
     "evaluation.ident": (),
+    "evaluation.calibrate": (),
     "demo.data": (),
     "demo.identities": (),
 }

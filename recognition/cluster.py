@@ -52,6 +52,7 @@ from detector.align import INDEX_NAME, AlignConfig, list_images, read_index
 from detector.align import main as align_main
 from recognition.embedder import embed, load_embedder
 from recognition.inputs import FaceCrops
+from recognition.threshold import is_calibrated, resolve_threshold
 
 PROG = "python -m recognition.cluster"
 METHODS = ("agglomerative", "chinese-whispers", "hdbscan")
@@ -62,7 +63,10 @@ SUMMARY_NAME = "summary.json"
 CSV_COLUMNS = ("image", "face", "crop", "cluster", "cluster_size")
 SUMMARY_KEYS = ("faces", "clusters", "unclustered_faces", "method", "embedder_sha256")
 # Chosen on LFW View 1 peopleDevTest's people less fold 10's (pairwise F1 0.426, the best of the sweep in
-# docs/pipeline.md): average linkage, merging below an average squared distance of 0.85.
+# docs/pipeline.md): average linkage, merging below an average squared distance of 0.85. Not the embedder's
+# calibrated pair threshold (make calibrate), which is another quantity: the distance of two faces at a
+# target FAR, where this one is the mean distance of two groups at which merging stops, chosen for the
+# clusters' F1; on the same View 1 faces the calibrated one scores lower (docs/experiments.md, 2026-12-07).
 DEFAULT_THRESHOLD = 0.85
 
 
@@ -76,7 +80,8 @@ class ClusterConfig:
     """agglomerative (scikit-learn), chinese-whispers (the chinese-whispers package) or hdbscan (scikit-learn)."""
     threshold: float = DEFAULT_THRESHOLD
     """agglomerative: the linkage distance at which merging stops; chinese-whispers: faces closer than
-    this are joined by an edge. Squared distance of unit vectors (0-4)."""
+    this are joined by an edge. Squared distance of unit vectors (0-4). Not the embedder's calibrated
+    pair threshold (printed beside it): 0.85 was chosen for clustering (make THRESHOLD= gives another)."""
     linkage: str = field(default="average", metadata={"choices": LINKAGES})
     """agglomerative: how the distance of two groups is their faces' (average, complete, single)."""
     iterations: int = 20
@@ -225,6 +230,16 @@ def is_own_output(path: Path) -> bool:
     return json_holding(*SUMMARY_KEYS)(path)
 
 
+def linkage_line(cfg: ClusterConfig, record: dict | None) -> str:
+    """What threshold clusters, whence, and the embedder's calibrated pair threshold beside it."""
+    pair, source = resolve_threshold(None, record)
+    whence = ("the default, chosen on LFW View 1 for clustering's F1" if cfg.threshold == DEFAULT_THRESHOLD
+              else "--threshold")
+    beside = (f"the embedder's pair threshold {pair:g} ({source}) is another quantity" if is_calibrated(source)
+              else "the embedder carries no calibrated pair threshold (make calibrate)")
+    return f"{cfg.method} threshold {cfg.threshold:g} ({whence}); {beside}"
+
+
 def sheet_names(n_clusters: int) -> list[str]:
     return [f"cluster_{k:03d}.png" for k in range(n_clusters)] + ["unclustered.png"]
 
@@ -243,6 +258,7 @@ def main(cfg: ClusterConfig) -> dict:
     if not sources:
         raise ValueError(f"{images} holds no image (.jpg .jpeg .png .bmp)")
     embedder = load_embedder(cfg.embedder, cfg.embed_device)
+    print(linkage_line(cfg, embedder.record), file=sys.stderr)
     with folder_lock(out, PROG):
         with folder_lock(align_cfg.out, f"{PROG} (aligning)"):
             align_main(align_cfg, sources=sources)

@@ -1,12 +1,15 @@
 """The distance matrix of the faces in a few images: ``make compare IMAGES="a.jpg b.jpg ..."`` (facenet's ``compare.py``).
 
-    python -m recognition.compare --images a.jpg b.jpg c.jpg [--embedder shipped] [--weights shipped]
+    python -m recognition.compare --images a.jpg b.jpg c.jpg [--threshold T] [--embedder shipped] [--weights shipped]
 
 Each image's one face (the largest and most central) is detected and aligned as ``make recog-data``
 aligns (``--align``, ``--image-size``), embedded with its mirror image added, and the squared
-distances of every two faces printed as a table (0 to 4; the shipped embedder's model card gives the
-threshold at which LFW's pairs are best told apart). An image without a face, or unreadable, is
-named in one line and left out of the table.
+distances of every two faces printed as a table (0 to 4), after the threshold below which two faces
+are one person and where it came from (``recognition.threshold``): ``--threshold`` (make
+``THRESHOLD=``), else the embedder's calibration (``make calibrate``: the threshold at a target FAR
+on a named pairs file, with the FAR and TAR it gave there), else 1.35 with a warning that nothing
+calibrated it. An image without a face, or unreadable, is named in one line and left out of the
+table; a threshold outside (0, 4) is one line.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from core.verification import squared_distances
 from detector.align import ALIGN_MODES, AlignConfig, align_image
 from detector.cascade import DetectorConfig, load_detector
 from recognition.embedder import embed, load_embedder
+from recognition.threshold import check_threshold, threshold_lines
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,13 @@ class CompareConfig:
     """Side of the aligned crops, as the embedder's training build."""
     flip: bool = True
     """Add the mirror image's embedding."""
+    threshold: float | None = None
+    """Squared distance below which two faces are one person, in (0, 4), printed with the table. None:
+    the embedder's calibrated threshold (make calibrate), else 1.35 with a warning."""
+
+    def __post_init__(self):
+        if self.threshold is not None:
+            check_threshold(self.threshold, "--threshold")
 
 
 def distance_matrix(vectors: np.ndarray) -> np.ndarray:
@@ -60,6 +71,10 @@ def main(cfg: CompareConfig) -> np.ndarray:
     if len(cfg.images) < 2:
         raise ValueError("give two or more images")
     embedder = load_embedder(cfg.embedder)
+    threshold_line, *warnings = threshold_lines(cfg.threshold, embedder.record)[2]
+    print(threshold_line)
+    for warning in warnings:
+        print(warning, file=sys.stderr)
     detector = load_detector(cfg.weights, cfg.detector)
     align_cfg = AlignConfig(images=".", out=".", largest=True, align=cfg.align, image_size=cfg.image_size)
     names, crops = [], []

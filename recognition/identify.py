@@ -8,9 +8,10 @@ Every face of each image (not only the largest) is detected, aligned as the gall
 added, all of an image's faces in one batch, and searched in the gallery (exact,
 ``Gallery.best_identities``): the nearest person, its squared distance, and the runner-up (the
 nearest *other* person). A face whose nearest person is at ``--threshold`` or farther is
-``unknown``. The threshold is ``--threshold``, else the ``threshold`` of the embedder's training
-record, else the shipped embedder's card (the best-accuracy thresholds on LFW fold 10,
-1.28-1.42: 1.35); which one, and whence, is printed.
+``unknown``. The threshold is ``--threshold`` (make ``THRESHOLD=``), else the embedder's calibrated
+one (``make calibrate``: chosen at a target FAR on a named pairs file, stored in the weights file),
+else ``recognition.threshold.UNCALIBRATED_THRESHOLD`` (1.35) with a warning naming ``make
+calibrate`` (``recognition.threshold``); which one, and whence, is printed.
 
 Writes, per image, ``OUT/<stem>.json`` (each face's box, score, landmarks, identity, distance,
 best match and runner-up) and ``OUT/<stem>.jpg`` (the photo with boxes and names), and
@@ -46,6 +47,7 @@ from detector.align import IMAGE_SUFFIXES, AlignConfig, align_image, list_images
 from detector.cascade import Detections, load_detector
 from recognition.embedder import embed, load_embedder
 from recognition.inputs import FaceCrops
+from recognition.threshold import check_threshold, resolve_threshold, threshold_lines  # noqa: F401 (resolve_threshold: as before)
 from recognition.enroll import embedder_input
 from recognition.gallery import (Gallery, GalleryError, detector_fingerprint, embedder_fingerprint,
                                  fingerprint_problem, gallery_path, load_gallery)
@@ -54,20 +56,11 @@ PROG = "python -m recognition.identify"
 STAGE = "recognition.identify"
 UNKNOWN = "unknown"
 CSV_NAME = "identify.csv"
-# The shipped embedder's card (weights/EMBEDDER_CARD.md): on LFW fold 10 each sub-fold's best-accuracy
-# threshold lay between 1.28 and 1.42; the middle of that range until a calibrated one is recorded.
-CARD_THRESHOLD = 1.35
-CARD_SOURCE = "the shipped embedder's card: LFW fold 10's best-accuracy thresholds, 1.28-1.42"
 CSV_COLUMNS = ("image", "face", "x1", "y1", "x2", "y2", "score", "identity", "distance", "best", "best_source",
                "runner_up", "runner_up_distance")
 # The annotated JPEG's comment segment: how a rerun tells its own <stem>.jpg from a photo of that name.
 JPEG_MARK = b"written by recognition.identify"
 _COM = b"\xff\xd8\xff\xfe" + (len(JPEG_MARK) + 2).to_bytes(2, "big") + JPEG_MARK
-
-
-def _check_threshold(value: float, origin: str) -> None:
-    if not 0 < value < 4:
-        raise ValueError(f"{origin} must be in (0, 4), the range of squared distances of unit vectors, got {value}")
 
 
 @dataclass(frozen=True)
@@ -79,8 +72,8 @@ class IdentifyConfig:
     out: str
     """Output folder: <stem>.json and <stem>.jpg per image, identify.csv."""
     threshold: float | None = None
-    """Squared distance at or above which a face is unknown, in (0, 4). None: the embedder record's
-    threshold, else the shipped embedder card's 1.35."""
+    """Squared distance at or above which a face is unknown, in (0, 4). None: the embedder's calibrated
+    threshold (make calibrate), else 1.35 with a warning."""
     embedder: str = "shipped"
     """shipped (weights/embedder.pt), a weights file, or a folder holding embedder.pt: the gallery's."""
     crops: FaceCrops = field(default_factory=FaceCrops)
@@ -96,7 +89,7 @@ class IdentifyConfig:
 
     def __post_init__(self):
         if self.threshold is not None:
-            _check_threshold(self.threshold, "--threshold")
+            check_threshold(self.threshold, "--threshold")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"--threads must be >= 1 or none, got {self.threads}")
         if self.batch_images < 1 or self.crops.image_size < 1 or self.crops.margin < 0:
@@ -104,17 +97,6 @@ class IdentifyConfig:
 
     def align_config(self) -> AlignConfig:
         return self.crops.align_config(".", self.out, largest=False, progress=False)
-
-
-def resolve_threshold(given: float | None, record: dict | None) -> tuple[float, str]:
-    """The threshold and where it came from: ``--threshold``, the embedder's training record, the card."""
-    if given is not None:
-        return float(given), "--threshold"
-    recorded = (record or {}).get("threshold")
-    if recorded is not None:
-        _check_threshold(float(recorded), "the embedder record's threshold")
-        return float(recorded), "the embedder's training record"
-    return CARD_THRESHOLD, CARD_SOURCE
 
 
 def list_inputs(entries) -> list[Path]:
@@ -220,8 +202,8 @@ def main(cfg: IdentifyConfig) -> dict:
     if problem:
         raise GalleryError(f"gallery {path} {problem}; identify with the gallery's (--embedder, --weights, --align, "
                            f"--image-size as enrolled) or enroll it again with these")
-    threshold, source = resolve_threshold(cfg.threshold, embedder.record)
-    print(f"threshold {threshold:g} ({source}); gallery {path}: {len(gallery)} faces of {len(gallery.people)} people",
+    threshold, source, lines = threshold_lines(cfg.threshold, embedder.record)
+    print(f"{lines[0]}; gallery {path}: {len(gallery)} faces of {len(gallery.people)} people", *lines[1:], sep="\n",
           file=sys.stderr)
     counts: Counter = Counter()
     rows: list[dict] = []

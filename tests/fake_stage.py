@@ -31,6 +31,7 @@ OUTPUTS = {
     "annotations.pairs_csv": ("--out", ""),
     "evaluation.lfw_cv": ("--out", ""),
     "recognition.export_embedder": ("--out", "embedder.json"),
+    "evaluation.calibrate": ("--out", "calibration.json"),
     "demo.data": ("--out", "wider_face_split/wider_face_train_bbx_gt.txt"),
     "demo.identities": ("--out", "pairs.txt"),
 }

@@ -99,6 +99,7 @@ PATH_TARGETS = {
     "eval-pairs": ["PAIRS_CSV", "IMAGES_ROOT", "EVAL_PAIRS_OUT", "EMBEDDER", "RECOG_ALIGNED"],
     "pairs-csv": ["PAIRS", "PAIRS_CSV_OUT"],
     "export-embedder": ["EMBEDDER", "EXPORT_OUT"],
+    "calibrate": ["EMBEDDER", "PAIRS", "PEOPLE", "LFW_IMAGES", "RECOG_ALIGNED", "CALIBRATE_OUT"],
     "stats": ["WIDER_TXT", "WIDER_IMAGES", "LANDMARKS", "OUT"],
 }
 FLAG_VARS = {
@@ -110,6 +111,8 @@ FLAG_VARS = {
     "train-embed": ["EMBED_FLAGS", "SEED"],
     "eval-lfw": ["LFW_FLAGS"],
     "eval-pairs": ["EVAL_PAIRS_FLAGS", "SEED"],
+    "calibrate": ["LFW_FLAGS", "CALIBRATE_FLAGS", "CALIBRATE_FAR"],
+    "compare": ["THRESHOLD"],
 }
 
 
@@ -196,7 +199,7 @@ PATH_VARS = ["DATA", "WIDER", "WIDER_TXT", "WIDER_IMAGES", "LANDMARKS", "OUT", "
              "GT", "PRED", "IMG", "DETECT_OUT", "EXPORT_OUT", "ALIGN_OUT", "LM_OUT", "LANDMARK_LIST", "STAGE_OUT", "DEMO",
              "LFW", "LFW_IMAGES", "PEOPLE", "PAIRS", "IDENTITIES", "ONLY_PEOPLE", "RECOG_OUT", "RECOG_ALIGNED",
              "RECOG_BUILD", "EMBED_OUT", "EMBEDDER", "LFW_OUT", "CV_OUT", "PAIRS_CSV", "IMAGES_ROOT", "EVAL_PAIRS_OUT",
-             "PAIRS_CSV_OUT"]
+             "PAIRS_CSV_OUT", "CALIBRATE_OUT"]
 
 
 @pytest.mark.parametrize("var", PATH_VARS)

@@ -93,11 +93,12 @@ def test_each_stage_refuses_a_bad_input_in_one_line_with_its_name(tmp_path):
         "evaluation.roc": ["--val-data", absent, "--weights", "shipped", "--out", tmp_path / "roc"],
         "detector.export": ["--weights", absent, "--out", tmp_path / "export"],
         "recognition.export_embedder": ["--embedder", absent, "--out", tmp_path / "export"],
+        "evaluation.calibrate": ["--distances", absent / "pairs.csv", "--pairs", absent, "--out", tmp_path / "calibrate"],
         "trainers.train": ["--net", "pnet", "--data", absent, "--out", tmp_path / "train"],
+        "prepare.identity_links": ["--images", absent, "--list", absent / "list.txt", "--out", tmp_path / "links"],
     }
     procs = {module: subprocess.Popen([sys.executable, "-m", "core.launch", module, *map(str, args)], cwd=REPO,
                                       env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        "prepare.identity_links": ["--images", absent, "--list", absent / "list.txt", "--out", tmp_path / "links"],
              for module, args in runs.items()}
     for module, proc in procs.items():
         _, err = proc.communicate(timeout=300)
