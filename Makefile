@@ -64,15 +64,15 @@ $(foreach v,FOLD CV_FOLDS,$(foreach k,$(value $(v)),$(if $(call not_digits,$(k))
 WEIGHTS_PATH = $(patsubst original:%,%,$(filter-out shipped,$(WEIGHTS)))
 $(foreach v,$(PATH_VARS),$(if $(filter command line environment environment override,$(origin $(if $(filter \
 	WEIGHTS_PATH,$(v)),WEIGHTS,$(v)))),$(call check_path,$(v))))
-
-# -- environment ----------------------------------------------------------------------------
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
-VENV ?= .venv
 # IDENTITIES is a list of paths (identity roots, spaces between them): each path is checked so.
 PATH_LIST_VARS := IDENTITIES
 $(foreach v,$(PATH_LIST_VARS),$(if $(filter command line environment environment override,$(origin $(v))),$(foreach \
 	w,$($(v)),$(foreach c,$(MAKE_SYNTAX),$(if $(findstring $(c),$(w)),$(error $(v)="$($(v))" holds '$(c)' (in $(w)), \
 	which make cannot have in a file name: use a path without it (a symbolic link to it works)))))))
+
+# -- environment ----------------------------------------------------------------------------
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
 PY := $(VENV)/bin/python
 # Every stage runs through core.launch: Ctrl-C, during its imports too, ends it with one line.
 RUN := $(call q,$(PY)) -m core.launch

@@ -21,7 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from lmdb_builders.schema import RecordSpec, SchemaError
+from lmdb_builders.schema import RecordSpec, SchemaError, decode_fixed
 
 FACE_SCHEMA_VERSION = 1
 FACE_KIND = 0
@@ -60,14 +60,7 @@ def face_record_size(records: np.ndarray) -> int:
 
 
 def decode_face_records(buffers, size: int) -> np.ndarray:
-    dtype = face_dtype(size)
-    joined = b"".join(buffers)
-    if len(joined) != dtype.itemsize * len(buffers):
-        raise SchemaError(f"face records are not {dtype.itemsize} bytes long (size {size})")
-    recs = np.frombuffer(joined, dtype=dtype)
-    if len(recs) and not (recs["version"] == FACE_SCHEMA_VERSION).all():
-        raise SchemaError(f"face record version {int(recs['version'][0])}, this reader reads {FACE_SCHEMA_VERSION}")
-    return recs
+    return decode_fixed(buffers, face_dtype(size), FACE_SCHEMA_VERSION, "face record")
 
 
 FACES = RecordSpec("face", FACE_SCHEMA_VERSION, {FACE_KIND: "face"}, face_record_size, decode_face_records)

@@ -175,17 +175,22 @@ def peek_size(buf: bytes) -> int:
     return int.from_bytes(buf[2:4], "little")
 
 
-def decode_records(buffers, size: int) -> np.ndarray:
-    """Decode raw records of one image size into a structured array, checking version and length."""
-    dtype = record_dtype(size)
+def decode_fixed(buffers, dtype: np.dtype, version: int, what: str = "record") -> np.ndarray:
+    """Raw records of one fixed-size ``dtype`` (one image size) as a structured array: each must be
+    ``dtype.itemsize`` bytes long and carry ``version`` (``what`` names them in the refusal)."""
     joined = b"".join(buffers)
     if len(joined) != dtype.itemsize * len(buffers):
-        raise SchemaError(f"records are not {dtype.itemsize} bytes long (size {size})")
+        raise SchemaError(f"{what}s are not {dtype.itemsize} bytes long (size {dtype['image'].shape[0]})")
     recs = np.frombuffer(joined, dtype=dtype)
-    if len(recs) and not (recs["version"] == SCHEMA_VERSION).all():
-        bad = int(recs["version"][recs["version"] != SCHEMA_VERSION][0])
-        raise SchemaError(f"record schema version {bad}, this reader reads version {SCHEMA_VERSION}")
+    if len(recs) and not (recs["version"] == version).all():
+        bad = int(recs["version"][recs["version"] != version][0])
+        raise SchemaError(f"{what} schema version {bad}, this reader reads version {version}")
     return recs
+
+
+def decode_records(buffers, size: int) -> np.ndarray:
+    """Decode raw records of one image size into a structured array, checking version and length."""
+    return decode_fixed(buffers, record_dtype(size), SCHEMA_VERSION)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from annotations.wider import parse_wider_text
 from conftest import SHARED_DATA
 from lmdb_builders.faces import FACES, decode_face_records, make_face_records
 from lmdb_builders.identity import IdentityBatchSampler, split_identities
+from lmdb_builders.schema import SchemaError
 
 PEOPLE = "2\n2\nAnn\t2\nBob\t1\n1\nCid\t3\n"
 PAIRS = "2\t1\nAnn\t1\t2\nAnn\t1\tBob\t1\nCid\t1\t3\nCid\t2\tAnn\t2\n"
@@ -118,6 +119,12 @@ def test_face_records_round_trip():
     back = decode_face_records([r.tobytes() for r in recs], 16)
     assert back["identity"].tolist() == [3, 7] and np.array_equal(back["image"], crops)
     assert FACES.size_of(recs) == 16 and FACES.kind_names == {0: "face"}
+    item = recs.dtype.itemsize
+    with pytest.raises(SchemaError, match=rf"^face records are not {item} bytes long \(size 16\)$"):
+        decode_face_records([recs[0].tobytes(), recs[1].tobytes()[:-1]], 16)
+    stale = bytes([9]) + recs[1].tobytes()[1:]  # the second record of another version: the one named
+    with pytest.raises(SchemaError, match=r"^face record schema version 9, this reader reads version 1$"):
+        decode_face_records([recs[0].tobytes(), stale], 16)
 
 
 @pytest.mark.slow

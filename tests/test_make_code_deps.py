@@ -60,34 +60,30 @@ def built_copy(tmp_path_factory):
     return copy, make, args
 
 
+def assert_an_edit_remakes(built_copy, target: str, name: str) -> None:
+    """``target`` is up to date in the built copy, wanted again once the file ``name`` (relative to
+    the copy) is edited, and up to date again once it is restored."""
+    copy, make, args = built_copy
+    assert make("-C", copy, "-q", target, *args).returncode == 0, target
+    path = copy / name
+    text = path.read_text()
+    path.write_text(text + "# an edit\n")
+    try:
+        assert make("-C", copy, "-q", target, *args).returncode == 1, f"{target} missed an edit of {name}"
+    finally:
+        path.write_text(text)
+    assert make("-C", copy, "-q", target, *args).returncode == 0
+
+
 @pytest.mark.parametrize("stage", sorted(TARGETS))
 def test_an_edit_deep_in_a_stages_imports_remakes_it(built_copy, stage):
-    copy, make, args = built_copy
-    target = TARGETS[stage]
-    assert make("-C", copy, "-q", target, *args).returncode == 0, target
-    deep = copy / deep_file(stage)
-    text = deep.read_text()
-    deep.write_text(text + "# an edit\n")
-    try:
-        assert make("-C", copy, "-q", target, *args).returncode == 1, f"{target} missed an edit of {deep_file(stage)}"
-    finally:
-        deep.write_text(text)
-    assert make("-C", copy, "-q", target, *args).returncode == 0
+    assert_an_edit_remakes(built_copy, TARGETS[stage], deep_file(stage))
 
 
 @pytest.mark.parametrize("recipe, target", [("data-pnet", "pnet-data"), ("data-rnet", "rnet-data"),
                                             ("pnet", "train-pnet"), ("embedder", "train-embed")])
 def test_an_edit_of_a_recipe_file_remakes_what_it_made(built_copy, recipe, target):
-    copy, make, args = built_copy
-    assert make("-C", copy, "-q", target, *args).returncode == 0, target
-    path = copy / "configs" / f"{recipe}.toml"
-    text = path.read_text()
-    path.write_text(text + "# an edit\n")
-    try:
-        assert make("-C", copy, "-q", target, *args).returncode == 1, f"{target} missed an edit of {path.name}"
-    finally:
-        path.write_text(text)
-    assert make("-C", copy, "-q", target, *args).returncode == 0
+    assert_an_edit_remakes(built_copy, target, f"configs/{recipe}.toml")
 
 
 def test_the_data_builds_digest_the_files_make_watches():

@@ -161,13 +161,6 @@ def test_paths_and_lists_reach_their_command_as_one_argument(make, tmp_path, kin
             assert any(value in a for a in arguments), f"{target}: {var}={value!r} did not arrive as one argument"
 
 
-def test_a_make_function_in_a_value_is_text_on_the_command_line_and_in_the_environment(make, tmp_path):
-    canary = tmp_path / "pwned"
-    base = data_tree(tmp_path / "data")
-    flags = f"--epochs=$(shell touch {canary})"
-    done = make("cv-lfw", *assign(base), f"OUT={tmp_path / 'o'}", "CV_FOLDS=1", f"EMBED_FLAGS={flags}")
-    assert done.returncode == 0, done.stderr
-    done = make("-n", "pnet-data", *assign(base), env_extra={"OUT": f"{tmp_path}/$(shell touch {canary})"})
 def test_identity_roots_reach_prepare_identities_each_as_one_argument(make, tmp_path):
     """IDENTITIES is a list: LFW's root and an outside set's, each its own argument after --images."""
     canary = tmp_path / "pwned"
@@ -188,6 +181,13 @@ def test_identity_roots_reach_prepare_identities_each_as_one_argument(make, tmp_
         assert call[start : start + 3] == [*roots, "--out"], target
 
 
+def test_a_make_function_in_a_value_is_text_on_the_command_line_and_in_the_environment(make, tmp_path):
+    canary = tmp_path / "pwned"
+    base = data_tree(tmp_path / "data")
+    flags = f"--epochs=$(shell touch {canary})"
+    done = make("cv-lfw", *assign(base), f"OUT={tmp_path / 'o'}", "CV_FOLDS=1", f"EMBED_FLAGS={flags}")
+    assert done.returncode == 0, done.stderr
+    done = make("-n", "pnet-data", *assign(base), env_extra={"OUT": f"{tmp_path}/$(shell touch {canary})"})
     assert not canary.exists()
     embed = [call for call in make.calls() if call[0] == "trainers.embed"]
     assert embed and embed[0][-3:] == ["--epochs=$(shell", "touch", f"{canary})"]
