@@ -18,13 +18,14 @@ import tempfile
 from pathlib import Path
 
 
-def _current_umask() -> int:
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back: there is no other way)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-_UMASK = _current_umask()
+_UMASK = current_umask()
 
 
 class _OneLineOSError(OSError):

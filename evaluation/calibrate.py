@@ -65,6 +65,7 @@ from pathlib import Path
 
 import numpy as np
 
+from annotations.identities import identity_of
 from annotations.lfw import fold_people, parse_people
 from core.atomic import atomic_write_json
 from core.lock import folder_lock
@@ -240,14 +241,9 @@ def pool(parts: list[Distances]) -> Distances:
                      np.concatenate([p.same for p in parts]), np.concatenate([p.dist for p in parts]))
 
 
-def person(image: str) -> str:
-    """The person of an LFW image path ``<name>/<name>_NNNN.jpg``: its folder."""
-    return Path(image).parent.name
-
-
 def keep_pairs(pairs: Distances, leave_out: set[str]) -> tuple[Distances, int]:
     """The pairs naming no person of ``leave_out``, and how many were left out."""
-    keep = np.array([person(a) not in leave_out and person(b) not in leave_out
+    keep = np.array([identity_of(a) not in leave_out and identity_of(b) not in leave_out
                      for a, b in zip(pairs.first, pairs.second)], bool)
     kept = Distances([f for f, k in zip(pairs.first, keep) if k], [s for s, k in zip(pairs.second, keep) if k],
                      pairs.same[keep], pairs.dist[keep])
@@ -340,7 +336,7 @@ def main(cfg: CalibrateConfig) -> dict:
         left_out = {"fold": fold, "people": str(cfg.people), "pairs": dropped,
                     "why": "given" if cfg.leave_out_fold else "the fold the embedder's training record left out"}
     learnt = set(record.get("people") or [])
-    of_learnt = sum(person(a) in learnt or person(b) in learnt for a, b in zip(pairs.first, pairs.second))
+    of_learnt = sum(identity_of(a) in learnt or identity_of(b) in learnt for a, b in zip(pairs.first, pairs.second))
 
     if cfg.best_accuracy:
         choice = threshold_best_accuracy(pairs.dist, pairs.same, pairs.failed)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from annotations.celeba import parse_identity_list
 from annotations.identities import IMAGE_SUFFIXES
-from core.atomic import _current_umask, atomic_write_json
+from core.atomic import current_umask, atomic_write_json
 from core.outputs import OutputError, check_output_apart, file_sha256, json_holding
 from core.stage import stage_cli
 
@@ -81,7 +81,7 @@ def main(cfg: IdentityLinksConfig) -> dict:
                   "listed": len(listed), "linked": len(linked), "identities": len({listed[n] for n in linked}),
                   "listed_absent": len(listed) - len(linked), "unlisted": len(unlisted), "unlisted_first": unlisted[:10]}
         atomic_write_json(building / LINKS_NAME, record)
-        os.chmod(building, 0o777 & ~_current_umask())  # mkdtemp's 0700 is for a name nobody else uses
+        os.chmod(building, 0o777 & ~current_umask())  # mkdtemp's 0700 is for a name nobody else uses
         if out.exists():
             shutil.rmtree(out)  # links and links.json only (checked above); rmtree never follows a link
         building.rename(out)

@@ -52,7 +52,7 @@ from detector.align import INDEX_NAME, AlignConfig, list_images, read_index
 from detector.align import main as align_main
 from recognition.embedder import embed, load_embedder
 from recognition.inputs import FaceCrops
-from recognition.threshold import is_calibrated, resolve_threshold
+from recognition.threshold import check_threshold, is_calibrated, resolve_threshold
 
 PROG = "python -m recognition.cluster"
 METHODS = ("agglomerative", "chinese-whispers", "hdbscan")
@@ -114,9 +114,7 @@ class ClusterConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"--method must be one of {METHODS}, got {self.method!r}")
-        if not 0 < self.threshold < 4:
-            raise ValueError(f"--threshold must be in (0, 4), the range of squared distances of unit vectors, "
-                             f"got {self.threshold}")
+        check_threshold(self.threshold, "--threshold")
         if self.min_size < 1 or self.min_cluster_size < 2 or self.iterations < 1:
             raise ValueError("--min-size must be >= 1, --min-cluster-size >= 2, --iterations >= 1")
         if self.sheet_faces < 1 or self.sheet_columns < 1:

@@ -47,7 +47,7 @@ from detector.align import IMAGE_SUFFIXES, AlignConfig, align_image, list_images
 from detector.cascade import Detections, load_detector
 from recognition.embedder import embed, load_embedder
 from recognition.inputs import FaceCrops
-from recognition.threshold import check_threshold, resolve_threshold, threshold_lines  # noqa: F401 (resolve_threshold: as before)
+from recognition.threshold import check_threshold, threshold_lines
 from recognition.enroll import embedder_input
 from recognition.gallery import (Gallery, GalleryError, detector_fingerprint, embedder_fingerprint,
                                  fingerprint_problem, gallery_path, load_gallery)

@@ -29,9 +29,10 @@ from recognition.enroll import EnrollConfig
 from recognition.enroll import cli as enroll_cli
 from recognition.enroll import main as enroll_main
 from recognition.gallery import GALLERY_FILE, Gallery, load_gallery, save_gallery
-from recognition.identify import IdentifyConfig, name_faces, resolve_threshold
+from recognition.identify import IdentifyConfig, name_faces
 from recognition.identify import cli as identify_cli
 from recognition.identify import main as identify_main
+from recognition.threshold import resolve_threshold
 
 # People the shipped embedder tells apart on the demo's blurry 25 px faces (the others it confuses:
 # the set shows the stages working, not the embedder's accuracy).
