@@ -7,7 +7,7 @@
   mismatched pairs ``name1  i  name2  j``; ``pairsDevTrain.txt`` / ``pairsDevTest.txt``: ``n``,
   then one such fold. ``parse_pairs`` reads both.
 
-The pairs are ``annotations.pairs_csv.Pair`` records, as a pairs CSV's are (one scoring stage,
+The pairs are ``annotations.pair.Pair`` records, as a pairs CSV's are (one scoring stage,
 ``evaluation.pairs``, serves both; ``python -m annotations.pairs_csv`` converts a pairs file to
 CSV). Image ``i`` of a person is ``<name>/<name>_<i as 4 digits>.jpg`` (``image_path``). Malformed
 lines, a person named twice and a pair listed twice are ``AnnotationError`` (``path:line:``).
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from annotations.errors import AnnotationError, check_unique, numbered_lines
-from annotations.pairs_csv import Pair  # the one pair record: a pairs CSV gives it too
+from annotations.pair import Pair  # the one pair record: a pairs CSV gives it too
 
 
 def image_path(name: str, index: int) -> str:

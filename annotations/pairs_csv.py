@@ -17,7 +17,7 @@ Blank lines are skipped; fields are stripped of surrounding spaces; CSV quoting 
 lines, as is a pair of an image with itself: either would weigh in the figures as no benchmark
 means it to. Every refusal is one ``AnnotationError`` line, ``path:line: ...``.
 
-``Pair`` is the one pair record of the project: ``annotations.lfw.parse_pairs`` gives it too, so
+``annotations.pair.Pair`` is the record read, as ``annotations.lfw.parse_pairs`` gives it, so
 one scoring stage serves LFW and any CSV. The converter writes LFW's folds as the fold column when
 the file has several (View 2's ``pairs.txt``), and no fold column for a one-fold View 1 file.
 """
@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from annotations.errors import AnnotationError, numbered_lines
+from annotations.lfw import parse_pairs
+from annotations.pair import Pair
 from core.atomic import atomic_write_text
 from core.outputs import real_path
 from core.stage import stage_cli
@@ -41,18 +43,6 @@ from core.stage import stage_cli
 COLUMNS = ("first", "second", "same")
 FOLD_COLUMN = "fold"
 SAME_VALUES = {"1": True, "0": False, "true": True, "false": False}
-
-
-@dataclass(frozen=True)
-class Pair:
-    fold: int | None
-    """0-based fold; None where the pairs file gives none (a CSV without a fold column)."""
-    first: str
-    """Image path of the first face, relative to the images folder."""
-    second: str
-    same: bool
-    line: int
-    """The pair's line in its file (1-based), for messages."""
 
 
 def _fields(path, line: int, text: str) -> list[str]:
@@ -170,8 +160,6 @@ class PairsCsvConfig:
 
 
 def main(cfg: PairsCsvConfig) -> list[Pair]:
-    from annotations.lfw import parse_pairs  # annotations.lfw imports Pair from here
-
     if real_path(cfg.out) == real_path(cfg.lfw):
         raise ValueError(f"--out {cfg.out} is the pairs file --lfw: it would be replaced; write the CSV elsewhere")
     pairs = parse_pairs(cfg.lfw)

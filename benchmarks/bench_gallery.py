@@ -121,7 +121,7 @@ def bench_identify(faces: int, size: int, threads: int) -> None:
                              threads=threads, progress=False)
         embedder = load_embedder(cfg.embedder)
         meta = {"embedder": embedder_fingerprint(embedder),
-                "detector": detector_fingerprint(cfg.weights, cfg.align_config(), cfg.flip)}
+                "detector": detector_fingerprint(cfg.crops.weights, cfg.align_config(), cfg.flip)}
         rng = np.random.default_rng(1)
         save_gallery(Path(tmp) / "gallery" / "gallery.npz",
                      Gallery(unit_vectors(size, rng), [f"p{i // PER_PERSON:05d}" for i in range(size)],
@@ -131,7 +131,7 @@ def bench_identify(faces: int, size: int, threads: int) -> None:
         summary = main(cfg)
         whole = time.perf_counter() - start
         # Its parts, on models already loaded.
-        detector, gallery = load_detector(cfg.weights, cfg.detector), load_gallery(cfg.gallery)
+        detector, gallery = load_detector(cfg.crops.weights, cfg.crops.detector), load_gallery(cfg.gallery)
         t0 = time.perf_counter()
         gallery = load_gallery(cfg.gallery)
         t1 = time.perf_counter()

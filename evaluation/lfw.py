@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from annotations.lfw import Pair, parse_pairs
+from annotations.lfw import parse_pairs
+from annotations.pair import Pair
 from core.stage import stage_cli
 from evaluation.pairs import UNKNOWN_TRAINING, PairScoring, ScoredPairs, check_inputs_apart, score_pairs
 from evaluation.pairs import score, training_summary  # noqa: F401  (imported from here by evaluation.ident and tests)

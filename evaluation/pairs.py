@@ -41,7 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from annotations.errors import AnnotationError
-from annotations.pairs_csv import Pair, read_pairs_csv
+from annotations.pair import Pair
+from annotations.pairs_csv import read_pairs_csv
 from core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from core.imageio import read_image_rgb
 from core.lock import folder_lock

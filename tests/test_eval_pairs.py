@@ -18,7 +18,8 @@ import torch
 
 from annotations.errors import AnnotationError
 from annotations.lfw import parse_pairs
-from annotations.pairs_csv import Pair, PairsCsvConfig, read_pairs_csv
+from annotations.pair import Pair
+from annotations.pairs_csv import PairsCsvConfig, read_pairs_csv
 from annotations.pairs_csv import cli as pairs_csv_cli
 from annotations.pairs_csv import main as pairs_csv_main
 from child_env import REPO, child_env
