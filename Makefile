@@ -43,7 +43,7 @@ esc = $(subst $$,$$$$,$(1))
 # or a rule that means something else. Quotes, `&`, `$`, backquotes and brackets are fine: every
 # value reaches its command as one argument (q above).
 PATH_VARS := DATA WIDER WIDER_TXT WIDER_IMAGES LANDMARKS OUT VENV VAL_TXT VAL_IMAGES WEIGHTS_DIR GT PRED IMG DETECT_OUT \
-	EXPORT_OUT ALIGN_OUT LM_OUT LANDMARK_LIST STAGE_OUT DEMO LFW LFW_IMAGES PEOPLE PAIRS ONLY_PEOPLE RECOG_OUT \
+	EXPORT_OUT ALIGN_OUT LM_OUT LANDMARK_LIST STAGE_OUT DEMO LFW LFW_IMAGES PEOPLE ONLY_PEOPLE RECOG_OUT \
 	RECOG_ALIGNED RECOG_BUILD EMBED_OUT EMBEDDER LFW_OUT CV_OUT WEIGHTS_PATH GALLERY GALLERY_OUT IDENTIFY_OUT
 PATH_VARS += PAIRS_CSV IMAGES_ROOT EVAL_PAIRS_OUT PAIRS_CSV_OUT
 PATH_VARS += IDENT_OUT CLUSTER_OUT
@@ -64,8 +64,9 @@ $(foreach v,FOLD CV_FOLDS,$(foreach k,$(value $(v)),$(if $(call not_digits,$(k))
 WEIGHTS_PATH = $(patsubst original:%,%,$(filter-out shipped,$(WEIGHTS)))
 $(foreach v,$(PATH_VARS),$(if $(filter command line environment environment override,$(origin $(if $(filter \
 	WEIGHTS_PATH,$(v)),WEIGHTS,$(v)))),$(call check_path,$(v))))
-# IDENTITIES is a list of paths (identity roots, spaces between them): each path is checked so.
-PATH_LIST_VARS := IDENTITIES
+# IDENTITIES is a list of paths (identity roots, spaces between them), and so is PAIRS for pairs-csv
+# (View 1's two files joined): each path is checked so.
+PATH_LIST_VARS := IDENTITIES PAIRS
 $(foreach v,$(PATH_LIST_VARS),$(if $(filter command line environment environment override,$(origin $(v))),$(foreach \
 	w,$($(v)),$(foreach c,$(MAKE_SYNTAX),$(if $(findstring $(c),$(w)),$(error $(v)="$($(v))" holds '$(c)' (in $(w)), \
 	which make cannot have in a file name: use a path without it (a symbolic link to it works)))))))
@@ -445,12 +446,17 @@ $(EVAL_PAIRS_OUT)/results.json: $(EVAL_PAIRS_OUT)/.make-settings $(PAIRS_CSV) $(
 	$(stamp)
 STAMPED += $(EVAL_PAIRS_OUT)/results.json
 
-# pairs-csv: LFW's PAIRS= (pairs.txt, or View 1's pairsDevTrain.txt / pairsDevTest.txt) as a pairs CSV for eval-pairs
-PAIRS_CSV_OUT ?= $(OUT)/pairs-csv/$(basename $(notdir $(PAIRS))).csv
-pairs-csv: $(PAIRS_CSV_OUT) ## LFW's PAIRS= as a pairs CSV (first,second,same[,fold]) -> PAIRS_CSV_OUT=
+# pairs-csv: LFW's PAIRS= (pairs.txt, or View 1's pairsDevTrain.txt and/or pairsDevTest.txt, joined) as a pairs CSV
+# for eval-pairs and calibrate; named after the files, joined by +
+PAIRS_CSV_OUT ?= $(OUT)/pairs-csv/$(subst $() ,+,$(strip $(basename $(notdir $(PAIRS))))).csv
+pairs-csv: $(PAIRS_CSV_OUT) ## LFW's PAIRS= (one file, or View 1's two joined) as a pairs CSV (first,second,same[,fold]) -> PAIRS_CSV_OUT=
 
+# Every other reader of PAIRS (eval-lfw, cv-lfw, calibrate, eval-ident's people) takes one file.
+$(if $(and $(word 2,$(PAIRS)),$(filter-out pairs-csv $(PAIRS_CSV_OUT) help,$(or $(MAKECMDGOALS),all))),$(error \
+	PAIRS="$(PAIRS)" names several files, which only pairs-csv joins (make pairs-csv PAIRS="$(PAIRS)", then \
+	PAIRS_CSV=$(PAIRS_CSV_OUT) IMAGES_ROOT=<images>)))
 $(PAIRS_CSV_OUT): $(PAIRS) $(CODE_annotations.pairs_csv) | $(VENV_STAMP)
-	$(RUN) annotations.pairs_csv --lfw $(call q,$(PAIRS)) --out $(call q,$@)
+	$(RUN) annotations.pairs_csv --lfw $(call qw,$(PAIRS)) --out $(call q,$@)
 	$(stamp)
 STAMPED += $(PAIRS_CSV_OUT)
 
@@ -578,7 +584,7 @@ STAMPED += $(CLUSTER_OUT)/summary.json
 # identify and cluster then use by default (EMBEDDER=$(CALIBRATE_OUT)); never weights/ (that takes
 # python -m evaluation.calibrate --overwrite-shipped, docs/pipeline.md)
 CALIBRATE_PAIRS = $(or $(PAIRS_CSV),$(PAIRS))
-CALIBRATE_OUT ?= $(OUT)/calibrate/$(subst /,_,$(EMBEDDER))-$(basename $(notdir $(CALIBRATE_PAIRS)))
+CALIBRATE_OUT ?= $(OUT)/calibrate/$(subst /,_,$(EMBEDDER))-$(subst $() ,+,$(strip $(basename $(notdir $(CALIBRATE_PAIRS)))))
 CALIBRATE_FAR ?= 0.01
 CALIBRATE_FLAGS ?=
 CALIBRATE_SCORES = $(CALIBRATE_OUT)-scores

@@ -1,6 +1,7 @@
 """Any verification benchmark as one CSV of pairs, and LFW's pairs files converted to it.
 
     python -m annotations.pairs_csv --lfw pairs.txt --out pairs.csv    # also View 1's pairsDevTest.txt
+    python -m annotations.pairs_csv --lfw pairsDevTrain.txt pairsDevTest.txt --out view1.csv    # View 1 joined
 
 The CSV (``make eval-pairs PAIRS_CSV=...``) has a header naming its columns, in any order:
 
@@ -153,19 +154,41 @@ def pairs_csv_text(pairs: list[Pair]) -> str:
 
 @dataclass(frozen=True)
 class PairsCsvConfig:
-    lfw: str
-    """An LFW pairs file: View 2's pairs.txt (ten folds) or View 1's pairsDevTrain.txt / pairsDevTest.txt (one)."""
+    lfw: tuple[str, ...]
+    """LFW pairs files: View 2's pairs.txt (ten folds, alone), or View 1's one-fold pairsDevTrain.txt and/or
+    pairsDevTest.txt, joined in the order given."""
     out: str
     """The pairs CSV to write (first,second,same[,fold]; paths relative to LFW's images folder)."""
 
 
+def join_pairs(paths) -> list[Pair]:
+    """The pairs of LFW pairs files, in order. Only one-fold files (View 1's) are joined: several
+    folds would each need renumbering across files. A pair given twice, in two files or in either
+    order, is an ``AnnotationError`` naming both lines, as ``read_pairs_csv`` would refuse it."""
+    joined, seen = [], {}
+    for path in paths:
+        pairs = parse_pairs(path)
+        if len(paths) > 1 and len({p.fold for p in pairs}) > 1:
+            raise AnnotationError(path, 1, f"holds {len({p.fold for p in pairs})} folds (View 2's pairs.txt); only "
+                                           f"one-fold files (View 1's) are joined: convert it alone")
+        for pair in pairs:
+            key = frozenset((pair.first, pair.second))
+            if key in seen:
+                raise AnnotationError(path, pair.line, f"the pair of {seen[key]} again ({pair.first}, {pair.second})")
+            seen[key] = f"{path}:{pair.line}"
+        joined += pairs
+    return joined
+
+
 def main(cfg: PairsCsvConfig) -> list[Pair]:
-    if real_path(cfg.out) == real_path(cfg.lfw):
-        raise ValueError(f"--out {cfg.out} is the pairs file --lfw: it would be replaced; write the CSV elsewhere")
-    pairs = parse_pairs(cfg.lfw)
+    for path in cfg.lfw:
+        if real_path(cfg.out) == real_path(path):
+            raise ValueError(f"--out {cfg.out} is the pairs file {path} of --lfw: it would be replaced; write the CSV "
+                             f"elsewhere")
+    pairs = join_pairs(cfg.lfw)
     atomic_write_text(cfg.out, pairs_csv_text(pairs))
     folds = len({p.fold for p in pairs})
-    print(f"{cfg.lfw}: {len(pairs)} pairs ({sum(p.same for p in pairs)} matched), "
+    print(f"{' + '.join(cfg.lfw)}: {len(pairs)} pairs ({sum(p.same for p in pairs)} matched), "
           f"{f'{folds} folds' if folds > 1 else 'no fold column (one fold)'} -> {cfg.out}")
     return pairs
 

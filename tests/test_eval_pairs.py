@@ -136,7 +136,7 @@ def test_seeded_folds_are_fixed_by_the_seed():
 
 def test_lfw_pairs_convert_to_a_csv_that_reads_back_as_the_same_pairs(people, tmp_path, capsys):
     out = tmp_path / "pairs.csv"
-    pairs = pairs_csv_main(PairsCsvConfig(lfw=str(people / "pairs.txt"), out=str(out)))
+    pairs = pairs_csv_main(PairsCsvConfig(lfw=(str(people / "pairs.txt"),), out=str(out)))
     first = "Demo_Person_00/Demo_Person_00_0001.jpg,Demo_Person_00/Demo_Person_00_0002.jpg,1,1"
     assert out.read_text().splitlines()[:2] == ["first,second,same,fold", first]
     strip = [(p.fold, p.first, p.second, p.same) for p in pairs]
@@ -144,17 +144,39 @@ def test_lfw_pairs_convert_to_a_csv_that_reads_back_as_the_same_pairs(people, tm
     assert "48 pairs (24 matched), 2 folds ->" in capsys.readouterr().out
     # View 1's files hold one fold: no fold column (one fold is no k-fold), eval-pairs makes ten
     view1 = _csv(tmp_path, "2\nA\t1\t2\nB\t1\t3\nA\t1\tB\t2\nA\t2\tB\t1\n", "pairsDevTest.txt")
-    pairs_csv_main(PairsCsvConfig(lfw=str(view1), out=str(tmp_path / "dev.csv")))
+    pairs_csv_main(PairsCsvConfig(lfw=(str(view1),), out=str(tmp_path / "dev.csv")))
     assert (tmp_path / "dev.csv").read_text().splitlines() == [
         "first,second,same", "A/A_0001.jpg,A/A_0002.jpg,1", "B/B_0001.jpg,B/B_0003.jpg,1", "A/A_0001.jpg,B/B_0002.jpg,0",
         "A/A_0002.jpg,B/B_0001.jpg,0"]
     assert pairs_csv_cli(["--lfw", str(view1), "--out", str(view1)]) == 2
     assert capsys.readouterr().err.strip() == (f"python -m annotations.pairs_csv: error: --out {view1} is the pairs "
-                                               f"file --lfw: it would be replaced; write the CSV elsewhere")
+                                               f"file {view1} of --lfw: it would be replaced; write the CSV elsewhere")
     assert view1.read_text().startswith("2\n")
     bad = _csv(tmp_path, "1\nA\t1\n", "bad.txt")
     assert pairs_csv_cli(["--lfw", str(bad), "--out", str(tmp_path / "bad.csv")]) == 2
     assert capsys.readouterr().err.startswith(f"python -m annotations.pairs_csv: error: {bad}:1: declares 1 fold(s)")
+    assert not (tmp_path / "bad.csv").exists()
+
+
+def test_view1s_two_files_join_into_one_csv_and_a_pair_in_both_is_refused(tmp_path, capsys):
+    train = _csv(tmp_path, "2\nA\t1\t2\nB\t1\t3\nA\t1\tB\t2\nA\t2\tB\t1\n", "pairsDevTrain.txt")
+    test = _csv(tmp_path, "1\nC\t1\t2\nC\t1\tD\t1\n", "pairsDevTest.txt")
+    joined = pairs_csv_main(PairsCsvConfig(lfw=(str(train), str(test)), out=str(tmp_path / "v1.csv")))
+    assert [(p.first, p.line) for p in joined] == [("A/A_0001.jpg", 2), ("B/B_0001.jpg", 3), ("A/A_0001.jpg", 4),
+                                                   ("A/A_0002.jpg", 5), ("C/C_0001.jpg", 2), ("C/C_0001.jpg", 3)]
+    assert (tmp_path / "v1.csv").read_text().splitlines()[0] == "first,second,same"  # one fold: no fold column
+    assert [(p.first, p.second, p.same) for p in read_pairs_csv(tmp_path / "v1.csv")] == \
+        [(p.first, p.second, p.same) for p in joined]
+    assert f"{train} + {test}: 6 pairs (3 matched), no fold column (one fold) ->" in capsys.readouterr().out
+    again = _csv(tmp_path, "1\nE\t1\t2\nB\t2\tA\t1\n", "again.txt")  # DevTrain's line 4, the other way round
+    assert pairs_csv_cli(["--lfw", str(train), str(again), "--out", str(tmp_path / "bad.csv")]) == 2
+    assert capsys.readouterr().err.strip() == (f"python -m annotations.pairs_csv: error: {again}:3: the pair of "
+                                               f"{train}:4 again (B/B_0002.jpg, A/A_0001.jpg)")
+    view2 = _csv(tmp_path, "2\t1\nA\t1\t2\nA\t1\tB\t1\nC\t1\t2\nC\t1\tD\t1\n", "pairs.txt")
+    assert pairs_csv_cli(["--lfw", str(test), str(view2), "--out", str(tmp_path / "bad.csv")]) == 2
+    assert capsys.readouterr().err.strip() == (f"python -m annotations.pairs_csv: error: {view2}:1: holds 2 folds "
+                                               f"(View 2's pairs.txt); only one-fold files (View 1's) are joined: "
+                                               f"convert it alone")
     assert not (tmp_path / "bad.csv").exists()
 
 
@@ -179,7 +201,7 @@ def test_lfw_pairs_as_csv_score_exactly_as_eval_lfw_scores_them(people, stranger
     lfw = lfw_main(LfwEvalConfig(images=str(people / "images"), pairs=str(people / "pairs.txt"),
                                  out=str(tmp_path / "lfw"), embedder=str(stranger), aligned=aligned, progress=False))
     converted = tmp_path / "demo.csv"
-    pairs_csv_main(PairsCsvConfig(lfw=str(people / "pairs.txt"), out=str(converted)))
+    pairs_csv_main(PairsCsvConfig(lfw=(str(people / "pairs.txt"),), out=str(converted)))
     generic = main(PairsEvalConfig(images=str(people / "images"), pairs=str(converted), out=str(tmp_path / "pairs"),
                                    embedder=str(stranger), aligned=aligned, progress=False))
     assert lfw["pairs"] == 48 and lfw["protocol"] == generic["protocol"] == "the pairs file's folds"
@@ -247,7 +269,17 @@ def test_make_eval_pairs_runs_the_stage_and_asks_for_its_inputs(make_dry_run, tm
             "--aligned build/recog/aligned --seed 0 ") in commands
     commands = make_dry_run("pairs-csv", "PAIRS=/lfw/pairsDevTest.txt", "-o", "/lfw/pairsDevTest.txt")
     assert "annotations.pairs_csv --lfw /lfw/pairsDevTest.txt --out build/pairs-csv/pairsDevTest.csv" in commands
+    view1 = ("PAIRS=/lfw/pairsDevTrain.txt /lfw/pairsDevTest.txt", "-o", "/lfw/pairsDevTrain.txt", "-o",
+             "/lfw/pairsDevTest.txt")
+    assert ("annotations.pairs_csv --lfw /lfw/pairsDevTrain.txt /lfw/pairsDevTest.txt --out "
+            "build/pairs-csv/pairsDevTrain+pairsDevTest.csv") in make_dry_run("pairs-csv", *view1)
     make = Make(tmp_path)
+    for target in ("eval-lfw", "calibrate", "cv-lfw"):  # the readers of one LFW pairs file
+        done = make("-n", target, view1[0])
+        assert done.returncode == 2 and done.stderr.strip().endswith(
+            'PAIRS="/lfw/pairsDevTrain.txt /lfw/pairsDevTest.txt" names several files, which only pairs-csv joins (make '
+            'pairs-csv PAIRS="/lfw/pairsDevTrain.txt /lfw/pairsDevTest.txt", then PAIRS_CSV=build/pairs-csv/'
+            'pairsDevTrain+pairsDevTest.csv IMAGES_ROOT=<images>).  Stop.'), (target, done.stderr)
     done = make("eval-pairs", f"OUT={tmp_path / 'o'}")
     assert done.returncode == 2 and done.stderr.startswith("usage: make eval-pairs PAIRS_CSV=pairs.csv IMAGES_ROOT=")
     assert make.calls() == []
