@@ -10,7 +10,8 @@
 2. ``identify`` of one photo of ``--faces`` faces (skimage's LFW faces tiled, 120 px a cell) against
    a gallery of ``--identify-gallery`` rows (random vectors with the shipped embedder's and
    detector's fingerprints): the wall time of ``recognition.identify.main``, models loaded, outputs
-   written, and its parts.
+   written, and its parts; the cost of each further photo in one run; and ``python -m
+   recognition.identify`` as a fresh process (best of three), beside the import alone.
 
     python -m benchmarks.bench_gallery [--sizes 10000 100000 1000000] [--threads 2] [--faces 20]
 """
@@ -18,8 +19,11 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +105,13 @@ def group_photo(faces: int, seed: int = 0) -> np.ndarray:
     return photo
 
 
-def bench_identify(faces: int, size: int, threads: int) -> None:
+def wall(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def bench_identify(faces: int, size: int, threads: int, repeats: int = 3) -> None:
     import cv2
     import torch
 
@@ -130,6 +140,19 @@ def bench_identify(faces: int, size: int, threads: int) -> None:
         start = time.perf_counter()
         summary = main(cfg)
         whole = time.perf_counter() - start
+        # The cost of one more photo in a run (models and gallery loaded once per run): ten photos' run
+        # against one photo's, per extra photo.
+        many = [photo_path.with_name(f"group{k}.jpg") for k in range(10)]
+        for path in many:
+            path.write_bytes(photo_path.read_bytes())
+        start = time.perf_counter()
+        main(replace(cfg, images=tuple(map(str, many)), out=str(Path(tmp) / "out10")))
+        per_photo = (time.perf_counter() - start - whole) / (len(many) - 1)
+        # What `make identify` on the one photo costs: a fresh process, whose import of torch is most of it.
+        command = [sys.executable, "-m", "recognition.identify", "--images", str(photo_path), "--gallery", cfg.gallery,
+                   "--out", str(Path(tmp) / "out-cli"), "--threads", str(threads), "--no-progress"]
+        process = min(wall(command) for _ in range(repeats))
+        imports = min(wall([sys.executable, "-c", "import recognition.identify"]) for _ in range(repeats))
         # Its parts, on models already loaded.
         detector, gallery = load_detector(cfg.crops.weights, cfg.crops.detector), load_gallery(cfg.gallery)
         t0 = time.perf_counter()
@@ -145,8 +168,11 @@ def bench_identify(faces: int, size: int, threads: int) -> None:
         t4 = time.perf_counter()
     print(f"identify: a {image.shape[1]}x{image.shape[0]} photo of {faces} faces ({summary['faces']} found) against "
           f"{size:,} gallery faces, {threads} threads: {whole:.2f} s for recognition.identify.main (models and gallery "
-          f"loaded, outputs written); parts: gallery load {t1 - t0:.3f} s, detect {t2 - t1:.3f} s, align + embed "
-          f"(mirror added) {t3 - t2:.3f} s, search {1000 * (t4 - t3):.1f} ms")
+          f"loaded, outputs written), {per_photo:.2f} s for each further photo of a run; parts: gallery load "
+          f"{t1 - t0:.3f} s, detect {t2 - t1:.3f} s, align + embed (mirror added) {t3 - t2:.3f} s, search "
+          f"{1000 * (t4 - t3):.1f} ms")
+    print(f"identify as a command (python -m recognition.identify, one photo, best of {repeats}): {process:.2f} s, of which "
+          f"{imports:.2f} s is starting Python and importing the stage (torch)")
 
 
 def main() -> None:

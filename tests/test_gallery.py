@@ -337,3 +337,14 @@ def test_make_enroll_and_identify_pass_the_variables(make_dry_run):
     lines = [" ".join(line.split()) for line in make_dry_run("identify", "IMAGES=a.jpg b/", "THRESHOLD=1.1").splitlines()]
     assert any("recognition.identify --images a.jpg b/ --gallery build/gallery/gallery.npz --out build/identify" in line
                and "--threshold 1.1" in line for line in lines)
+
+
+def test_the_gallery_benchmark_runs_and_prints_each_figure(capsys):
+    """make bench's gallery part on a small gallery, one repeat: it crashed once on a renamed setting."""
+    from benchmarks.bench_gallery import bench_identify, bench_search
+
+    bench_search([200], [5], None)
+    bench_identify(faces=3, size=200, threads=1, repeats=1)
+    out = capsys.readouterr().out
+    assert "identify: a 600x120 photo of 3 faces" in out and "for each further photo of a run" in out
+    assert "identify as a command (python -m recognition.identify, one photo, best of 1):" in out
