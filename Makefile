@@ -693,11 +693,15 @@ clean-demo: ## delete the demo's folder ($(DEMO))
 
 ##@ Checks
 # -- checks -----------------------------------------------------------------------------------
-test: $(VENV_STAMP) ## run the test suite (tests that need ../shared/data skip when it is absent)
-	$(PY) -m pytest -q
+# The suite in TEST_WORKERS processes (pytest-xdist), each test file whole in one of them (its module
+# fixtures built once); TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
+TEST_ARGS = $(if $(filter-out 0,$(TEST_WORKERS)),-n $(call q,$(TEST_WORKERS)) --dist loadfile)
+test: $(VENV_STAMP) ## run the test suite (tests that need ../shared/data skip when it is absent; TEST_WORKERS=2)
+	$(PY) -m pytest -q $(TEST_ARGS)
 
 test-fast: $(VENV_STAMP) ## the tests without those marked slow
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" $(TEST_ARGS)
 
 bench: $(VENV_STAMP) ## benchmarks: data stage time/RSS, LMDB read, training samples/s (nets, embedder), detector images/s, gallery search
 	$(RUN) benchmarks.bench_data --wider $(call q,$(WIDER)) --landmarks $(call q,$(LANDMARKS)) --workers $(call q,$(WORKERS)) \

@@ -26,7 +26,8 @@ TARGETS = {
     "evaluation.roc": "roc", "evaluation.wider_eval": "eval-wider", "evaluation.landmarks": "eval-landmarks",
     "evaluation.stage_recall": "stage-recall", "detector.export": "export", "prepare.identities": "recog-data",
     "trainers.embed": "train-embed", "evaluation.lfw": "eval-lfw", "evaluation.lfw_cv": "cv-lfw",
-    "recognition.export_embedder": "export-embedder",
+    "recognition.export_embedder": "export-embedder", "evaluation.pairs": "eval-pairs",
+    "annotations.pairs_csv": "pairs-csv", "evaluation.calibrate": "calibrate",
 }
 
 
@@ -53,7 +54,9 @@ def built_copy(tmp_path_factory):
         shutil.copy2(REPO / name, copy / name)
     make = Make(tmp)
     base = data_tree(tmp / "data")
-    args = [*assign(base), f"OUT={tmp / 'o'}", "FOLD=1", "CV_FOLDS=1", f"WEIGHTS={tmp / 'o' / 'weights'}"]
+    (tmp / "data" / "pairs.csv").write_text("x\n")
+    args = [*assign(base), f"OUT={tmp / 'o'}", "FOLD=1", "CV_FOLDS=1", f"WEIGHTS={tmp / 'o' / 'weights'}",
+            f"PAIRS_CSV={tmp / 'data' / 'pairs.csv'}", f"IMAGES_ROOT={base['LFW_IMAGES']}"]
     for target in dict.fromkeys(TARGETS.values()):
         done = make("-C", copy, target, *args)
         assert done.returncode == 0, f"{target}: {done.stderr}"
