@@ -17,7 +17,9 @@ Writes, per image, ``OUT/<stem>.json`` (each face's box, score, landmarks, ident
 best match and runner-up) and ``OUT/<stem>.jpg`` (the photo with boxes and names), and
 ``OUT/identify.csv`` with one row per face of every image (one row with empty face fields for an
 image without a face). An image without a face is counted, an unreadable one is counted and
-named in one line and has no output. A gallery of another embedder, detector or alignment, an
+named in one line and has no output. A run resumes: an image whose ``<stem>.json`` and ``<stem>.jpg``
+an earlier run wrote whole, for the same image bytes (SHA-256), gallery file, embedder, threshold and
+detector settings (the JSON's ``run``), is answered from them rather than detected again. A gallery of another embedder, detector or alignment, an
 empty gallery and a threshold outside (0, 4) are one line and exit code 2; ``OUT`` must be apart
 from the images, the gallery and the weights, and names taken by files this stage did not write are
 refused.
@@ -30,7 +32,7 @@ import io
 import json
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -41,7 +43,7 @@ from tqdm import tqdm
 from core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from core.imageio import ImageReadError, read_image_rgb
 from core.lock import folder_lock
-from core.outputs import check_names_free, check_output_apart, weights_folder
+from core.outputs import check_names_free, check_output_apart, file_sha256, weights_folder
 from core.stage import stage_cli
 from detector.align import IMAGE_SUFFIXES, AlignConfig, align_image, list_images
 from detector.cascade import Detections, load_detector
@@ -179,6 +181,29 @@ def csv_rows(image: str, faces: list[dict]) -> list[dict]:
              **{c: "" if f[c] is None else f[c] for c in CSV_COLUMNS[7:]}} for f in faces]
 
 
+def run_settings(cfg: IdentifyConfig, gallery_file: Path, embedder, threshold: float) -> dict:
+    """What decides an image's answer besides its bytes: an earlier run's <stem>.json with these
+    (and the image's SHA-256) is reused rather than redone."""
+    return {"gallery_sha256": file_sha256(gallery_file), "embedder_sha256": embedder_fingerprint(embedder)["sha256"],
+            "threshold": threshold, "flip": cfg.flip, "crops": asdict(cfg.crops)}
+
+
+def earlier_answer(out: Path, image_path: Path, image_sha256: str, settings: dict) -> list[dict] | None:
+    """The faces an earlier run of the same settings wrote for this image, both of its outputs
+    whole (each is written atomically, the JSON first), else None."""
+    json_path, jpg_path = out / f"{image_path.stem}.json", out / f"{image_path.stem}.jpg"
+    if not (jpg_path.is_file() and is_own_output(jpg_path) and json_path.is_file()):
+        return None
+    try:
+        doc = json.loads(json_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("stage") != STAGE or doc.get("image") != str(image_path) \
+            or doc.get("image_sha256") != image_sha256 or doc.get("run") != settings:
+        return None
+    return doc.get("faces")
+
+
 def main(cfg: IdentifyConfig) -> dict:
     """Identify the faces of ``cfg.images``; returns the summary. FileNotFoundError, ValueError
     (GalleryError, OutputError), FolderLockedError on bad input."""
@@ -203,15 +228,28 @@ def main(cfg: IdentifyConfig) -> dict:
         raise GalleryError(f"gallery {path} {problem}; identify with the gallery's (--embedder, --weights, --align, "
                            f"--image-size as enrolled) or enroll it again with these")
     threshold, source, lines = threshold_lines(cfg.threshold, embedder.record)
+    settings = json.loads(json.dumps(run_settings(cfg, path, embedder, threshold)))  # as a JSON file reads back
     print(f"{lines[0]}; gallery {path}: {len(gallery)} faces of {len(gallery.people)} people", *lines[1:], sep="\n",
           file=sys.stderr)
     counts: Counter = Counter()
-    rows: list[dict] = []
+    answers: dict[Path, list[dict]] = {}  # each image read, its faces
     with folder_lock(out, PROG):
         bar = tqdm(total=len(images), unit="img", disable=not cfg.progress, file=sys.stderr)
         for start in range(0, len(images), cfg.batch_images):
-            batch, pictures = [], []
+            batch, pictures, digests = [], [], {}
             for image_path in images[start : start + cfg.batch_images]:
+                try:
+                    digests[image_path] = file_sha256(image_path)
+                except OSError as err:
+                    counts["unreadable"] += 1
+                    tqdm.write(f"unreadable: {image_path}: {err.strerror or err}", file=sys.stderr)
+                    continue
+                found = earlier_answer(out, image_path, digests[image_path], settings)
+                if found is not None:
+                    counts.update({"images": 1, "reused": 1, "faces": len(found), "no face": not found,
+                                   "unknown": sum(f["identity"] == UNKNOWN for f in found)})
+                    answers[image_path] = found
+                    continue
                 try:
                     pictures.append(read_image_rgb(image_path))
                     batch.append(image_path)
@@ -229,22 +267,26 @@ def main(cfg: IdentifyConfig) -> dict:
                 counts["unknown"] += sum(f["identity"] == UNKNOWN for f in found)
                 counts["no face"] += not found
                 atomic_write_json(out / f"{image_path.stem}.json", {"stage": STAGE, "image": str(image_path),
-                                                                    "threshold": threshold, "faces": found})
+                                                                    "image_sha256": digests[image_path],
+                                                                    "threshold": threshold, "run": settings,
+                                                                    "faces": found})
                 ok, jpg = cv2.imencode(".jpg", draw_names(picture, found))
                 atomic_write_bytes(out / f"{image_path.stem}.jpg", _COM + jpg.tobytes()[2:])
-                rows += csv_rows(str(image_path), found)
+                answers[image_path] = found
             bar.update(len(images[start : start + cfg.batch_images]))
         bar.close()
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(row for p in images if p in answers for row in csv_rows(str(p), answers[p]))
         atomic_write_text(out / CSV_NAME, buf.getvalue())
     summary = {"images": len(images), "read": counts["images"], "unreadable": counts["unreadable"],
                "without_face": counts["no face"], "faces": counts["faces"], "unknown": counts["unknown"],
-               "threshold": threshold, "threshold_source": source}
+               "reused": counts["reused"], "threshold": threshold, "threshold_source": source}
+    reused = f", {counts['reused']} answered by an earlier run" if counts["reused"] else ""
     print(f"{summary['faces']} faces in {summary['read']} of {len(images)} images ({summary['unknown']} unknown, "
-          f"{summary['without_face']} images without a face, {summary['unreadable']} unreadable) -> {out / CSV_NAME}")
+          f"{summary['without_face']} images without a face, {summary['unreadable']} unreadable{reused}) -> "
+          f"{out / CSV_NAME}")
     return summary
 
 

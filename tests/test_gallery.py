@@ -14,6 +14,7 @@ import json
 import resource
 import shutil
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -116,6 +117,36 @@ def test_every_face_of_a_photo_is_named(photos, enrolled, tmp_path):
     assert sorted((f["box"][0] // 120, f["identity"]) for f in faces) == [(0, PEOPLE[0]), (1, PEOPLE[1]), (2, PEOPLE[2])]
 
 
+def test_identify_resumes_reusing_whole_answers_of_the_same_settings_only(photos, enrolled, tmp_path, monkeypatch):
+    from detector.cascade import Detector
+
+    held = tmp_path / "held"
+    shutil.copytree(photos[1], held)
+    cfg = IdentifyConfig(images=(str(held),), gallery=str(enrolled[0]), out=str(tmp_path / "id"), threads=1,
+                         progress=False)
+    first = identify_main(cfg)
+    csv_first = (tmp_path / "id" / "identify.csv").read_bytes()
+    assert first["reused"] == 0 and first["read"] == 6
+    detected: list[int] = []
+    real = Detector.detect_batch
+    monkeypatch.setattr(Detector, "detect_batch", lambda self, images: detected.append(len(images)) or real(self, images))
+    again = identify_main(cfg)  # everything answered before: no image detected, the same CSV
+    assert again["reused"] == 6 and detected in ([], [0]) and (tmp_path / "id" / "identify.csv").read_bytes() == csv_first
+    assert {k: v for k, v in again.items() if k != "reused"} == {k: v for k, v in first.items() if k != "reused"}
+    # a photo whose bytes changed, and one whose annotated JPEG is missing (a run killed between its two
+    # writes): those two are redone, the other four reused
+    shutil.copy(held / "Demo_Person_02_0005.jpg", held / "Demo_Person_01_0005.jpg")
+    (tmp_path / "id" / "Demo_Person_03_0005.jpg").unlink()
+    detected.clear()
+    third = identify_main(cfg)
+    assert third["reused"] == 4 and sum(detected) == 2
+    redone = json.loads((tmp_path / "id" / "Demo_Person_01_0005.json").read_text())
+    assert redone["faces"][0]["identity"] == "Demo_Person_02"
+    # another threshold answers differently: nothing reused
+    detected.clear()
+    assert identify_main(replace(cfg, threshold=0.5))["reused"] == 0 and sum(detected) == 6
+
+
 def test_enrolling_again_embeds_only_the_new_photo_and_drops_a_removed_one(photos, enrolled, tmp_path, monkeypatch):
     root, out = copy_gallery(photos, enrolled, tmp_path)
     before = load_gallery(out)
@@ -133,6 +164,33 @@ def test_enrolling_again_embeds_only_the_new_photo_and_drops_a_removed_one(photo
     same = {s: v for s, v in zip(before.sources, before.vectors)}
     assert all(np.array_equal(same[s], v) for s, v in zip(after.sources, after.vectors) if s in same)
     assert after.meta["no_face"] == before.meta["no_face"]
+
+
+def test_a_killed_enroll_keeps_what_it_saved_and_the_next_embeds_only_the_rest(photos, tmp_path, monkeypatch):
+    """The periodic save (every FLUSH_SECONDS, here after each batch of 4): a run killed in its third
+    batch leaves the first two batches' faces in a whole gallery, and enrolling again reads only the rest."""
+    root, out = tmp_path / "root", tmp_path / "gallery"
+    shutil.copytree(photos[0], root)
+    monkeypatch.setattr(enroll_module, "FLUSH_SECONDS", -1.0)
+    read: list[str] = []
+    real_read = enroll_module.read_image_rgb
+
+    def killed_at_the_eleventh(path):
+        if len(read) == 10:
+            raise KeyboardInterrupt
+        read.append(Path(path).name)
+        return real_read(path)
+
+    monkeypatch.setattr(enroll_module, "read_image_rgb", killed_at_the_eleventh)
+    cfg = EnrollConfig(gallery=str(root), out=str(out), threads=1, progress=False, batch_images=4)
+    with pytest.raises(KeyboardInterrupt):
+        enroll_main(cfg)
+    saved = load_gallery(out)
+    assert list(saved.sources) == [f"Demo_Person_0{p}/Demo_Person_0{p}_000{i}.jpg" for p in (1, 2) for i in (1, 2, 3, 4)]
+    monkeypatch.setattr(enroll_module, "read_image_rgb", lambda p: read.append(Path(p).name) or real_read(p))
+    read.clear()
+    summary = enroll_main(cfg)
+    assert len(read) == 16 and (summary["kept"], summary["embedded"]) == (8, 14) and len(load_gallery(out)) == 22
 
 
 # -- search ----------------------------------------------------------------------------------------
