@@ -5,7 +5,9 @@
 Writes ``embedder.onnx`` (input ``images`` (N, 3, S, S) float32 RGB normalised as
 ``(x - 127.5) / 128``, dynamic batch; output ``embedding`` (N, dim), unit length) and then
 ``embedder.json``: the input size and layout, the normalisation, the distance (squared Euclidean;
-0 to 4), the alignment the crops need, the opset and the file's sha256. Both are written
+0 to 4), the alignment the crops need, the opset and the file's sha256, the calibrated threshold
+(null when uncalibrated) and the weights file's record (the training data, the people learnt, the
+calibration). Both are written
 atomically. The exported graph is run by onnxruntime against torch on random crops and the
 largest difference printed; above ``TOLERANCE`` the export fails. Bad input is one line, exit 2.
 """
@@ -107,6 +109,12 @@ def main(cfg: EmbedExportConfig) -> dict:
                  f"template scaled to {spec.input_size} px, or the margin crop, as the training build)",
         "mirror": "optionally add the embedding of the mirrored crop and normalise again (make eval-lfw's --flip)",
         "max_difference_to_torch": worst,
+        # The same-person threshold and what the net learnt, for a user of the ONNX file alone: the
+        # calibration (make calibrate) and the training record the weights file carries.
+        "threshold": (embedder.record.get("calibration") or {}).get("threshold"),
+        "threshold_meaning": "two faces are one person below it (squared distance); null: not calibrated "
+                             "(make calibrate), see record.calibration for the pairs, FAR and TAR",
+        "record": embedder.record,
     }
     atomic_write_json(f"{cfg.out}/embedder.json", described)
     print(f"wrote {cfg.out}/embedder.onnx and embedder.json (onnxruntime vs torch: max difference {worst:.2g})")

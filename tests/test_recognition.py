@@ -210,7 +210,12 @@ def test_export_embedder_matches_torch(trained, tmp_path):
 
     described = export_main(EmbedExportConfig(out=str(tmp_path), embedder=str(trained)))
     assert described["max_difference_to_torch"] < 1e-4
-    assert (tmp_path / "embedder.onnx").is_file() and json.loads((tmp_path / "embedder.json").read_text())["output"]
+    written = json.loads((tmp_path / "embedder.json").read_text())
+    assert (tmp_path / "embedder.onnx").is_file() and written["output"]
+    assert written["record"] == json.loads(json.dumps(load_embedder(str(trained)).record)) and written["threshold"] is None
+    shipped = export_main(EmbedExportConfig(out=str(tmp_path / "shipped"), embedder="shipped"))
+    calibration = load_embedder("shipped").record["calibration"]
+    assert shipped["threshold"] == calibration["threshold"] and shipped["record"]["calibration"] == calibration
 
 
 def test_a_corrupt_embedder_is_one_line(tmp_path):
