@@ -181,6 +181,21 @@ def test_identity_roots_reach_prepare_identities_each_as_one_argument(make, tmp_
         assert call[start : start + 3] == [*roots, "--out"], target
 
 
+def test_view1s_pairs_files_reach_pairs_csv_each_as_one_argument(make, tmp_path):
+    """PAIRS is a list for pairs-csv (View 1's two files joined): each file its own argument after --lfw."""
+    canary = tmp_path / "pwned"
+    files = []
+    for kind in ("backquotes", "dollar-paren"):
+        path = tmp_path / "in" / f"pairs-{HOSTILE[kind].replace('CANARY', str(canary))}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x\n")
+        files.append(str(path))
+    done = make("pairs-csv", f"PAIRS={' '.join(files)}", f"OUT={tmp_path / 'o'}")
+    assert done.returncode == 0 and not canary.exists(), done.stderr
+    call = next(c for c in make.calls() if c[0] == "annotations.pairs_csv")
+    assert call[call.index("--lfw") + 1 : call.index("--out")] == files
+
+
 def test_a_make_function_in_a_value_is_text_on_the_command_line_and_in_the_environment(make, tmp_path):
     canary = tmp_path / "pwned"
     base = data_tree(tmp_path / "data")
