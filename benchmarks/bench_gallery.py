@@ -6,7 +6,8 @@
    20 faces (one group photo) and of 1,000; the gallery's bytes and the process's resident and peak
    memory. Where faiss-cpu is importable, its exact ``IndexFlatIP`` on the same vectors and batches
    (inner products of unit vectors rank as squared distances), for comparison; it is not a
-   dependency: numpy's search is within 2x of it and a small share of identify's time.
+   dependency: numpy's exact search is as fast (docs/benchmarks.md) and a small share of identify's
+   time.
 2. ``identify`` of one photo of ``--faces`` faces (skimage's LFW faces tiled, 120 px a cell) against
    a gallery of ``--identify-gallery`` rows (random vectors with the shipped embedder's and
    detector's fingerprints): the wall time of ``recognition.identify.main``, models loaded, outputs
