@@ -137,10 +137,13 @@ def bench_identify(faces: int, size: int, threads: int, repeats: int = 3) -> Non
         save_gallery(Path(tmp) / "gallery" / "gallery.npz",
                      Gallery(unit_vectors(size, rng), [f"p{i // PER_PERSON:05d}" for i in range(size)],
                              [f"p{i // PER_PERSON:05d}/{i}.jpg" for i in range(size)], ["0" * 64] * size, meta))
-        main(cfg)  # warm-up: the first run pays for torch's lazy initialisation
+        # Each timed run writes into a folder of its own: identify resumes, and an earlier run's answers
+        # would be reused rather than measured.
+        main(replace(cfg, out=str(Path(tmp) / "warm-up")))  # the first run pays for torch's lazy initialisation
         start = time.perf_counter()
         summary = main(cfg)
         whole = time.perf_counter() - start
+        assert summary["reused"] == 0
         # The cost of one more photo in a run (models and gallery loaded once per run): ten photos' run
         # against one photo's, per extra photo.
         many = [photo_path.with_name(f"group{k}.jpg") for k in range(10)]
@@ -151,8 +154,8 @@ def bench_identify(faces: int, size: int, threads: int, repeats: int = 3) -> Non
         per_photo = (time.perf_counter() - start - whole) / (len(many) - 1)
         # What `make identify` on the one photo costs: a fresh process, whose import of torch is most of it.
         command = [sys.executable, "-m", "recognition.identify", "--images", str(photo_path), "--gallery", cfg.gallery,
-                   "--out", str(Path(tmp) / "out-cli"), "--threads", str(threads), "--no-progress"]
-        process = min(wall(command) for _ in range(repeats))
+                   "--threads", str(threads), "--no-progress", "--out"]
+        process = min(wall([*command, str(Path(tmp) / f"out-cli-{k}")]) for k in range(repeats))
         imports = min(wall([sys.executable, "-c", "import recognition.identify"]) for _ in range(repeats))
         # Its parts, on models already loaded.
         detector, gallery = load_detector(cfg.crops.weights, cfg.crops.detector), load_gallery(cfg.gallery)
@@ -172,8 +175,8 @@ def bench_identify(faces: int, size: int, threads: int, repeats: int = 3) -> Non
           f"loaded, outputs written), {per_photo:.2f} s for each further photo of a run; parts: gallery load "
           f"{t1 - t0:.3f} s, detect {t2 - t1:.3f} s, align + embed (mirror added) {t3 - t2:.3f} s, search "
           f"{1000 * (t4 - t3):.1f} ms")
-    print(f"identify as a command (python -m recognition.identify, one photo, best of {repeats}): {process:.2f} s, of which "
-          f"{imports:.2f} s is starting Python and importing the stage (torch)")
+    print(f"identify as a command (python -m recognition.identify, one photo, best of {repeats}): {process:.2f} s, "
+          f"of which {imports:.2f} s is starting Python and importing the stage (torch)")
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ from core.nets import PIXEL_MEAN, PIXEL_SCALE, normalize_images
 from core.outputs import check_names_free, check_output_apart
 from core.stage import run_stage
 from recognition.embedder import load_embedder
+from recognition.threshold import is_calibrated, resolve_threshold
 
 TOLERANCE = 1e-4
 INPUT_NAME, OUTPUT_NAME = "images", "embedding"
@@ -96,8 +97,9 @@ def main(cfg: EmbedExportConfig) -> dict:
     worst = max_difference(embedder.net, model)
     if worst > TOLERANCE:
         raise ValueError(f"onnxruntime differs from torch by {worst:.3g} (> {TOLERANCE}); not written")
-    atomic_write_bytes(f"{cfg.out}/embedder.onnx", model)
     spec = embedder.net.spec
+    record = embedder.record or {}  # a plain state dict carries none
+    threshold, source = resolve_threshold(None, record)
     described = {
         "file": "embedder.onnx", "sha256": hashlib.sha256(model).hexdigest(), "opset": cfg.opset,
         "weights": str(embedder.path), "weights_sha256": hashlib.sha256(embedder.path.read_bytes()).hexdigest(),
@@ -111,11 +113,12 @@ def main(cfg: EmbedExportConfig) -> dict:
         "max_difference_to_torch": worst,
         # The same-person threshold and what the net learnt, for a user of the ONNX file alone: the
         # calibration (make calibrate) and the training record the weights file carries.
-        "threshold": (embedder.record.get("calibration") or {}).get("threshold"),
+        "threshold": threshold if is_calibrated(source) else None, "threshold_source": source,
         "threshold_meaning": "two faces are one person below it (squared distance); null: not calibrated "
                              "(make calibrate), see record.calibration for the pairs, FAR and TAR",
-        "record": embedder.record,
+        "record": record,
     }
+    atomic_write_bytes(f"{cfg.out}/embedder.onnx", model)  # the description is built before either file is written
     atomic_write_json(f"{cfg.out}/embedder.json", described)
     print(f"wrote {cfg.out}/embedder.onnx and embedder.json (onnxruntime vs torch: max difference {worst:.2g})")
     return described

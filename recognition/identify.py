@@ -17,10 +17,11 @@ Writes, per image, ``OUT/<stem>.json`` (each face's box, score, landmarks, ident
 best match and runner-up) and ``OUT/<stem>.jpg`` (the photo with boxes and names), and
 ``OUT/identify.csv`` with one row per face of every image (one row with empty face fields for an
 image without a face). An image without a face is counted, an unreadable one is counted and
-named in one line and has no output. A run resumes: an image whose ``<stem>.json`` and ``<stem>.jpg``
-an earlier run wrote whole, for the same image bytes (SHA-256), gallery file, embedder, threshold and
-detector settings (the JSON's ``run``), is answered from them rather than detected again. A gallery of another embedder, detector or alignment, an
-empty gallery and a threshold outside (0, 4) are one line and exit code 2; ``OUT`` must be apart
+named in one line and has no output. A run resumes: an image whose ``<stem>.jpg`` and then
+``<stem>.json`` an earlier run wrote, for the same image bytes (SHA-256), gallery file, embedder,
+threshold and detector settings (the JSON's ``run``), the JSON naming the JPEG's SHA-256, is
+answered from them rather than detected again. A gallery of another embedder, detector or
+alignment, an empty gallery and a threshold outside (0, 4) are one line and exit code 2; ``OUT`` must be apart
 from the images, the gallery and the weights, and names taken by files this stage did not write are
 refused.
 """
@@ -28,6 +29,7 @@ refused.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import sys
@@ -189,19 +191,18 @@ def run_settings(cfg: IdentifyConfig, gallery_file: Path, embedder, threshold: f
 
 
 def earlier_answer(out: Path, image_path: Path, image_sha256: str, settings: dict) -> list[dict] | None:
-    """The faces an earlier run of the same settings wrote for this image, both of its outputs
-    whole (each is written atomically, the JSON first), else None."""
+    """The faces an earlier run of the same settings wrote for this image, else None. Each output is
+    written atomically, the JPEG first and then the JSON naming its SHA-256, so a JSON whose JPEG
+    is missing or another run's is not an answer."""
     json_path, jpg_path = out / f"{image_path.stem}.json", out / f"{image_path.stem}.jpg"
-    if not (jpg_path.is_file() and is_own_output(jpg_path) and json_path.is_file()):
-        return None
     try:
         doc = json.loads(json_path.read_text())
+        if not isinstance(doc, dict) or doc.get("stage") != STAGE or doc.get("image") != str(image_path) \
+                or doc.get("image_sha256") != image_sha256 or doc.get("run") != settings:
+            return None
+        return doc.get("faces") if doc.get("jpg_sha256") == file_sha256(jpg_path) else None
     except (OSError, ValueError):
         return None
-    if not isinstance(doc, dict) or doc.get("stage") != STAGE or doc.get("image") != str(image_path) \
-            or doc.get("image_sha256") != image_sha256 or doc.get("run") != settings:
-        return None
-    return doc.get("faces")
 
 
 def main(cfg: IdentifyConfig) -> dict:
@@ -246,7 +247,7 @@ def main(cfg: IdentifyConfig) -> dict:
                     continue
                 found = earlier_answer(out, image_path, digests[image_path], settings)
                 if found is not None:
-                    counts.update({"images": 1, "reused": 1, "faces": len(found), "no face": not found,
+                    counts.update({"images": 1, "reused": 1, "faces": len(found), "no face": int(not found),
                                    "unknown": sum(f["identity"] == UNKNOWN for f in found)})
                     answers[image_path] = found
                     continue
@@ -266,12 +267,13 @@ def main(cfg: IdentifyConfig) -> dict:
                 counts["faces"] += len(found)
                 counts["unknown"] += sum(f["identity"] == UNKNOWN for f in found)
                 counts["no face"] += not found
-                atomic_write_json(out / f"{image_path.stem}.json", {"stage": STAGE, "image": str(image_path),
-                                                                    "image_sha256": digests[image_path],
-                                                                    "threshold": threshold, "run": settings,
-                                                                    "faces": found})
                 ok, jpg = cv2.imencode(".jpg", draw_names(picture, found))
-                atomic_write_bytes(out / f"{image_path.stem}.jpg", _COM + jpg.tobytes()[2:])
+                annotated = _COM + jpg.tobytes()[2:]
+                atomic_write_bytes(out / f"{image_path.stem}.jpg", annotated)
+                atomic_write_json(out / f"{image_path.stem}.json", {
+                    "stage": STAGE, "image": str(image_path), "image_sha256": digests[image_path],
+                    "jpg_sha256": hashlib.sha256(annotated).hexdigest(), "threshold": threshold, "run": settings,
+                    "faces": found})
                 answers[image_path] = found
             bar.update(len(images[start : start + cfg.batch_images]))
         bar.close()

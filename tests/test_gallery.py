@@ -117,7 +117,8 @@ def test_every_face_of_a_photo_is_named(photos, enrolled, tmp_path):
     assert sorted((f["box"][0] // 120, f["identity"]) for f in faces) == [(0, PEOPLE[0]), (1, PEOPLE[1]), (2, PEOPLE[2])]
 
 
-def test_identify_resumes_reusing_whole_answers_of_the_same_settings_only(photos, enrolled, tmp_path, monkeypatch):
+def test_identify_resumes_reusing_whole_answers_of_the_same_settings_only(photos, enrolled, tmp_path, monkeypatch,
+                                                                          capsys):
     from detector.cascade import Detector
 
     held = tmp_path / "held"
@@ -133,15 +134,24 @@ def test_identify_resumes_reusing_whole_answers_of_the_same_settings_only(photos
     again = identify_main(cfg)  # everything answered before: no image detected, the same CSV
     assert again["reused"] == 6 and detected in ([], [0]) and (tmp_path / "id" / "identify.csv").read_bytes() == csv_first
     assert {k: v for k, v in again.items() if k != "reused"} == {k: v for k, v in first.items() if k != "reused"}
-    # a photo whose bytes changed, and one whose annotated JPEG is missing (a run killed between its two
-    # writes): those two are redone, the other four reused
+    assert "6 faces in 6 of 6 images (0 unknown, 0 images without a face, 0 unreadable, 6 answered by an earlier run)" \
+        in capsys.readouterr().out
+    one = replace(cfg, images=(str(held / "Demo_Person_01_0005.jpg"),), out=str(tmp_path / "one"))
+    identify_main(one)
+    assert type(identify_main(one)["without_face"]) is int  # counted, not a flag, when the first image is reused
+    assert "(0 unknown, 0 images without a face, 0 unreadable, 1 answered by an earlier run)" in capsys.readouterr().out
+    # a photo whose bytes changed; one whose annotated JPEG is missing; one whose JPEG is another run's
+    # (a run killed between its two writes): those three are redone, the other three reused
     shutil.copy(held / "Demo_Person_02_0005.jpg", held / "Demo_Person_01_0005.jpg")
     (tmp_path / "id" / "Demo_Person_03_0005.jpg").unlink()
+    shutil.copy(tmp_path / "id" / "Demo_Person_09_0005.jpg", tmp_path / "id" / "Demo_Person_07_0005.jpg")
     detected.clear()
     third = identify_main(cfg)
-    assert third["reused"] == 4 and sum(detected) == 2
+    assert third["reused"] == 3 and sum(detected) == 3
     redone = json.loads((tmp_path / "id" / "Demo_Person_01_0005.json").read_text())
     assert redone["faces"][0]["identity"] == "Demo_Person_02"
+    images = [row["image"] for row in csv.DictReader((tmp_path / "id" / "identify.csv").open())]
+    assert images == sorted(str(p) for p in held.iterdir())  # the images' order, reused or redone
     # another threshold answers differently: nothing reused
     detected.clear()
     assert identify_main(replace(cfg, threshold=0.5))["reused"] == 0 and sum(detected) == 6

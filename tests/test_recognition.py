@@ -216,6 +216,12 @@ def test_export_embedder_matches_torch(trained, tmp_path):
     shipped = export_main(EmbedExportConfig(out=str(tmp_path / "shipped"), embedder="shipped"))
     calibration = load_embedder("shipped").record["calibration"]
     assert shipped["threshold"] == calibration["threshold"] and shipped["record"]["calibration"] == calibration
+    # a plain state dict (no record): exported, with no threshold and an empty record
+    from core.weights import load_weights
+
+    torch.save(load_weights(str(trained / "embedder.pt")).state, tmp_path / "plain.pt")
+    plain = export_main(EmbedExportConfig(out=str(tmp_path / "plain"), embedder=str(tmp_path / "plain.pt")))
+    assert plain["threshold"] is None and plain["record"] == {} and (tmp_path / "plain" / "embedder.json").is_file()
 
 
 def test_a_corrupt_embedder_is_one_line(tmp_path):
