@@ -19,6 +19,7 @@ USER_VARS := PYTHON VENV DATA WIDER WIDER_TXT WIDER_IMAGES LANDMARKS OUT WORKERS
 USER_VARS += PAIRS_CSV IMAGES_ROOT EVAL_PAIRS_OUT EVAL_PAIRS_FLAGS PAIRS_CSV_OUT
 USER_VARS += IDENT_OUT IDENT_FLAGS CLUSTER_OUT CLUSTER_FLAGS
 USER_VARS += CALIBRATE_OUT CALIBRATE_FAR CALIBRATE_FLAGS
+USER_VARS += TEST_WORKERS
 GIVEN_VARS := $(sort $(USER_VARS) $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
 define newline
 
@@ -451,11 +452,16 @@ STAMPED += $(EVAL_PAIRS_OUT)/results.json
 PAIRS_CSV_OUT ?= $(OUT)/pairs-csv/$(subst $() ,+,$(strip $(basename $(notdir $(PAIRS))))).csv
 pairs-csv: $(PAIRS_CSV_OUT) ## LFW's PAIRS= (one file, or View 1's two joined) as a pairs CSV (first,second,same[,fold]) -> PAIRS_CSV_OUT=
 
-# Every other reader of PAIRS (eval-lfw, cv-lfw, calibrate, eval-ident's people) takes one file.
-$(if $(and $(word 2,$(PAIRS)),$(filter-out pairs-csv $(PAIRS_CSV_OUT) help,$(or $(MAKECMDGOALS),all))),$(error \
+# The other readers of PAIRS (eval-lfw, cv-lfw, calibrate without PAIRS_CSV) take one file.
+PAIRS_READERS = eval-lfw cv-lfw $(if $(PAIRS_CSV),,calibrate)
+$(if $(and $(word 2,$(PAIRS)),$(filter $(PAIRS_READERS),$(MAKECMDGOALS))),$(error \
 	PAIRS="$(PAIRS)" names several files, which only pairs-csv joins (make pairs-csv PAIRS="$(PAIRS)", then \
 	PAIRS_CSV=$(PAIRS_CSV_OUT) IMAGES_ROOT=<images>)))
-$(PAIRS_CSV_OUT): $(PAIRS) $(CODE_annotations.pairs_csv) | $(VENV_STAMP)
+# Its settings file: another list of files under the same PAIRS_CSV_OUT makes the CSV again.
+PAIRS_CSV_SETTINGS = $(dir $(PAIRS_CSV_OUT)).$(notdir $(PAIRS_CSV_OUT)).make-settings
+$(call settings_once,$(PAIRS_CSV_SETTINGS),pairs=$(PAIRS))
+$(PAIRS_CSV_OUT): $(PAIRS_CSV_SETTINGS) $(PAIRS) $(CODE_annotations.pairs_csv) | $(VENV_STAMP)
+	@test -n $(call q,$(strip $(PAIRS))) || { echo "usage: make pairs-csv PAIRS=<LFW pairs file, or View 1's two> [PAIRS_CSV_OUT=file.csv]" >&2; exit 2; }
 	$(RUN) annotations.pairs_csv --lfw $(call qw,$(PAIRS)) --out $(call q,$@)
 	$(stamp)
 STAMPED += $(PAIRS_CSV_OUT)
@@ -696,6 +702,8 @@ clean-demo: ## delete the demo's folder ($(DEMO))
 # The suite in TEST_WORKERS processes (pytest-xdist), each test file whole in one of them (its module
 # fixtures built once); TEST_WORKERS=0 runs it in this process.
 TEST_WORKERS ?= 2
+$(if $(and $(filter-out auto,$(TEST_WORKERS)),$(or $(call not_digits,$(TEST_WORKERS)),$(word 2,$(TEST_WORKERS)))),$(error \
+	TEST_WORKERS="$(TEST_WORKERS)" is not a number of test processes (0: this one; auto: one per core)))
 TEST_ARGS = $(if $(filter-out 0,$(TEST_WORKERS)),-n $(call q,$(TEST_WORKERS)) --dist loadfile)
 test: $(VENV_STAMP) ## run the test suite (tests that need ../shared/data skip when it is absent; TEST_WORKERS=2)
 	$(PY) -m pytest -q $(TEST_ARGS)

@@ -160,6 +160,12 @@ class PairsCsvConfig:
     out: str
     """The pairs CSV to write (first,second,same[,fold]; paths relative to LFW's images folder)."""
 
+    def __post_init__(self):
+        if isinstance(self.lfw, str):  # one file named in Python, as a CLI of one file gives it
+            object.__setattr__(self, "lfw", (self.lfw,))
+        if not self.lfw:
+            raise ValueError("--lfw names no pairs file")
+
 
 def join_pairs(paths) -> list[Pair]:
     """The pairs of LFW pairs files, in order. Only one-fold files (View 1's) are joined: several
@@ -169,9 +175,12 @@ def join_pairs(paths) -> list[Pair]:
     for path in paths:
         pairs = parse_pairs(path)
         if len(paths) > 1 and len({p.fold for p in pairs}) > 1:
-            raise AnnotationError(path, 1, f"holds {len({p.fold for p in pairs})} folds (View 2's pairs.txt); only "
-                                           f"one-fold files (View 1's) are joined: convert it alone")
+            raise AnnotationError(path, pairs[0].line, f"holds {len({p.fold for p in pairs})} folds (View 2's "
+                                                       f"pairs.txt; its first pair is here); only one-fold files "
+                                                       f"(View 1's) are joined: convert it alone")
         for pair in pairs:
+            if pair.first == pair.second:  # read_pairs_csv would refuse the CSV written
+                raise AnnotationError(path, pair.line, f"pairs the image {pair.first} with itself")
             key = frozenset((pair.first, pair.second))
             if key in seen:
                 raise AnnotationError(path, pair.line, f"the pair of {seen[key]} again ({pair.first}, {pair.second})")

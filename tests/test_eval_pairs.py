@@ -174,10 +174,17 @@ def test_view1s_two_files_join_into_one_csv_and_a_pair_in_both_is_refused(tmp_pa
                                                f"{train}:4 again (B/B_0002.jpg, A/A_0001.jpg)")
     view2 = _csv(tmp_path, "2\t1\nA\t1\t2\nA\t1\tB\t1\nC\t1\t2\nC\t1\tD\t1\n", "pairs.txt")
     assert pairs_csv_cli(["--lfw", str(test), str(view2), "--out", str(tmp_path / "bad.csv")]) == 2
-    assert capsys.readouterr().err.strip() == (f"python -m annotations.pairs_csv: error: {view2}:1: holds 2 folds "
-                                               f"(View 2's pairs.txt); only one-fold files (View 1's) are joined: "
-                                               f"convert it alone")
+    assert capsys.readouterr().err.strip() == (f"python -m annotations.pairs_csv: error: {view2}:2: holds 2 folds "
+                                               f"(View 2's pairs.txt; its first pair is here); only one-fold files "
+                                               f"(View 1's) are joined: convert it alone")
+    itself = _csv(tmp_path, "1\nE\t1\t1\nE\t1\tF\t1\n", "itself.txt")
+    assert pairs_csv_cli(["--lfw", str(itself), "--out", str(tmp_path / "bad.csv")]) == 2
+    assert capsys.readouterr().err.strip() == (f"python -m annotations.pairs_csv: error: {itself}:2: pairs the image "
+                                               f"E/E_0001.jpg with itself")
     assert not (tmp_path / "bad.csv").exists()
+    assert PairsCsvConfig(lfw=str(train), out="x.csv").lfw == (str(train),)
+    with pytest.raises(ValueError, match="--lfw names no pairs file"):
+        PairsCsvConfig(lfw=(), out="x.csv")
 
 
 # -- eval-pairs end to end -------------------------------------------------------------------------
@@ -274,6 +281,10 @@ def test_make_eval_pairs_runs_the_stage_and_asks_for_its_inputs(make_dry_run, tm
     assert ("annotations.pairs_csv --lfw /lfw/pairsDevTrain.txt /lfw/pairsDevTest.txt --out "
             "build/pairs-csv/pairsDevTrain+pairsDevTest.csv") in make_dry_run("pairs-csv", *view1)
     make = Make(tmp_path)
+    assert make("-n", "calibrate", view1[0], "PAIRS_CSV=v1.csv", "IMAGES_ROOT=/lfw", "-o", "v1.csv").returncode == 0
+    settings = make_dry_run("pairs-csv", *view1)
+    assert "pairs=/lfw/pairsDevTrain.txt /lfw/pairsDevTest.txt' > build/pairs-csv/.pairsDevTrain+pairsDevTest.csv" \
+        ".make-settings" in settings  # another list under the same PAIRS_CSV_OUT makes the CSV again
     for target in ("eval-lfw", "calibrate", "cv-lfw"):  # the readers of one LFW pairs file
         done = make("-n", target, view1[0])
         assert done.returncode == 2 and done.stderr.strip().endswith(

@@ -196,6 +196,17 @@ def test_view1s_pairs_files_reach_pairs_csv_each_as_one_argument(make, tmp_path)
     assert call[call.index("--lfw") + 1 : call.index("--out")] == files
 
 
+def test_test_workers_must_be_a_number_and_a_make_function_in_it_never_runs(make, tmp_path):
+    canary = tmp_path / "pwned"
+    for given in ({"env_extra": {"TEST_WORKERS": f"$(shell touch {canary})2"}}, {}):
+        args = () if given else (f"TEST_WORKERS=2;touch {canary}",)
+        done = make("-n", "test", *args, **given)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and "is not a number of test processes" in lines[0], done.stderr
+        assert not canary.exists()
+    assert make("-n", "test", "TEST_WORKERS=auto").returncode == 0
+
+
 def test_a_make_function_in_a_value_is_text_on_the_command_line_and_in_the_environment(make, tmp_path):
     canary = tmp_path / "pwned"
     base = data_tree(tmp_path / "data")
