@@ -22,7 +22,10 @@ The people the embedder trained on are read from its weights file (the training 
 it, ``recognition.embedder.FaceEmbedder.record``), and pairs of any of them are refused. A file without a
 record (a plain state dict, from outside or from before records were stored inside) is refused too,
 unless ``--unknown-embedder``, which scores it and labels the results "embedder of unknown training
-data" (``results.json``'s ``embedder_training`` and the printed line).
+data" (``results.json``'s ``embedder_training`` and the printed line). Otherwise the printed line
+and ``results.json``'s ``category`` give LFW's protocol category from the record
+(``lfw_category``): "unrestricted, no outside data", or "unrestricted, labeled outside data:
+<roots>" for a build with outside identities (``make recog-data IDENTITIES="lfw other"``).
 
 Writes ``results.json`` (last: the make target), ``pairs.csv`` (fold, the two image paths, same or
 not, distance; empty where a face is missing) and ``roc.png``. This module is LFW's front: it
@@ -118,6 +121,20 @@ def check_unseen(embedder, pairs: list[Pair], cfg: LfwEvalConfig) -> None:
                          f"record){hint}; other folds' figures would be measured on people it saw")
 
 
+NO_OUTSIDE_DATA = "unrestricted, no outside data"
+OUTSIDE_DATA = "unrestricted, labeled outside data"
+
+
+def lfw_category(record: dict | None) -> str:
+    """LFW's protocol category of an embedder's figures (Huang and Learned-Miller's 2014 update of
+    the LFW protocols): trained with identity labels, so "unrestricted"; with the identities of
+    another set (its build's ``outside_roots``, named in brackets), "labeled outside data"."""
+    if record is None:
+        return UNKNOWN_TRAINING
+    roots = (record.get("build") or {}).get("outside_roots")
+    return f"{OUTSIDE_DATA}: {', '.join(roots)}" if roots else NO_OUTSIDE_DATA
+
+
 def main(cfg: LfwEvalConfig) -> dict:
     check_inputs_apart(cfg)
     pairs = select_pairs(parse_pairs(cfg.pairs), cfg.fold, cfg.pairs)
@@ -125,7 +142,7 @@ def main(cfg: LfwEvalConfig) -> dict:
     one_fold = len({p.fold for p in pairs}) == 1  # --fold, or View 1's files
     chosen = ScoredPairs(pairs, subfolds(same) if one_fold else np.array([p.fold for p in pairs]),
                          f"{SUBFOLDS} sub-folds of the one fold scored" if one_fold else "the pairs file's folds",
-                         f"LFW{f' fold {cfg.fold}' if cfg.fold else ''}", cfg.fold)
+                         f"LFW{f' fold {cfg.fold}' if cfg.fold else ''}", cfg.fold, lfw_category)
     return score_pairs(cfg, chosen, PROG, vet=lambda embedder: check_unseen(embedder, pairs, cfg))
 
 

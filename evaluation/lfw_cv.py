@@ -78,7 +78,9 @@ def combine(results: list[dict]) -> dict:
             "fold_accuracy": acc.tolist(), "val_mean": float(val.mean()), "val_std": float(val.std()),
             "far_mean": float(np.mean([r["far_mean"] for r in results])), "far_target": results[0]["far_target"],
             "auc_mean": float(np.mean([r["auc"] for r in results])), "eer_mean": float(np.mean([r["eer"] for r in results])),
-            "pairs": int(sum(r["pairs"] for r in results)), "failed_pairs": int(sum(r["failed_pairs"] for r in results))}
+            "pairs": int(sum(r["pairs"] for r in results)), "failed_pairs": int(sum(r["failed_pairs"] for r in results)),
+            # one recipe (checked above), so one category; absent from results written before categories
+            "category": results[0].get("category")}
 
 
 def main(cfg: CrossValConfig) -> dict:
@@ -94,7 +96,8 @@ def main(cfg: CrossValConfig) -> dict:
             raise ValueError(f"{path}: not a readable results.json ({e})") from None
     combined = combine(results)
     atomic_write_json(cfg.out, combined)
-    print(f"LFW {len(results)}-fold (a model per fold, never trained on its people): accuracy "
+    category = f"{combined['category']}; " if combined["category"] else ""
+    print(f"LFW {len(results)}-fold ({category}a model per fold, never trained on its people): accuracy "
           f"{combined['accuracy_mean']:.4f} +- {combined['accuracy_std']:.4f}, VAL {combined['val_mean']:.4f} "
           f"+- {combined['val_std']:.4f} @ FAR {combined['far_mean']:.5f}; {combined['failed_pairs']} of "
           f"{combined['pairs']} pairs without a face -> {cfg.out}")

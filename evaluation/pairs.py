@@ -213,6 +213,9 @@ class ScoredPairs:
     """The benchmark as the printed line and the ROC's title name it (LFW fold 10, pairs.csv)."""
     fold: int | None = None
     """results.json's fold: the one LFW fold scored, else None."""
+    category: Callable[[dict | None], str] | None = None
+    """The benchmark's protocol category of the embedder's figures, from its training record
+    (LFW's: ``evaluation.lfw.lfw_category``): printed after the name, results.json's ``category``."""
 
 
 def score_pairs(cfg: PairScoring, chosen: ScoredPairs, prog: str,
@@ -231,7 +234,9 @@ def score_pairs(cfg: PairScoring, chosen: ScoredPairs, prog: str,
     embedder = load_embedder(cfg.embedder, cfg.embed_device)
     if vet is not None:
         vet(embedder)
-    name = f"{chosen.name}{f' ({UNKNOWN_TRAINING})' if embedder.record is None else ''}"
+    category = chosen.category(embedder.record) if chosen.category else None
+    name = f"{chosen.name} ({category})" if category else \
+        f"{chosen.name}{f' ({UNKNOWN_TRAINING})' if embedder.record is None else ''}"
     align_cfg = cfg.align_config()
     with folder_lock(out, prog):
         with folder_lock(align_cfg.out, f"{prog} (aligning)"):
@@ -255,7 +260,7 @@ def score_pairs(cfg: PairScoring, chosen: ScoredPairs, prog: str,
         results = {"pairs": len(pairs), "failed_pairs": int(failed.sum()), "no_face_images": no_face,
                    "missing_images": missing, "fold": chosen.fold, "protocol": chosen.protocol, **figures,
                    "embedder": str(embedder.path), "embedder_sha256": hashlib.sha256(embedder.path.read_bytes()).hexdigest(),
-                   "embedder_training": training_summary(embedder.record),
+                   "embedder_training": training_summary(embedder.record), **({"category": category} if category else {}),
                    "settings": {**{k: v for k, v in asdict(cfg).items() if k not in ("progress", "crops")},
                                 **cfg.crops.settings()},
                    "align_settings": align_cfg.settings()}

@@ -26,7 +26,19 @@ def fold_result(k: int, epochs: int = 24, weights: str = "shipped", size: int = 
 
 def test_folds_of_one_recipe_combine_whatever_their_people():
     combined = combine([fold_result(k) for k in (1, 2, 3)])
-    assert combined["folds"] == [1, 2, 3]
+    assert combined["folds"] == [1, 2, 3] and combined["category"] is None  # results from before categories
+
+
+def test_lfw_category_follows_the_training_record():
+    from evaluation.lfw import lfw_category
+
+    assert lfw_category(None) == "embedder of unknown training data"
+    assert lfw_category({"build": {"align": "similarity"}}) == "unrestricted, no outside data"
+    assert lfw_category({"build": {"outside_roots": []}}) == "unrestricted, no outside data"
+    assert lfw_category({"build": {"outside_roots": ["celeba", "casia"]}}) == \
+        "unrestricted, labeled outside data: celeba, casia"
+    outside = [{**fold_result(k), "category": "unrestricted, labeled outside data: celeba"} for k in (1, 2)]
+    assert combine(outside)["category"] == "unrestricted, labeled outside data: celeba"
 
 
 @pytest.mark.parametrize("other, named", [({"epochs": 2}, "training.recipe.epochs 24 against 2"),

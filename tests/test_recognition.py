@@ -136,11 +136,13 @@ def test_resume_ends_with_exactly_the_weights_of_an_uninterrupted_run(fold2, tmp
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
-def test_eval_lfw_scores_the_fold_and_pairs_csv_recomputes_it(trained, people, tmp_path):
+def test_eval_lfw_scores_the_fold_and_pairs_csv_recomputes_it(trained, people, tmp_path, capsys):
     cfg = LfwEvalConfig(images=str(people / "images"), pairs=str(people / "pairs.txt"), out=str(tmp_path / "eval"),
                         embedder=str(trained), fold=2, progress=False)
     results = lfw_main(cfg)
     assert results["pairs"] == 24 and results["protocol"].startswith("10 sub-folds")
+    assert results["category"] == "unrestricted, no outside data"
+    assert "LFW fold 2 (unrestricted, no outside data): 24 pairs" in capsys.readouterr().out
     rows = list(csv.DictReader((tmp_path / "eval" / "pairs.csv").open()))
     assert len(rows) == 24 and {r["fold"] for r in rows} == {"2"}
     dist = np.array([float(r["distance"]) if r["distance"] else np.nan for r in rows])
