@@ -247,8 +247,7 @@ def main(cfg: IdentifyConfig) -> dict:
                     continue
                 found = earlier_answer(out, image_path, digests[image_path], settings)
                 if found is not None:
-                    counts.update({"images": 1, "reused": 1, "faces": len(found), "no face": int(not found),
-                                   "unknown": sum(f["identity"] == UNKNOWN for f in found)})
+                    counts["reused"] += 1
                     answers[image_path] = found
                     continue
                 try:
@@ -263,10 +262,6 @@ def main(cfg: IdentifyConfig) -> dict:
                 names = name_faces(gallery, embed(embedder, [crops[k] for k in faces], flip=cfg.flip),
                                    threshold) if faces else []
                 found = face_records(dets, faces, names)
-                counts["images"] += 1
-                counts["faces"] += len(found)
-                counts["unknown"] += sum(f["identity"] == UNKNOWN for f in found)
-                counts["no face"] += not found
                 ok, jpg = cv2.imencode(".jpg", draw_names(picture, found))
                 annotated = _COM + jpg.tobytes()[2:]
                 atomic_write_bytes(out / f"{image_path.stem}.jpg", annotated)
@@ -282,10 +277,12 @@ def main(cfg: IdentifyConfig) -> dict:
         writer.writeheader()
         writer.writerows(row for p in images if p in answers for row in csv_rows(str(p), answers[p]))
         atomic_write_text(out / CSV_NAME, buf.getvalue())
-    summary = {"images": len(images), "read": counts["images"], "unreadable": counts["unreadable"],
-               "without_face": counts["no face"], "faces": counts["faces"], "unknown": counts["unknown"],
-               "reused": counts["reused"], "threshold": threshold, "threshold_source": source}
-    reused = f", {counts['reused']} answered by an earlier run" if counts["reused"] else ""
+    every_face = [f for found in answers.values() for f in found]
+    summary = {"images": len(images), "read": len(answers), "unreadable": counts["unreadable"],
+               "without_face": sum(not found for found in answers.values()), "faces": len(every_face),
+               "unknown": sum(f["identity"] == UNKNOWN for f in every_face), "reused": counts["reused"],
+               "threshold": threshold, "threshold_source": source}
+    reused = f", {summary['reused']} answered by an earlier run" if summary["reused"] else ""
     print(f"{summary['faces']} faces in {summary['read']} of {len(images)} images ({summary['unknown']} unknown, "
           f"{summary['without_face']} images without a face, {summary['unreadable']} unreadable{reused}) -> "
           f"{out / CSV_NAME}")
