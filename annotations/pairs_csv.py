@@ -83,6 +83,22 @@ def _header(path, rows) -> tuple[int, list[str]]:
     return line, names
 
 
+def check_new_pair(path, line: int, first: str, second: str, seen: dict) -> None:
+    """Refuse a pair of an image with itself, and a pair ``seen`` before in either order (in this
+    file or, when several are joined, an earlier one): either would weigh in the figures as no
+    benchmark means it to. ``seen`` maps each pair met to its file, line and order; this one is added."""
+    if first == second:
+        raise AnnotationError(path, line, f"pairs the image {first} with itself")
+    key = frozenset((first, second))
+    if key in seen:
+        where, earlier, order = seen[key]
+        place = f"line {earlier}" if str(where) == str(path) else f"{where}:{earlier}"
+        raise AnnotationError(path, line, f"the pair {first}, {second} is listed twice (first at {place}"
+                                          f"{'' if order == (first, second) else ', in the other order'}); "
+                                          f"remove one of the two lines")
+    seen[key] = path, line, (first, second)
+
+
 def read_pairs_csv(path: str | os.PathLike) -> list[Pair]:
     """The pairs of a pairs CSV, in file order (module docstring); AnnotationError on a bad row."""
     path = Path(path)
@@ -102,15 +118,7 @@ def read_pairs_csv(path: str | os.PathLike) -> list[Pair]:
         if same is None:
             raise AnnotationError(path, line, f"same is {row['same']!r}; expected 1 (matched) or 0 (mismatched)")
         fold = _fold(path, line, row[FOLD_COLUMN]) if has_fold else None
-        if first == second:
-            raise AnnotationError(path, line, f"pairs the image {first} with itself")
-        key = tuple(sorted((first, second)))
-        if key in seen:
-            earlier, order = seen[key]
-            raise AnnotationError(path, line, f"the pair {first}, {second} is listed twice (first at line {earlier}"
-                                              f"{'' if order == (first, second) else ', in the other order'}); "
-                                              f"remove one of the two lines")
-        seen[key] = line, (first, second)
+        check_new_pair(path, line, first, second, seen)
         pairs.append(Pair(fold, first, second, same, line))
     if has_fold:
         check_folds(path, pairs)
@@ -170,7 +178,7 @@ class PairsCsvConfig:
 def join_pairs(paths) -> list[Pair]:
     """The pairs of LFW pairs files, in order. Only one-fold files (View 1's) are joined: several
     folds would each need renumbering across files. A pair given twice, in two files or in either
-    order, is an ``AnnotationError`` naming both lines, as ``read_pairs_csv`` would refuse it."""
+    order, is an ``AnnotationError`` naming both places (``check_new_pair``)."""
     joined, seen = [], {}
     for path in paths:
         pairs = parse_pairs(path)
@@ -178,13 +186,8 @@ def join_pairs(paths) -> list[Pair]:
             raise AnnotationError(path, pairs[0].line, f"holds {len({p.fold for p in pairs})} folds (View 2's "
                                                        f"pairs.txt; its first pair is here); only one-fold files "
                                                        f"(View 1's) are joined: convert it alone")
-        for pair in pairs:
-            if pair.first == pair.second:  # read_pairs_csv would refuse the CSV written
-                raise AnnotationError(path, pair.line, f"pairs the image {pair.first} with itself")
-            key = frozenset((pair.first, pair.second))
-            if key in seen:
-                raise AnnotationError(path, pair.line, f"the pair of {seen[key]} again ({pair.first}, {pair.second})")
-            seen[key] = f"{path}:{pair.line}"
+        for pair in pairs:  # refused now as read_pairs_csv would refuse the CSV written
+            check_new_pair(path, pair.line, pair.first, pair.second, seen)
         joined += pairs
     return joined
 

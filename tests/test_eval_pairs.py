@@ -170,8 +170,9 @@ def test_view1s_two_files_join_into_one_csv_and_a_pair_in_both_is_refused(tmp_pa
     assert f"{train} + {test}: 6 pairs (3 matched), no fold column (one fold) ->" in capsys.readouterr().out
     again = _csv(tmp_path, "1\nE\t1\t2\nB\t2\tA\t1\n", "again.txt")  # DevTrain's line 4, the other way round
     assert pairs_csv_cli(["--lfw", str(train), str(again), "--out", str(tmp_path / "bad.csv")]) == 2
-    assert capsys.readouterr().err.strip() == (f"python -m annotations.pairs_csv: error: {again}:3: the pair of "
-                                               f"{train}:4 again (B/B_0002.jpg, A/A_0001.jpg)")
+    assert capsys.readouterr().err.strip() == (f"python -m annotations.pairs_csv: error: {again}:3: the pair "
+                                               f"B/B_0002.jpg, A/A_0001.jpg is listed twice (first at {train}:4, in "
+                                               f"the other order); remove one of the two lines")
     view2 = _csv(tmp_path, "2\t1\nA\t1\t2\nA\t1\tB\t1\nC\t1\t2\nC\t1\tD\t1\n", "pairs.txt")
     assert pairs_csv_cli(["--lfw", str(test), str(view2), "--out", str(tmp_path / "bad.csv")]) == 2
     assert capsys.readouterr().err.strip() == (f"python -m annotations.pairs_csv: error: {view2}:2: holds 2 folds "
