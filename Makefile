@@ -448,8 +448,9 @@ $(EVAL_PAIRS_OUT)/results.json: $(EVAL_PAIRS_OUT)/.make-settings $(PAIRS_CSV) $(
 STAMPED += $(EVAL_PAIRS_OUT)/results.json
 
 # pairs-csv: LFW's PAIRS= (pairs.txt, or View 1's pairsDevTrain.txt and/or pairsDevTest.txt, joined) as a pairs CSV
-# for eval-pairs and calibrate; named after the files, joined by +
-PAIRS_CSV_OUT ?= $(OUT)/pairs-csv/$(subst $() ,+,$(strip $(basename $(notdir $(PAIRS))))).csv
+# for eval-pairs and calibrate; named after the files, joined by + (files_name)
+files_name = $(subst $() ,+,$(strip $(basename $(notdir $(1)))))
+PAIRS_CSV_OUT ?= $(OUT)/pairs-csv/$(call files_name,$(PAIRS)).csv
 pairs-csv: $(PAIRS_CSV_OUT) ## LFW's PAIRS= (one file, or View 1's two joined) as a pairs CSV (first,second,same[,fold]) -> PAIRS_CSV_OUT=
 
 # The other readers of PAIRS (eval-lfw, cv-lfw, calibrate without PAIRS_CSV) take one file.
@@ -590,7 +591,7 @@ STAMPED += $(CLUSTER_OUT)/summary.json
 # identify and cluster then use by default (EMBEDDER=$(CALIBRATE_OUT)); never weights/ (that takes
 # python -m evaluation.calibrate --overwrite-shipped, docs/pipeline.md)
 CALIBRATE_PAIRS = $(or $(PAIRS_CSV),$(PAIRS))
-CALIBRATE_OUT ?= $(OUT)/calibrate/$(subst /,_,$(EMBEDDER))-$(subst $() ,+,$(strip $(basename $(notdir $(CALIBRATE_PAIRS)))))
+CALIBRATE_OUT ?= $(OUT)/calibrate/$(subst /,_,$(EMBEDDER))-$(call files_name,$(CALIBRATE_PAIRS))
 CALIBRATE_FAR ?= 0.01
 CALIBRATE_FLAGS ?=
 CALIBRATE_SCORES = $(CALIBRATE_OUT)-scores
